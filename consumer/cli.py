@@ -1,0 +1,282 @@
+"""The ``healthfsm`` command line: thin commands that open the store, call one function, and
+turn known errors into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import click
+import sqlite_utils
+import typer
+
+from consumer import constants as c
+from consumer import faults, logs
+from consumer.models import ConsumerSettings
+from statemachine import Status
+from statemachine.errors import (
+    GameExists,
+    GameNotFound,
+    HealthFsmError,
+    StatusConflict,
+    TransitionNotAllowed,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""Operational failure: missing game or database, unreachable service, bad schema."""
+EXIT_USAGE = 2
+"""Bad command-line argument."""
+EXIT_CONFLICT = 3
+"""``set-status``: the record is not in ``--from``."""
+EXIT_NOT_ALLOWED = 4
+"""``set-status``: the transition table has no such change."""
+
+ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
+"""Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
+
+app = typer.Typer(
+    name="healthfsm",
+    help="Drive game runtime records from Redis Stream health events, through a state machine,"
+    " into SQLite; publish runtime snapshots for Game Lobby.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
+app.add_typer(runtime_app, name="runtime")
+
+DbOption = Annotated[
+    Path, typer.Option("--db", envvar=c.ENV_DB, help="SQLite database file.", show_default=True)
+]
+RedisUrlOption = Annotated[
+    str,
+    typer.Option("--redis-url", envvar=c.ENV_REDIS_URL, help="Redis URL (redis:// or rediss://)."),
+]
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print one line to stderr and exit."""
+    typer.echo(f"healthfsm: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _open_existing(path: Path) -> sqlite_utils.Database:
+    from store import open_database
+
+    if not path.exists():
+        fail(f"database {path} does not exist (register a game with 'healthfsm runtime add')")
+    return open_database(path)
+
+
+def _now_ms() -> int:
+    from consumer.worker import wall_clock_ms
+
+    return wall_clock_ms()
+
+
+@app.command()
+def consume(
+    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
+    stream: Annotated[str, typer.Option(help="Input stream of health events.")] = c.HEALTH_STREAM,
+    lobby_stream: Annotated[
+        str, typer.Option(help="Output stream for runtime snapshots.")
+    ] = c.LOBBY_STREAM,
+    label: Annotated[str, typer.Option(help="Offset label in stream_offsets.")] = c.OFFSET_LABEL,
+    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    block_ms: Annotated[
+        int, typer.Option(min=1, help="How long one XREAD waits for new entries.")
+    ] = c.DEFAULT_BLOCK_MS,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Entries per XREAD and per transaction.")
+    ] = c.DEFAULT_BATCH_SIZE,
+    drain: Annotated[
+        bool, typer.Option(help="Process everything past the offset, publish, and exit 0.")
+    ] = False,
+    log_level: Annotated[
+        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False)
+    ] = "INFO",
+    log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
+) -> None:
+    """Consume health events into the store and publish runtime snapshots."""
+    from consumer.worker import Worker
+    from store import open_database
+
+    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise typer.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
+    if log_format not in {"text", "json"}:
+        raise typer.BadParameter(f"unknown format {log_format!r}", param_hint="--log-format")
+    if not stream.strip() or not lobby_stream.strip() or not label.strip():
+        raise typer.BadParameter("stream names and label must not be blank")
+    logs.configure(log_level, log_format)
+    if spec := os.environ.get(ENV_INJECT_FAULT):
+        faults.arm_from_spec(spec)
+    settings = ConsumerSettings(
+        redis_url=redis_url,
+        redis_password=os.environ.get(c.ENV_REDIS_PASSWORD),
+        stream=stream,
+        lobby_stream=lobby_stream,
+        label=label,
+        db_path=str(db),
+        block_ms=block_ms,
+        batch_size=batch_size,
+        drain=drain,
+    )
+    database = open_database(db)
+    try:
+        worker = Worker(settings, database)
+        worker.install_signal_handlers()
+        raise typer.Exit(worker.run())
+    finally:
+        database.close()
+
+
+@runtime_app.command("add")
+def runtime_add(
+    game_id: Annotated[str, typer.Argument(help="The game's id, used verbatim.")],
+    status: Annotated[Status, typer.Option(help="Initial status.")] = Status.RUNNING,
+    turn: Annotated[int, typer.Option(min=0, help="Current turn.")] = 0,
+    db: DbOption = Path(c.DEFAULT_DB_PATH),
+) -> None:
+    """Register a game's runtime record."""
+    from store import open_database
+    from store.admin import add_game
+    from store.records import as_dict
+
+    if not game_id.strip():
+        raise typer.BadParameter("must not be blank", param_hint="GAME_ID")
+    database = open_database(db)
+    try:
+        record = add_game(database, game_id, status, turn, _now_ms())
+    finally:
+        database.close()
+    typer.echo(json.dumps(as_dict(record)))
+
+
+@runtime_app.command("show")
+def runtime_show(
+    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    db: DbOption = Path(c.DEFAULT_DB_PATH),
+) -> None:
+    """Print one runtime record as a JSON object."""
+    from store import records
+
+    database = _open_existing(db)
+    try:
+        record = records.get(database, game_id)
+    finally:
+        database.close()
+    typer.echo(json.dumps(records.as_dict(record)))
+
+
+@runtime_app.command("list")
+def runtime_list(
+    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array instead of a table.")
+    ] = False,
+    status: Annotated[Status | None, typer.Option(help="Only records in this status.")] = None,
+) -> None:
+    """List runtime records (a table for people, --json for scripts)."""
+    from consumer.render import records_table
+    from store import records
+
+    database = _open_existing(db)
+    try:
+        rows = [records.as_dict(r) for r in records.iter_all(database, status)]
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        records_table(rows)
+
+
+@runtime_app.command("set-status")
+def runtime_set_status(
+    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    from_status: Annotated[Status, typer.Option("--from", help="The status it must be in now.")],
+    to_status: Annotated[Status, typer.Option("--to", help="The status to move it to.")],
+    db: DbOption = Path(c.DEFAULT_DB_PATH),
+) -> None:
+    """Admin compare-and-swap of a game's status through the transition table."""
+    from store.admin import set_status
+    from store.records import as_dict
+
+    database = _open_existing(db)
+    try:
+        record = set_status(database, game_id, from_status, to_status, _now_ms())
+    finally:
+        database.close()
+    typer.echo(json.dumps(as_dict(record)))
+
+
+@app.command()
+def diagram(
+    out: Annotated[Path, typer.Option(help="Directory to write the diagram files into.")] = Path(
+        "diagrams"
+    ),
+) -> None:
+    """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed)."""
+    from consumer.diagram_files import write_diagrams
+
+    for path in write_diagrams(out):
+        typer.echo(str(path))
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        Path | None, typer.Option(help="Keep the demo database here (default: a temp file).")
+    ] = None,
+) -> None:
+    """Run the consumer on a built-in scenario against a private Redis, and show the result."""
+    from consumer.demo import run_demo
+
+    run_demo(db)
+
+
+_EXIT_CODES: list[tuple[type[HealthFsmError], int]] = [
+    (StatusConflict, EXIT_CONFLICT),
+    (TransitionNotAllowed, EXIT_NOT_ALLOWED),
+    (GameNotFound, EXIT_ERROR),
+    (GameExists, EXIT_ERROR),
+]
+
+
+def _exit_code(error: HealthFsmError) -> int:
+    for kind, code in _EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, map every known failure to one line."""
+    try:
+        result = app(args=argv, prog_name="healthfsm", standalone_mode=False)
+    except click.UsageError as error:
+        where = error.ctx.command_path if error.ctx else "healthfsm"
+        typer.echo(f"{where}: error: {error.format_message()} (try --help)", err=True)
+        return EXIT_USAGE
+    except click.ClickException as error:
+        typer.echo(f"healthfsm: error: {error.format_message()}", err=True)
+        return error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        typer.echo("healthfsm: interrupted", err=True)
+        return 130
+    except HealthFsmError as error:
+        typer.echo(f"healthfsm: error: {error}", err=True)
+        return _exit_code(error)
+    except (OSError, ValueError, sqlite3.Error) as error:
+        typer.echo(f"healthfsm: error: {error}", err=True)
+        return EXIT_ERROR
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Decoding health events and encoding snapshots: plain functions, no I/O.
+
+Entries are read as bytes and each field is checked here by hand, so that one bad entry
+raises ``DecodeError`` with a precise reason and never disturbs its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from consumer import constants as c
+from consumer.models import HealthEvent, RuntimeSnapshotUpdate
+from statemachine.enums import EVENT_TYPE_BY_VALUE
+from statemachine.errors import DecodeError
+from store.outbox import OutboxRow
+
+
+def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
+    raw = fields.get(name)
+    label = name.decode()
+    if raw is None:
+        raise DecodeError(c.REASON_MISSING_FIELD, f"missing {label}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DecodeError(c.REASON_INVALID_FIELD, f"{label} is not valid UTF-8") from error
+    if not text.strip():
+        raise DecodeError(c.REASON_MISSING_FIELD, f"{label} is blank")
+    return text
+
+
+def _occurred_at_ms(fields: Mapping[bytes, bytes]) -> int:
+    raw = fields.get(c.FIELD_OCCURRED_AT_MS)
+    if raw is None or not raw:
+        raise DecodeError(c.REASON_MISSING_FIELD, "missing occurred_at_ms")
+    # bytes.isdigit() is ASCII-only: it refuses signs, spaces, '_', '.', 'e' and non-ASCII digits.
+    if not raw.isdigit():
+        shown = raw[:32].decode("utf-8", "backslashreplace")
+        raise DecodeError(c.REASON_INVALID_FIELD, f"occurred_at_ms {shown!r} is not base-10 digits")
+    if len(raw) > 19 or (value := int(raw)) > c.INT64_MAX:
+        raise DecodeError(c.REASON_INVALID_FIELD, "occurred_at_ms does not fit in int64")
+    if value <= 0:
+        raise DecodeError(c.REASON_INVALID_FIELD, "occurred_at_ms must be positive")
+    return value
+
+
+def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> HealthEvent:
+    """Decode one stream entry; ``DecodeError`` names the reason when it breaks the contract."""
+    game_id = _text(fields, c.FIELD_GAME_ID)
+    event_type_text = _text(fields, c.FIELD_EVENT_TYPE)
+    occurred_at_ms = _occurred_at_ms(fields)
+    event_type = EVENT_TYPE_BY_VALUE.get(event_type_text)
+    if event_type is None:
+        raise DecodeError(
+            c.REASON_UNKNOWN_EVENT_TYPE, f"unknown event_type {event_type_text[:64]!r}"
+        )
+    return HealthEvent(
+        entry_id=entry_id, game_id=game_id, event_type=event_type, occurred_at_ms=occurred_at_ms
+    )
+
+
+def encode_snapshot(row: OutboxRow) -> dict[bytes, bytes]:
+    """The ``gm:lobby_events`` fields for one outbox row."""
+    return {
+        b"event_type": b"runtime_snapshot_update",
+        b"game_id": row.game_id.encode(),
+        b"runtime_status": row.runtime_status.encode(),
+        b"engine_health_summary": row.engine_health_summary.encode(),
+        b"current_turn": str(row.current_turn).encode(),
+        b"player_turn_stats": b"[]",
+        b"occurred_at_ms": str(row.occurred_at_ms).encode(),
+        b"source_entry_id": row.source_entry_id.encode(),
+    }
+
+
+def decode_snapshot(fields: Mapping[bytes, bytes]) -> RuntimeSnapshotUpdate:
+    """Read back a published snapshot (for tests, the demo and other consumers)."""
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    stats = json.loads(text.pop("player_turn_stats", "[]"))
+    return RuntimeSnapshotUpdate.model_validate({**text, "player_turn_stats": stats})

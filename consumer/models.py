@@ -1,0 +1,54 @@
+"""The wire contract as pydantic models: what comes in, what goes out, how the worker is set up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumer import constants as c
+from statemachine import EventType, Status
+
+
+class HealthEvent(BaseModel):
+    """One decoded ``runtime:health_events`` entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    game_id: str = Field(min_length=1)
+    event_type: EventType
+    occurred_at_ms: int = Field(gt=0, le=c.INT64_MAX)
+
+
+class RuntimeSnapshotUpdate(BaseModel):
+    """One ``gm:lobby_events`` entry; every field travels as a string on the stream."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: Literal["runtime_snapshot_update"] = "runtime_snapshot_update"
+    game_id: str
+    runtime_status: Status
+    engine_health_summary: str
+    current_turn: int
+    player_turn_stats: list[object] = Field(default_factory=list)
+    occurred_at_ms: int
+    source_entry_id: str
+
+
+class ConsumerSettings(BaseModel):
+    """Everything ``healthfsm consume`` needs, built once at the CLI edge."""
+
+    model_config = ConfigDict(frozen=True)
+
+    redis_url: str = c.DEFAULT_REDIS_URL
+    redis_password: str | None = None
+    stream: str = Field(default=c.HEALTH_STREAM, min_length=1)
+    lobby_stream: str = Field(default=c.LOBBY_STREAM, min_length=1)
+    label: str = Field(default=c.OFFSET_LABEL, min_length=1)
+    db_path: str = c.DEFAULT_DB_PATH
+    block_ms: int = Field(default=c.DEFAULT_BLOCK_MS, ge=1)
+    batch_size: int = Field(default=c.DEFAULT_BATCH_SIZE, ge=1, le=100_000)
+    drain: bool = False
+    backoff_initial_s: float = Field(default=0.1, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)

@@ -1,0 +1,232 @@
+"""The consume loop: read a batch, apply and commit it, publish its snapshots, repeat.
+
+One ``Worker`` owns the loop and its lifecycle. A signal only sets a flag; the loop checks
+it between batches, so the batch in hand always finishes and commits. Redis outages are
+waited out with capped exponential backoff; the loop resumes from the committed offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import redis
+import sqlite_utils
+
+from consumer.batch import BatchResult, RawEntry, apply_batch
+from consumer.models import ConsumerSettings
+from consumer.redis_client import connect, last_entry_id, read_batch, redact_url
+from consumer.relay import publish_outbox
+from statemachine import RuntimeMachine, get_machine
+from statemachine.errors import StoreBusy
+from store import offsets
+from store.offsets import START_ID, entry_id_key
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+"""Errors that mean "Redis is away for now": back off and reconnect, never crash."""
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Totals:
+    """Running counts over the worker's lifetime."""
+
+    entries: int = 0
+    applied: int = 0
+    snapshots_queued: int = 0
+    snapshots_published: int = 0
+    rejected: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    busy_retries: int = 0
+    observers: list[Callable[[BatchResult, float], None]] = field(default_factory=list)
+
+
+class Worker:
+    """Consumes ``runtime:health_events`` into the store and publishes snapshots."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        db: sqlite_utils.Database,
+        *,
+        client: redis.Redis | None = None,
+        machine: RuntimeMachine | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.client = client or connect(
+            settings.redis_url, block_ms=settings.block_ms, password=settings.redis_password
+        )
+        self.machine = machine or get_machine()
+        self.clock = clock
+        self.totals = Totals()
+        self._stop = threading.Event()
+        self._signals = 0
+        self._backoff_s = settings.backoff_initial_s
+        self._offset = START_ID
+        self._drain_target: str | None = None
+        self._closed = False
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, publish the outbox, then return from ``run()``."""
+        self._stop.set()
+
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        """First SIGINT/SIGTERM: stop after this batch. Second: stop now (the batch rolls back)."""
+        self._signals += 1
+        if self._signals > 1:
+            raise KeyboardInterrupt
+        log.info("received %s: stopping after the batch in hand", signal.Signals(signum).name)
+        self.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        """Route SIGINT and SIGTERM to ``handle_signal`` (main thread only)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.handle_signal)
+
+    def close(self) -> None:
+        """Release the Redis connection; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client.close()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop.is_set()
+
+    # the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until stopped (or, with ``drain``, until caught up); return the exit code."""
+        s = self.settings
+        log.info(
+            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms)",
+            s.stream,
+            s.lobby_stream,
+            s.label,
+            s.db_path,
+            redact_url(s.redis_url),
+            s.batch_size,
+            s.block_ms,
+        )
+        try:
+            self._offset = offsets.load(self.db.conn, s.label) or START_ID
+            while not self._stop.is_set():
+                if not self._guarded(self._iteration):
+                    break
+            self._final_publish()
+        finally:
+            self.close()
+        log.info(
+            "stopped at %s: %d entries, %d applied, %d rejected, %d snapshots published",
+            self._offset,
+            self.totals.entries,
+            self.totals.applied,
+            self.totals.rejected,
+            self.totals.snapshots_published,
+        )
+        return 0
+
+    def _guarded(self, step: Callable[[], bool]) -> bool:
+        """Run one loop step; wait out Redis outages and writer locks instead of crashing.
+
+        Returns the step's verdict (False: the loop is done), or True after a fault, so the
+        loop goes on from the committed offset once the backoff has passed.
+        """
+        try:
+            return step()
+        except REDIS_ERRORS as error:
+            self.totals.reconnects += 1
+            log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)
+        except StoreBusy as error:
+            self.totals.busy_retries += 1
+            log.warning("%s; retrying in %.1fs", error, self._backoff_s)
+        self._stop.wait(self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
+        return True
+
+    def _final_publish(self) -> None:
+        """Publish what the outbox holds before exiting; if Redis is away, the rows wait."""
+        try:
+            self._publish()
+        except (redis.ConnectionError, redis.TimeoutError, StoreBusy) as error:
+            log.warning("outbox not published on exit (%s); it is published on next start", error)
+
+    def _publish(self) -> bool:
+        self.totals.snapshots_published += publish_outbox(
+            self.db, self.client, self.settings.lobby_stream
+        )
+        return True
+
+    def _caught_up(self) -> bool:
+        if self._drain_target is None:
+            self._drain_target = last_entry_id(self.client, self.settings.stream) or START_ID
+        return entry_id_key(self._offset) >= entry_id_key(self._drain_target)
+
+    def _iteration(self) -> bool:
+        """One round of the protocol: publish leftovers, read, apply+commit, publish.
+
+        Returns False when the loop should end (drained).
+        """
+        s = self.settings
+        self._publish()
+        if s.drain and self._caught_up():
+            return False
+        entries = read_batch(
+            self.client, s.stream, self._offset, s.batch_size, None if s.drain else s.block_ms
+        )
+        self._backoff_s = s.backoff_initial_s
+        if not entries:
+            return not s.drain
+        self._apply(entries)
+        self._publish()
+        return True
+
+    def _apply(self, entries: Sequence[RawEntry]) -> None:
+        started = time.perf_counter()
+        while True:
+            try:
+                result = apply_batch(
+                    self.db,
+                    self.machine,
+                    entries,
+                    stream=self.settings.stream,
+                    label=self.settings.label,
+                    now_ms=self.clock(),
+                )
+                break
+            except StoreBusy as error:
+                # Keep the entries in hand: the offset did not move, nothing was written.
+                self.totals.busy_retries += 1
+                log.warning("%s; retrying the batch in %.1fs", error, self._backoff_s)
+                time.sleep(self._backoff_s)
+                self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
+        self._offset = result.last_entry_id
+        self._count(result, time.perf_counter() - started)
+
+    def _count(self, result: BatchResult, seconds: float) -> None:
+        t = self.totals
+        t.batches += 1
+        t.entries += result.entries
+        t.applied += result.applied
+        t.snapshots_queued += result.snapshots
+        t.rejected += sum(result.rejected.values())
+        for observer in t.observers:
+            observer(result, seconds)

@@ -1,0 +1,27 @@
+"""The runtime record as the machine sees it: a plain object with a ``state`` attribute."""
+
+from dataclasses import dataclass
+
+from statemachine.enums import Status
+
+
+@dataclass(slots=True)
+class RuntimeRecord:
+    """One game's runtime record.
+
+    ``state`` is the status; the name is what ``transitions`` reads and writes.
+    ``last_emitted_summary`` is the summary of the last snapshot queued for Game Lobby,
+    persisted so that the debounce survives a restart.
+    """
+
+    game_id: str
+    state: Status
+    engine_health: str = ""
+    current_turn: int = 0
+    updated_at_ms: int = 0
+    last_emitted_summary: str | None = None
+
+    @property
+    def status(self) -> Status:
+        """The status under its domain name."""
+        return self.state

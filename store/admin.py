@@ -1,0 +1,35 @@
+"""Operator writes: registering a game and the admin compare-and-swap on its status."""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from statemachine import RuntimeRecord, Status, get_machine
+from store import records
+from store.database import immediate
+
+
+def add_game(
+    db: sqlite_utils.Database, game_id: str, status: Status, turn: int, now_ms: int
+) -> RuntimeRecord:
+    """Register ``game_id``; ``GameExists`` if it is already registered."""
+    record = RuntimeRecord(game_id, status, "", turn, now_ms, None)
+    with immediate(db):
+        records.add(db, record)
+    return record
+
+
+def set_status(
+    db: sqlite_utils.Database, game_id: str, expected: Status, to: Status, now_ms: int
+) -> RuntimeRecord:
+    """Move ``game_id`` from ``expected`` to ``to`` through the shared transition table.
+
+    Runs in one IMMEDIATE transaction, so it cannot interleave with a consumer batch: the
+    status it compares is the status it replaces. Raises ``GameNotFound``,
+    ``StatusConflict`` (not in ``expected``) or ``TransitionNotAllowed``.
+    """
+    with immediate(db):
+        record = records.get(db, game_id)
+        get_machine().set_status(record, expected, to, now_ms)
+        records.save(db, record)
+    return record

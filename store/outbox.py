@@ -1,0 +1,51 @@
+"""The snapshot outbox: snapshots commit with the batch that caused them, publish after.
+
+Rows are published in ``seq`` order and deleted only once Redis has accepted them, so a
+crash can duplicate a snapshot (consumers drop it by ``source_entry_id``) but never lose one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import NamedTuple
+
+
+class OutboxRow(NamedTuple):
+    """One pending ``runtime_snapshot_update``: the record as it was right after the event."""
+
+    source_entry_id: str
+    game_id: str
+    runtime_status: str
+    engine_health_summary: str
+    current_turn: int
+    occurred_at_ms: int
+
+
+def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> None:
+    """Append snapshots in the order of the events that caused them."""
+    conn.executemany(
+        "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
+        " current_turn, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def peek(conn: sqlite3.Connection, limit: int) -> list[tuple[int, OutboxRow]]:
+    """The oldest ``limit`` pending rows with their sequence numbers."""
+    cursor = conn.execute(
+        "SELECT seq, source_entry_id, game_id, runtime_status, engine_health_summary,"
+        " current_turn, occurred_at_ms FROM outbox ORDER BY seq LIMIT ?",
+        [limit],
+    )
+    return [(row[0], OutboxRow(*row[1:])) for row in cursor]
+
+
+def delete_through(conn: sqlite3.Connection, seq: int) -> None:
+    """Forget every row up to and including ``seq`` (they are on the stream now)."""
+    conn.execute("DELETE FROM outbox WHERE seq <= ?", [seq])
+
+
+def pending(conn: sqlite3.Connection) -> int:
+    """How many snapshots wait to be published."""
+    return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
