@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import click
+import redis
 import sqlite_utils
 import typer
 
@@ -272,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     except HealthFsmError as error:
         typer.echo(f"healthfsm: error: {error}", err=True)
         return _exit_code(error)
-    except (OSError, ValueError, sqlite3.Error) as error:
+    except redis.AuthenticationError as error:
+        typer.echo(
+            f"healthfsm: error: redis authentication failed ({error}); check the URL's user"
+            f" and password or {c.ENV_REDIS_PASSWORD}",
+            err=True,
+        )
+        return EXIT_ERROR
+    except (OSError, ValueError, sqlite3.Error, redis.RedisError) as error:
         typer.echo(f"healthfsm: error: {error}", err=True)
         return EXIT_ERROR
     return result if isinstance(result, int) else EXIT_OK

@@ -104,9 +104,13 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with code {process.returncode}")
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            try:
                 if client.ping():
                     return
+            except redis.AuthenticationError:
+                return  # it answered: a server started with --requirepass wants AUTH first
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
             time.sleep(0.02)
     finally:
         client.close()

@@ -40,3 +40,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # transitions logs every callback at INFO: keep it to warnings unless we debug.
+    logging.getLogger("transitions").setLevel(
+        logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    )

@@ -152,6 +152,8 @@ class Worker:
         """
         try:
             return step()
+        except redis.AuthenticationError:
+            raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
             self.totals.reconnects += 1
             log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)

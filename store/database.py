@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlite_utils
 
 from statemachine.errors import StoreBusy
-from store.migrations import migrate
+from store.migrations import migrate, needs_migration
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 """How long a writer waits for another writer (an admin command, say) before giving up."""
@@ -52,9 +52,9 @@ def open_database(
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         db = sqlite_utils.Database(conn, execute_plugins=False)
-        if upgrade:
+        if upgrade and needs_migration(db):
             with immediate(db):
-                migrate(db)
+                migrate(db)  # re-checks under the write lock: another process may have won
     except BaseException:
         conn.close()
         raise

@@ -75,14 +75,21 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(row[0])
 
 
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply every pending migration in order; return the names applied."""
+def needs_migration(db: sqlite_utils.Database) -> bool:
+    """Whether the file is behind this build; ``SchemaError`` if it is ahead."""
     current = schema_version(db)
     if current > SCHEMA_VERSION:
         raise SchemaError(
             f"database schema version {current} is newer than this healthfsm"
             f" understands ({SCHEMA_VERSION}); upgrade healthfsm"
         )
+    return current < SCHEMA_VERSION
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply every pending migration in order; return the names applied."""
+    needs_migration(db)
+    current = schema_version(db)
     if not db["schema_migrations"].exists():
         db.table("schema_migrations").create(
             {"version": int, "name": str, "applied_at_ms": int}, pk="version"

@@ -1,0 +1,132 @@
+"""Shared fixtures: one real redis-server per session (flushed per test), real SQLite files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlite_utils
+from hypothesis import HealthCheck, settings
+
+from consumer import embedded, faults
+from consumer.models import ConsumerSettings
+from consumer.worker import Worker
+from statemachine import Status
+from store import open_database
+from store.admin import add_game
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+FIXED_NOW_MS = 1_700_000_000_000
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[embedded.EmbeddedRedis]:
+    """A private redis-server on a free loopback port for the whole session."""
+    server = embedded.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: embedded.EmbeddedRedis) -> str:
+    """The server's URL, with every key flushed before the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    """A bytes client on the flushed server."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A fresh database file path."""
+    return tmp_path / "healthfsm.db"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[sqlite_utils.Database]:
+    """An opened, migrated database."""
+    database = open_database(db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_armed_faults() -> Iterator[None]:
+    faults.disarm_all()
+    yield
+    faults.disarm_all()
+
+
+def add_games(db: sqlite_utils.Database, *games: tuple[str, Status]) -> None:
+    """Register games at the fixed test time."""
+    for game_id, status in games:
+        add_game(db, game_id, status, 0, FIXED_NOW_MS)
+
+
+def xadd_event(
+    client: redis.Redis,
+    game_id: str,
+    event_type: str,
+    occurred_at_ms: str = "1",
+    stream: str = "runtime:health_events",
+) -> str:
+    """Write one health event; return its id."""
+    entry_id = client.xadd(
+        stream, {"game_id": game_id, "event_type": event_type, "occurred_at_ms": occurred_at_ms}
+    )
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture
+def make_worker(
+    redis_url: str, db: sqlite_utils.Database, db_path: Path
+) -> Iterator[WorkerFactory]:
+    """Build drain-mode workers on the test database; closed on teardown."""
+    made: list[Worker] = []
+
+    def build(database: sqlite_utils.Database | None = None, **overrides: object) -> Worker:
+        options: dict[str, object] = {
+            "redis_url": redis_url,
+            "db_path": str(db_path),
+            "drain": True,
+            "backoff_initial_s": 0.01,
+            "backoff_max_s": 0.05,
+        }
+        options.update(overrides)
+        worker = Worker(
+            ConsumerSettings.model_validate(options), database or db, clock=lambda: FIXED_NOW_MS
+        )
+        made.append(worker)
+        return worker
+
+    yield build
+    for worker in made:
+        worker.close()
+
+
+def published(client: redis.Redis, stream: str = "gm:lobby_events") -> list[dict[str, str]]:
+    """Every entry on ``stream`` as a dict of strings."""
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(stream)
+    ]

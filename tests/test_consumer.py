@@ -1,0 +1,315 @@
+"""The consume path end to end against the real Redis and SQLite files."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+
+import pytest
+import redis
+import sqlite_utils
+
+from consumer import faults
+from consumer.faults import FaultPoint, InjectedFault
+from statemachine import Status
+from store import dead_letters, offsets, outbox, records
+from store.admin import set_status
+from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+
+STREAM = "runtime:health_events"
+
+
+def record_of(db: sqlite_utils.Database, game_id: str) -> tuple[str, str]:
+    record = records.get(db, game_id)
+    return record.state.value, record.engine_health
+
+
+def test_events_update_records_and_publish_snapshots(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g1", Status.RUNNING), ("g2", Status.ENGINE_UNREACHABLE))
+    records.save(db, records.get(db, "g1"))
+    db.conn.execute("UPDATE runtime_records SET current_turn = 42 WHERE game_id = 'g1'")
+    first = xadd_event(rclient, "g1", "container_exited")
+    second = xadd_event(rclient, "g2", "probe_recovered")
+    assert make_worker().run() == 0
+    assert record_of(db, "g1") == ("engine_unreachable", "exited")
+    assert record_of(db, "g2") == ("running", "healthy")
+    assert records.get(db, "g1").updated_at_ms == FIXED_NOW_MS
+    assert published(rclient) == [
+        {
+            "event_type": "runtime_snapshot_update",
+            "game_id": "g1",
+            "runtime_status": "engine_unreachable",
+            "engine_health_summary": "exited",
+            "current_turn": "42",
+            "player_turn_stats": "[]",
+            "occurred_at_ms": str(FIXED_NOW_MS),
+            "source_entry_id": first,
+        },
+        {
+            "event_type": "runtime_snapshot_update",
+            "game_id": "g2",
+            "runtime_status": "running",
+            "engine_health_summary": "healthy",
+            "current_turn": "0",
+            "player_turn_stats": "[]",
+            "occurred_at_ms": str(FIXED_NOW_MS),
+            "source_entry_id": second,
+        },
+    ]
+    assert offsets.load(db.conn, "health_events") == second
+    assert outbox.pending(db.conn) == 0
+
+
+def test_snapshots_carry_the_record_right_after_each_event(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    for event_type in ["probe_failed", "container_exited", "probe_failed", "probe_recovered"]:
+        xadd_event(rclient, "g", event_type)
+    make_worker().run()
+    assert [(s["runtime_status"], s["engine_health_summary"]) for s in published(rclient)] == [
+        ("running", "probe_failed"),
+        ("engine_unreachable", "exited"),
+        ("engine_unreachable", "probe_failed"),
+        ("running", "healthy"),
+    ]
+
+
+def test_debounce_skips_repeated_summaries(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    for event_type in ["probe_failed", "probe_failed", "container_started", "container_started"]:
+        xadd_event(rclient, "g", event_type)
+    make_worker().run()
+    assert [s["engine_health_summary"] for s in published(rclient)] == ["probe_failed", "healthy"]
+
+
+def test_bad_entries_become_dead_letters_and_never_block(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    bad = [
+        rclient.xadd(
+            "runtime:health_events", {"event_type": "probe_failed", "occurred_at_ms": "1"}
+        ),
+        rclient.xadd(
+            "runtime:health_events",
+            {"game_id": b"\xff", "event_type": "probe_failed", "occurred_at_ms": "1"},
+        ),
+        rclient.xadd(
+            "runtime:health_events",
+            {"game_id": "g", "event_type": "probe_failed", "occurred_at_ms": "1.0"},
+        ),
+    ]
+    unknown_type = xadd_event(rclient, "g", "container_rebooted")
+    unknown_game = xadd_event(rclient, "nope", "probe_failed")
+    good = xadd_event(rclient, "g", "container_exited")
+    make_worker(batch_size=2).run()
+    assert record_of(db, "g") == ("engine_unreachable", "exited")
+    kept = dead_letters.list_recent(db.conn)[::-1]
+    assert [(row["entry_id"], row["reason"]) for row in kept] == [
+        (bad[0].decode(), "missing_field"),
+        (bad[1].decode(), "invalid_field"),
+        (bad[2].decode(), "invalid_field"),
+        (unknown_type, "unknown_event_type"),
+        (unknown_game, "unknown_game"),
+    ]
+    assert '"game_id": "\\\\xff"' in str(kept[1]["fields"])
+    assert offsets.load(db.conn, "health_events") == good
+    assert [s["source_entry_id"] for s in published(rclient)] == [good]
+
+
+def test_oversized_dead_letter_fields_are_truncated(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    rclient.xadd(
+        "runtime:health_events",
+        {"game_id": "x" * 100_000, "event_type": "nope", "occurred_at_ms": "1"},
+    )
+    make_worker().run()
+    [row] = dead_letters.list_recent(db.conn)
+    assert len(str(row["fields"]).encode()) <= dead_letters.RAW_FIELDS_LIMIT
+
+
+def test_cas_conflict_with_concurrent_admin_set_status(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "probe_failed")
+    worker = make_worker()
+    worker.run()
+    set_status(db, "g", Status.RUNNING, Status.GENERATION_IN_PROGRESS, FIXED_NOW_MS)
+    xadd_event(rclient, "g", "container_exited")
+    make_worker().run()
+    assert record_of(db, "g") == ("generation_in_progress", "exited")
+    assert published(rclient)[-1]["runtime_status"] == "generation_in_progress"
+
+
+def test_restart_resumes_from_offset_with_persisted_debounce(
+    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "probe_failed")
+    make_worker().run()
+    db.close()
+    from store import open_database
+
+    reopened = open_database(str(db_path))
+    try:
+        xadd_event(rclient, "g", "probe_failed")  # same summary: no snapshot after restart
+        last = xadd_event(rclient, "g", "container_started")
+        worker = make_worker(reopened)
+        worker.run()
+        assert worker.totals.entries == 2  # the first entry was not read again
+        assert [s["engine_health_summary"] for s in published(rclient)] == [
+            "probe_failed",
+            "healthy",
+        ]
+        assert offsets.load(reopened.conn, "health_events") == last
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("point", list(FaultPoint))
+def test_crash_at_each_point_loses_nothing_and_applies_once(
+    point: FaultPoint,
+    db: sqlite_utils.Database,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    ids = [
+        xadd_event(rclient, "g", t)
+        for t in ["probe_failed", "container_exited", "probe_recovered", "probe_failed"]
+    ]
+    faults.arm(point, after=2)
+    with pytest.raises(InjectedFault):
+        make_worker(batch_size=2).run()
+    make_worker(batch_size=2).run()
+    assert record_of(db, "g") == ("running", "probe_failed")
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert list(dict.fromkeys(sources)) == ids  # every snapshot, in order
+    if point is FaultPoint.AFTER_PUBLISH:
+        assert len(sources) == 6  # the second batch was published twice
+    else:
+        assert sources == ids
+    assert outbox.pending(db.conn) == 0
+
+
+def test_outbox_left_by_a_crash_is_published_before_reading_on(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    first = xadd_event(rclient, "g", "probe_failed")
+    faults.arm(FaultPoint.AFTER_COMMIT)
+    with pytest.raises(InjectedFault):
+        make_worker().run()
+    assert outbox.pending(db.conn) == 1 and published(rclient) == []
+    rclient.delete("runtime:health_events")  # nothing new to read: only the outbox is left
+    make_worker().run()
+    assert [s["source_entry_id"] for s in published(rclient)] == [first]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 7, 1000])
+def test_batch_size_changes_nothing(
+    batch_size: int,
+    tmp_path: object,
+    redis_url: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    from pathlib import Path
+
+    from store import open_database
+
+    games = [f"g{i}" for i in range(4)]
+    event_types = [
+        "probe_failed",
+        "container_exited",
+        "probe_recovered",
+        "container_oom",
+        "container_started",
+        "inspect_unhealthy",
+        "container_disappeared",
+    ]
+    for index, (game, event_type) in enumerate(itertools.product([*games, "ghost"], event_types)):
+        xadd_event(rclient, game, event_type, occurred_at_ms=str(index + 1))
+        if index % 5 == 0:
+            xadd_event(rclient, game, event_type, occurred_at_ms="bad")
+    results = []
+    for size, stream in [(1, "out:one"), (batch_size, "out:many")]:
+        database = open_database(Path(str(tmp_path)) / f"b{size}-{stream}.db")
+        add_games(database, *[(g, Status.RUNNING) for g in games])
+        make_worker(database, batch_size=size, lobby_stream=stream).run()
+        results.append(
+            (
+                [records.as_dict(r) for r in records.iter_all(database)],
+                published(rclient, stream),
+                [(r["entry_id"], r["reason"]) for r in dead_letters.list_recent(database.conn)],
+                offsets.load(database.conn, "health_events"),
+            )
+        )
+        database.close()
+    assert results[0] == results[1]
+    assert len(results[0][1]) > 10
+
+
+def test_busy_database_waits_and_never_advances_the_offset_alone(
+    db_path: object,
+    db: sqlite_utils.Database,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    from store import open_database
+
+    add_games(db, ("g", Status.RUNNING))
+    last = xadd_event(rclient, "g", "container_exited")
+    blocker = sqlite3.connect(str(db_path), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
+    impatient = open_database(str(db_path), busy_timeout_s=0.05)
+    worker = make_worker(impatient)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while worker.totals.busy_retries < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.totals.busy_retries >= 2
+    assert offsets.load(blocker, "health_events") is None
+    blocker.execute("ROLLBACK")
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert record_of(db, "g") == ("engine_unreachable", "exited")
+    assert offsets.load(db.conn, "health_events") == last
+    blocker.close()
+    impatient.close()
+
+
+def test_drain_on_an_empty_or_missing_stream_exits_at_once(
+    db: sqlite_utils.Database, make_worker: WorkerFactory
+) -> None:
+    worker = make_worker()
+    assert worker.run() == 0
+    assert worker.totals.entries == 0
+
+
+def test_stop_request_finishes_the_batch_in_hand(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    worker = make_worker(drain=False, block_ms=50)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    last = xadd_event(rclient, "g", "container_exited")
+    deadline = time.monotonic() + 10
+    while worker.totals.snapshots_published < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.request_stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert offsets.load(db.conn, "health_events") == last
+    assert len(published(rclient)) == 1

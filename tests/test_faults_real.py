@@ -1,0 +1,226 @@
+"""Faults injected for real: Redis restarts, kill -9 mid-batch, SIGTERM, passwords in URLs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlite_utils
+
+from consumer import embedded
+from consumer.models import ConsumerSettings
+from consumer.worker import Worker
+from statemachine import Status
+from store import offsets, open_database, outbox, records
+from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
+
+HEALTHFSM = [sys.executable, "-m", "consumer.cli"]
+
+
+def wait_for(predicate: object, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[embedded.EmbeddedRedis]:
+    """A server of the test's own, free to be restarted."""
+    server = embedded.start()
+    yield server
+    server.stop()
+
+
+def test_worker_survives_a_redis_restart(
+    own_redis: embedded.EmbeddedRedis, db: sqlite_utils.Database, db_path: Path
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    settings = ConsumerSettings(
+        redis_url=own_redis.url,
+        db_path=str(db_path),
+        block_ms=100,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.2,
+    )
+    worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        client = redis.Redis.from_url(own_redis.url)
+        xadd_event(client, "g", "container_exited")
+        wait_for(lambda: worker.totals.snapshots_published == 1)
+        client.close()
+        own_redis.stop()
+        wait_for(lambda: worker.totals.reconnects >= 2)
+        own_redis.restart()  # a new, empty server: later ids are still larger
+        client = redis.Redis.from_url(own_redis.url)
+        last = xadd_event(client, "g", "probe_recovered")
+        wait_for(lambda: worker.totals.snapshots_published == 2)
+        assert records.get(db, "g").state is Status.RUNNING
+        assert offsets.load(db.conn, "health_events") == last
+        assert [s["engine_health_summary"] for s in published(client)] == ["healthy"]
+        client.close()
+    finally:
+        worker.request_stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_publish_failure_keeps_the_outbox_until_redis_is_back(
+    own_redis: embedded.EmbeddedRedis, db: sqlite_utils.Database, db_path: Path
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    client = redis.Redis.from_url(own_redis.url)
+    xadd_event(client, "g", "probe_failed")
+    settings = ConsumerSettings(redis_url=own_redis.url, db_path=str(db_path), drain=True)
+    worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
+    original = worker._publish
+    calls = {"n": 0}
+
+    def publish_then_vanish() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the publish right after the first commit
+            own_redis.stop()
+            own_redis.restart()
+        return original()
+
+    worker._publish = publish_then_vanish  # type: ignore[method-assign]
+    worker.run()
+    assert outbox.pending(db.conn) == 0
+    assert [s["engine_health_summary"] for s in published(client)] == ["probe_failed"]
+    client.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HEALTHFSM, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_kill_9_mid_batch_then_restart_applies_exactly_once(
+    redis_url: str, rclient: redis.Redis, db_path: Path
+) -> None:
+    db = open_database(db_path)
+    add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(50)])
+    db.close()
+    for i in range(50):
+        xadd_event(rclient, f"g{i}", "container_exited")
+    base = [
+        "consume",
+        "--drain",
+        "--redis-url",
+        redis_url,
+        "--db",
+        str(db_path),
+        "--batch-size",
+        "10",
+    ]
+    for spec in ["before_commit:3:exit", "after_commit:2:exit", "after_publish:1:exit"]:
+        crashed = run_cli(*base, env={"HEALTHFSM_INJECT_FAULT": spec})
+        assert crashed.returncode == 137, crashed.stderr
+    done = run_cli(*base)
+    assert done.returncode == 0, done.stderr
+    db = open_database(db_path)
+    assert {r.state for r in records.iter_all(db)} == {Status.ENGINE_UNREACHABLE}
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert len(set(sources)) == 50
+    assert outbox.pending(db.conn) == 0
+    db.close()
+
+
+def test_sigterm_finishes_the_batch_publishes_and_exits_0(
+    redis_url: str, rclient: redis.Redis, db_path: Path
+) -> None:
+    db = open_database(db_path)
+    add_games(db, ("g", Status.RUNNING))
+    process = subprocess.Popen(
+        [
+            *HEALTHFSM,
+            "consume",
+            "--redis-url",
+            redis_url,
+            "--db",
+            str(db_path),
+            "--block-ms",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = xadd_event(rclient, "g", "container_exited")
+    wait_for(lambda: offsets.load(db.conn, "health_events") == last)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM" in stderr
+    assert [s["source_entry_id"] for s in published(rclient)] == [last]
+    db.close()
+
+
+def test_password_in_url_is_never_logged(
+    db: sqlite_utils.Database, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with embedded.running("--requirepass", "s3cret-pw") as server:
+        url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
+        add_games(db, ("g", Status.RUNNING))
+        client = redis.Redis.from_url(url)
+        xadd_event(client, "g", "probe_failed")
+        caplog.set_level(logging.DEBUG)
+        settings = ConsumerSettings(redis_url=url, db_path=str(db_path), drain=True)
+        Worker(settings, db).run()
+        assert published(client)[0]["engine_health_summary"] == "probe_failed"
+        assert "s3cret-pw" not in caplog.text
+        assert ":***@127.0.0.1" in caplog.text
+        client.close()
+
+
+def test_password_from_environment(db_path: Path, tmp_path: Path) -> None:
+    with embedded.running("--requirepass", "env-pw") as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        result = run_cli(
+            "consume",
+            "--drain",
+            "--redis-url",
+            url,
+            "--db",
+            str(db_path),
+            env={"HEALTHFSM_REDIS_PASSWORD": "env-pw"},
+        )
+        assert result.returncode == 0, result.stderr
+        assert "env-pw" not in result.stderr
+        wrong = run_cli(
+            "consume",
+            "--drain",
+            "--redis-url",
+            url,
+            "--db",
+            str(db_path),
+            env={"HEALTHFSM_REDIS_PASSWORD": "wrong"},
+        )
+        assert wrong.returncode == 1
+        assert "Traceback" not in wrong.stderr
+        assert (
+            wrong.stderr.strip()
+            .splitlines()[-1]
+            .startswith("healthfsm: error: redis authentication failed")
+        ), wrong.stderr
+        assert "wrong" not in wrong.stderr.replace("WRONGPASS", "")
