@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import click
 import redis
 import sqlite_utils
 import typer
+from typer.exceptions import TyperException
 
 from consumer import constants as c
 from consumer import faults, logs
@@ -256,18 +256,24 @@ def _exit_code(error: HealthFsmError) -> int:
     return EXIT_ERROR
 
 
+def _usage_error(error: TyperException) -> int:
+    if type(error).__name__ == "NoArgsIsHelpError":
+        return EXIT_USAGE  # the help text was already shown
+    ctx = getattr(error, "ctx", None)
+    where = ctx.command_path if ctx is not None else "healthfsm"
+    message = " ".join(error.format_message().replace("Value error, ", "").split())
+    hint = " (see --help)" if error.exit_code == EXIT_USAGE else ""
+    typer.echo(f"{where}: error: {message}{hint}", err=True)
+    return error.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, map every known failure to one line."""
     try:
         result = app(args=argv, prog_name="healthfsm", standalone_mode=False)
-    except click.UsageError as error:
-        where = error.ctx.command_path if error.ctx else "healthfsm"
-        typer.echo(f"{where}: error: {error.format_message()} (try --help)", err=True)
-        return EXIT_USAGE
-    except click.ClickException as error:
-        typer.echo(f"healthfsm: error: {error.format_message()}", err=True)
-        return error.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except TyperException as error:  # typer's own (vendored click) usage errors
+        return _usage_error(error)
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("healthfsm: interrupted", err=True)
         return 130
     except HealthFsmError as error:

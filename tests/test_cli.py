@@ -1,0 +1,204 @@
+"""The command line: output contracts, exit codes, and one-line errors for every bad argument."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from consumer.cli import EXIT_CONFLICT, EXIT_ERROR, EXIT_NOT_ALLOWED, EXIT_USAGE, main
+from tests.conftest import published, xadd_event
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def dbarg(tmp_path: Path) -> list[str]:
+    return ["--db", str(tmp_path / "cli.db")]
+
+
+def test_add_show_list(capsys: pytest.CaptureFixture[str], dbarg: list[str]) -> None:
+    assert run(capsys, "runtime", "add", "g1", "--turn", "4", *dbarg)[0] == 0
+    assert run(capsys, "runtime", "add", "g0", "--status", "starting", *dbarg)[0] == 0
+    code, out, _ = run(capsys, "runtime", "show", "g1", *dbarg)
+    shown = json.loads(out)
+    assert code == 0 and out.count("\n") == 1
+    assert {k: shown[k] for k in ("game_id", "status", "engine_health", "current_turn")} == {
+        "game_id": "g1",
+        "status": "running",
+        "engine_health": "",
+        "current_turn": 4,
+    }
+    assert isinstance(shown["updated_at_ms"], int)
+    code, out, _ = run(capsys, "runtime", "list", "--json", *dbarg)
+    assert [r["game_id"] for r in json.loads(out)] == ["g0", "g1"]
+    code, out, _ = run(capsys, "runtime", "list", *dbarg)
+    assert code == 0 and "g0" in out and "starting" in out
+    code, out, _ = run(capsys, "runtime", "list", "--json", "--status", "starting", *dbarg)
+    assert [r["game_id"] for r in json.loads(out)] == ["g0"]
+
+
+def test_db_from_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEALTHFSM_DB", str(tmp_path / "env.db"))
+    assert run(capsys, "runtime", "add", "g")[0] == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_set_status_success_conflict_and_not_allowed(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str]
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    code, out, _ = run(
+        capsys,
+        "runtime",
+        "set-status",
+        "g",
+        "--from",
+        "running",
+        "--to",
+        "generation_in_progress",
+        *dbarg,
+    )
+    assert code == 0 and json.loads(out)["status"] == "generation_in_progress"
+    code, _, err = run(
+        capsys, "runtime", "set-status", "g", "--from", "running", "--to", "stopped", *dbarg
+    )
+    assert code == EXIT_CONFLICT
+    assert err.count("\n") == 1 and "generation_in_progress" in err
+    code, _, err = run(
+        capsys,
+        "runtime",
+        "set-status",
+        "g",
+        "--from",
+        "generation_in_progress",
+        "--to",
+        "finished",
+        *dbarg,
+    )
+    assert code == EXIT_NOT_ALLOWED
+    assert err.count("\n") == 1 and "is generation_in_progress" in err
+    code, out, _ = run(capsys, "runtime", "show", "g", *dbarg)
+    assert json.loads(out)["status"] == "generation_in_progress"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"),
+    [
+        (["runtime", "add", "g", "--status", "bogus"], EXIT_USAGE, "'bogus' is not one of"),
+        (["runtime", "add", "g", "--turn", "-1"], EXIT_USAGE, "--turn"),
+        (["runtime", "add", "g", "--turn", "x"], EXIT_USAGE, "--turn"),
+        (["runtime", "add", " "], EXIT_USAGE, "must not be blank"),
+        (["runtime", "show"], EXIT_USAGE, "Missing argument"),
+        (["runtime", "show", "nope"], EXIT_ERROR, "no runtime record for game 'nope'"),
+        (["runtime", "set-status", "g", "--from", "running"], EXIT_USAGE, "--to"),
+        (["runtime", "set-status", "g", "--from", "x", "--to", "running"], EXIT_USAGE, "--from"),
+        (
+            ["runtime", "set-status", "nope", "--from", "running", "--to", "stopped"],
+            EXIT_ERROR,
+            "nope",
+        ),
+        (["consume", "--batch-size", "0"], EXIT_USAGE, "--batch-size"),
+        (["consume", "--block-ms", "-5"], EXIT_USAGE, "--block-ms"),
+        (["consume", "--log-format", "xml"], EXIT_USAGE, "--log-format"),
+        (["consume", "--log-level", "loud"], EXIT_USAGE, "--log-level"),
+        (["consume", "--stream", " "], EXIT_USAGE, "blank"),
+        (["consume", "--drain", "--redis-url", "ftp://x"], EXIT_ERROR, "scheme"),
+        (["nonsense"], EXIT_USAGE, "No such command"),
+        (["runtime", "show", "g", "--bogus"], EXIT_USAGE, "--bogus"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_no_traceback(
+    capsys: pytest.CaptureFixture[str],
+    dbarg: list[str],
+    argv: list[str],
+    code: int,
+    fragment: str,
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    got, _, err = run(capsys, *argv, *dbarg)
+    assert got == code, err
+    assert err.count("\n") == 1, err
+    assert fragment in err and "Traceback" not in err
+    assert err.startswith("healthfsm")
+
+
+def test_existing_game_and_missing_database(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], tmp_path: Path
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    code, _, err = run(capsys, "runtime", "add", "g", *dbarg)
+    assert code == EXIT_ERROR and "already has a runtime record" in err
+    code, _, err = run(capsys, "runtime", "show", "g", "--db", str(tmp_path / "none.db"))
+    assert code == EXIT_ERROR and "does not exist" in err and err.count("\n") == 1
+    assert not (tmp_path / "none.db").exists()
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    code, _, err = run(capsys, "runtime", "list", "--db", str(tmp_path / "junk.db"))
+    assert code == EXIT_ERROR and err.count("\n") == 1
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from consumer.cli import app
+
+    def walk(group: object, path: list[str]) -> list[list[str]]:
+        found = []
+        for name, command in getattr(group, "commands", {}).items():
+            found.append([*path, name])
+            found += walk(command, [*path, name])
+        return found
+
+    commands = walk(typer.main.get_command(app), [])
+    assert {"consume", "diagram", "demo"} <= {c[0] for c in commands}
+    assert ["runtime", "set-status"] in commands
+    for command in commands:
+        assert main([*command, "--help"]) == 0
+        out, _ = capsys.readouterr()
+        assert len(out.strip()) > 60, command
+
+
+def test_consume_drain_end_to_end(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], redis_url: str, rclient: redis.Redis
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    entry = xadd_event(rclient, "g", "container_oom")
+    rclient.xadd("runtime:health_events", {"junk": "1"})
+    code, _, _ = run(capsys, "consume", "--drain", "--redis-url", redis_url, *dbarg)
+    assert code == 0
+    assert [s["source_entry_id"] for s in published(rclient)] == [entry]
+    code, out, _ = run(capsys, "runtime", "show", "g", *dbarg)
+    assert json.loads(out)["status"] == "engine_unreachable"
+
+
+def test_consume_with_custom_names(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], redis_url: str, rclient: redis.Redis
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    xadd_event(rclient, "g", "probe_failed", stream="in:x")
+    code, _, _ = run(
+        capsys,
+        "consume",
+        "--drain",
+        "--redis-url",
+        redis_url,
+        "--stream",
+        "in:x",
+        "--lobby-stream",
+        "out:x",
+        "--label",
+        "custom",
+        "--batch-size",
+        "1",
+        *dbarg,
+    )
+    assert code == 0
+    assert len(published(rclient, "out:x")) == 1 and published(rclient) == []

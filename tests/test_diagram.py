@@ -1,0 +1,66 @@
+"""The committed diagram can never drift from the machine, and says what the machine does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from consumer.diagram_files import MERMAID_FILE, write_diagrams
+from statemachine import get_machine
+from statemachine.diagram import render_mermaid
+
+DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
+EDGE = re.compile(r"^\s*(\w+) --> (\w+): (.+)$")
+
+
+def machine_edges() -> set[tuple[str, str, str]]:
+    """(source, dest, trigger) of every status-changing transition in the live machine."""
+    edges = set()
+    for name, event in get_machine().machine.events.items():
+        for source, transitions in event.transitions.items():
+            for transition in transitions:
+                if transition.dest is not None:
+                    edges.add((source.lower(), transition.dest.lower(), name))
+    return edges
+
+
+def mermaid_edges(text: str) -> set[tuple[str, str, str]]:
+    edges = set()
+    for line in text.splitlines():
+        match = EDGE.match(line)
+        if match:
+            for label in match.group(3).split(" | "):
+                edges.add((match.group(1), match.group(2), label.split(" [")[0]))
+    return edges
+
+
+def test_committed_mermaid_matches_the_code() -> None:
+    committed = (DIAGRAMS / MERMAID_FILE).read_text(encoding="utf-8")
+    assert committed == render_mermaid(), "run: healthfsm diagram"
+
+
+def test_mermaid_states_and_edges_equal_the_machine() -> None:
+    text = render_mermaid()
+    states = set(re.findall(r'^\s*state "(\w+)" as \w+$', text, re.M))
+    assert states == {s.lower() for s in get_machine().machine.states}
+    assert mermaid_edges(text) == machine_edges()
+    assert "[*] --> starting" in text and "finished --> [*]" in text
+
+
+def test_guards_are_labelled_and_fallbacks_are_a_note() -> None:
+    text = render_mermaid()
+    assert "container_exited [cas]" in text and "set_status [admin_cas]" in text
+    assert not re.search(r"^\s*(\w+) --> \1:", text, re.M)  # no self-loops
+    assert "note right of" in text
+
+
+def test_diagram_command_writes_files(tmp_path: Path) -> None:
+    written = write_diagrams(tmp_path / "out")
+    assert (tmp_path / "out" / MERMAID_FILE) in written
+    assert (tmp_path / "out" / MERMAID_FILE).read_text() == render_mermaid()
+
+
+def test_diagrams_readme_embeds_the_mermaid() -> None:
+    readme = (DIAGRAMS / "README.md").read_text(encoding="utf-8")
+    body = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert body == render_mermaid()

@@ -1,0 +1,52 @@
+"""The front door stays true: README commands, the CI script, and the AsyncAPI contract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from consumer import constants as c
+from consumer.codec import encode_snapshot
+from statemachine import EventType, Status, Summary
+from store.outbox import OutboxRow
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    match = re.search(r"&& (\.venv/bin/python -m pytest)\n", README)
+    assert match, "README quick start lost its test command"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install --quiet -e '.[test]'" in ci
+    assert f"\n{match.group(1)}\n" in ci
+    assert "pip install -e '.[test]' && .venv/bin/python -m pytest" in README
+    assert "pip install -e '.[demo]' && .venv/bin/healthfsm demo" in README
+
+
+def test_asyncapi_matches_the_codec() -> None:
+    spec = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text(encoding="utf-8"))
+    channels = {ch["address"] for ch in spec["channels"].values()}
+    assert channels == {c.HEALTH_STREAM, c.LOBBY_STREAM}
+    messages = spec["components"]["messages"]
+    health = messages["healthEvent"]["payload"]
+    assert set(health["required"]) == {"game_id", "event_type", "occurred_at_ms"}
+    assert health["properties"]["event_type"]["enum"] == [e.value for e in EventType]
+    snapshot = messages["runtimeSnapshotUpdate"]["payload"]
+    wire = encode_snapshot(OutboxRow("1-0", "g", "running", "healthy", 0, 1))
+    assert set(snapshot["required"]) == {k.decode() for k in wire}
+    assert snapshot["properties"]["runtime_status"]["enum"] == [s.value for s in Status]
+    assert snapshot["properties"]["engine_health_summary"]["enum"] == [s.value for s in Summary]
+
+
+def test_readme_reaction_table_matches_the_code() -> None:
+    from statemachine import REACTIONS
+
+    for event_type, reaction in REACTIONS.items():
+        cas = (
+            "none" if reaction.cas is None else f"{reaction.cas[0].value} → {reaction.cas[1].value}"
+        )
+        row = f"| {event_type.value} | {reaction.summary.value} | {cas} |"
+        assert row in README, row
