@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from consumer import constants as c
-from consumer.models import HealthEvent, RuntimeSnapshotUpdate
-from statemachine.enums import EVENT_TYPE_BY_VALUE
+from consumer.models import RuntimeSnapshotUpdate
+from statemachine.enums import EVENT_TYPE_BY_VALUE, EventType
 from statemachine.errors import DecodeError
 from store.outbox import OutboxRow
+
+
+class DecodedEvent(NamedTuple):
+    """A health event that passed every decode rule.
+
+    A plain tuple, not the pydantic ``HealthEvent``: this is the per-event hot path and the
+    checks above already do what validation would. ``tests/test_codec.py`` proves that every
+    ``DecodedEvent`` also validates as a ``HealthEvent``.
+    """
+
+    entry_id: str
+    game_id: str
+    event_type: EventType
+    occurred_at_ms: int
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
@@ -45,7 +60,7 @@ def _occurred_at_ms(fields: Mapping[bytes, bytes]) -> int:
     return value
 
 
-def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> HealthEvent:
+def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> DecodedEvent:
     """Decode one stream entry; ``DecodeError`` names the reason when it breaks the contract."""
     game_id = _text(fields, c.FIELD_GAME_ID)
     event_type_text = _text(fields, c.FIELD_EVENT_TYPE)
@@ -55,9 +70,7 @@ def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> HealthE
         raise DecodeError(
             c.REASON_UNKNOWN_EVENT_TYPE, f"unknown event_type {event_type_text[:64]!r}"
         )
-    return HealthEvent(
-        entry_id=entry_id, game_id=game_id, event_type=event_type, occurred_at_ms=occurred_at_ms
-    )
+    return DecodedEvent(entry_id, game_id, event_type, occurred_at_ms)
 
 
 def encode_snapshot(row: OutboxRow) -> dict[bytes, bytes]:

@@ -21,7 +21,7 @@ import sqlite_utils
 from consumer.batch import BatchResult, RawEntry, apply_batch
 from consumer.models import ConsumerSettings
 from consumer.redis_client import connect, last_entry_id, read_batch, redact_url
-from consumer.relay import publish_outbox
+from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
 from statemachine.errors import StoreBusy
 from store import offsets
@@ -72,6 +72,7 @@ class Worker:
         )
         self.machine = machine or get_machine()
         self.clock = clock
+        self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
         self.totals = Totals()
         self._stop = threading.Event()
         self._signals = 0
@@ -172,9 +173,7 @@ class Worker:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
     def _publish(self) -> bool:
-        self.totals.snapshots_published += publish_outbox(
-            self.db, self.client, self.settings.lobby_stream
-        )
+        self.totals.snapshots_published += self.relay.publish()
         return True
 
     def _caught_up(self) -> bool:
@@ -220,6 +219,7 @@ class Worker:
                 log.warning("%s; retrying the batch in %.1fs", error, self._backoff_s)
                 time.sleep(self._backoff_s)
                 self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
+        self.relay.committed(result.snapshots)
         self._offset = result.last_entry_id
         self._count(result, time.perf_counter() - started)
 
@@ -228,7 +228,7 @@ class Worker:
         t.batches += 1
         t.entries += result.entries
         t.applied += result.applied
-        t.snapshots_queued += result.snapshots
+        t.snapshots_queued += len(result.snapshots)
         t.rejected += sum(result.rejected.values())
         for observer in t.observers:
             observer(result, seconds)

@@ -22,21 +22,29 @@ class OutboxRow(NamedTuple):
     occurred_at_ms: int
 
 
-def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> None:
-    """Append snapshots in the order of the events that caused them."""
+def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]:
+    """Append snapshots in the order of the events that caused them; return them with seqs.
+
+    Call inside the batch transaction: one writer, so the new sequence numbers are the
+    contiguous range ending at ``last_insert_rowid()``.
+    """
+    if not rows:
+        return []
     conn.executemany(
         "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
         " current_turn, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
+    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+    return list(zip(range(last - len(rows) + 1, last + 1), rows, strict=True))
 
 
-def peek(conn: sqlite3.Connection, limit: int) -> list[tuple[int, OutboxRow]]:
-    """The oldest ``limit`` pending rows with their sequence numbers."""
+def peek(conn: sqlite3.Connection, limit: int, after: int = 0) -> list[tuple[int, OutboxRow]]:
+    """The oldest ``limit`` rows with a sequence number above ``after``, with their seqs."""
     cursor = conn.execute(
         "SELECT seq, source_entry_id, game_id, runtime_status, engine_health_summary,"
-        " current_turn, occurred_at_ms FROM outbox ORDER BY seq LIMIT ?",
-        [limit],
+        " current_turn, occurred_at_ms FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+        [after, limit],
     )
     return [(row[0], OutboxRow(*row[1:])) for row in cursor]
 
