@@ -25,6 +25,7 @@ from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, St
 from statemachine.errors import DecodeError
 from store import dead_letters, offsets, outbox, records
 from store.database import immediate
+from store.record_cache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +156,45 @@ def apply_batch(
     stream: str,
     label: str,
     now_ms: int,
+    cache: RecordCache | None = None,
 ) -> BatchResult:
-    """Apply ``entries`` (non-empty, in stream order) and commit them with the offset."""
+    """Apply ``entries`` (non-empty, in stream order) and commit them with the offset.
+
+    ``cache`` keeps records between batches; it is emptied if the batch fails, because the
+    machine has already changed its records in memory.
+    """
     result = BatchResult(last_entry_id=entries[-1][0].decode(), entries=len(entries))
     decoded, rejected = _decode_all(entries, stream, now_ms)
+    try:
+        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms, cache)
+    except BaseException:
+        if cache is not None:
+            cache.invalidate()
+        raise
+    if cache is not None:
+        cache.committed(touched.values())
+    hit(FaultPoint.AFTER_COMMIT)
+    for _, dead in rejected:
+        result.rejected[dead.reason] += 1
+    return result
+
+
+def _commit(
+    db: sqlite_utils.Database,
+    machine: RuntimeMachine,
+    decoded: list[Decoded],
+    rejected: list[Rejected],
+    result: BatchResult,
+    stream: str,
+    label: str,
+    now_ms: int,
+    cache: RecordCache | None,
+) -> dict[str, RuntimeRecord]:
+    """The batch's one write transaction; returns the records it changed."""
     with immediate(db) as conn:
-        loaded = records.load_many(conn, {event.game_id for _, event, _ in decoded})
+        game_ids = {event.game_id for _, event, _ in decoded}
+        load = records.load_many if cache is None else cache.load
+        loaded = load(conn, game_ids)
         touched, snapshots = _drive(machine, decoded, loaded, rejected, result, stream, now_ms)
         records.save_many(conn, touched.values())
         result.snapshots = outbox.enqueue(conn, snapshots)
@@ -169,7 +203,4 @@ def apply_batch(
             dead_letters.add_many(conn, [dead for _, dead in rejected])
         offsets.save(conn, label, result.last_entry_id, now_ms)
         hit(FaultPoint.BEFORE_COMMIT)
-    hit(FaultPoint.AFTER_COMMIT)
-    for _, dead in rejected:
-        result.rejected[dead.reason] += 1
-    return result
+    return touched

@@ -26,6 +26,7 @@ from statemachine import RuntimeMachine, get_machine
 from statemachine.errors import StoreBusy
 from store import offsets
 from store.offsets import START_ID, entry_id_key
+from store.record_cache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Worker:
         self.machine = machine or get_machine()
         self.clock = clock
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
+        self.cache = RecordCache()
         self.totals = Totals()
         self._stop = threading.Event()
         self._signals = 0
@@ -211,6 +213,7 @@ class Worker:
                     stream=self.settings.stream,
                     label=self.settings.label,
                     now_ms=self.clock(),
+                    cache=self.cache,
                 )
                 break
             except StoreBusy as error:

@@ -313,3 +313,56 @@ def test_stop_request_finishes_the_batch_in_hand(
     assert not thread.is_alive()
     assert offsets.load(db.conn, "health_events") == last
     assert len(published(rclient)) == 1
+
+
+def test_record_cache_sees_writes_from_other_connections(
+    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    from store import open_database
+
+    add_games(db, ("g", Status.RUNNING))
+    worker = make_worker(drain=False, block_ms=20)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        xadd_event(rclient, "g", "probe_failed")
+        deadline = time.monotonic() + 10
+        while worker.totals.applied < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        admin = open_database(str(db_path))  # another process's connection, in effect
+        set_status(admin, "g", Status.RUNNING, Status.GENERATION_IN_PROGRESS, FIXED_NOW_MS)
+        from store.admin import add_game
+
+        add_game(admin, "late", Status.RUNNING, 0, FIXED_NOW_MS)
+        admin.close()
+        xadd_event(rclient, "g", "container_exited")  # CAS miss now: admin moved it
+        xadd_event(rclient, "late", "container_exited")
+        while worker.totals.applied < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.request_stop()
+        thread.join(timeout=10)
+    assert record_of(db, "g") == ("generation_in_progress", "exited")
+    assert record_of(db, "late") == ("engine_unreachable", "exited")
+    assert worker.cache.hits >= 0 and worker.totals.rejected == 0
+
+
+def test_failed_batch_leaves_no_trace_in_the_cache(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    worker = make_worker()
+    xadd_event(rclient, "g", "probe_failed")
+    worker.run()
+    xadd_event(rclient, "g", "container_exited")
+    faults.arm(FaultPoint.BEFORE_COMMIT)
+    crashed = make_worker()
+    crashed.cache = worker.cache  # the same process-wide view, as within one worker
+    with pytest.raises(InjectedFault):
+        crashed.run()
+    assert record_of(db, "g") == ("running", "probe_failed")
+    survivor = make_worker()
+    survivor.cache = worker.cache
+    survivor.run()
+    assert record_of(db, "g") == ("engine_unreachable", "exited")
+    assert [s["runtime_status"] for s in published(rclient)] == ["running", "engine_unreachable"]
