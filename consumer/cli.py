@@ -241,6 +241,45 @@ def demo(
     run_demo(db)
 
 
+@app.command()
+def bench(
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis to use for scratch streams (default: a private one).")
+    ] = None,
+    events: Annotated[int, typer.Option(min=1000, help="Events in the drain workload.")] = 200_000,
+    games: Annotated[int, typer.Option(min=1, help="Registered games they spread over.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = c.DEFAULT_BATCH_SIZE,
+    single_events: Annotated[
+        int, typer.Option(min=100, help="Events drained with --batch-size 1 for the ratio.")
+    ] = 20_000,
+    rate: Annotated[int, typer.Option(min=1, help="Offered events/s for the latency run.")] = 5000,
+    steady_seconds: Annotated[
+        float, typer.Option(min=0, help="Length of the latency run (0 skips it).")
+    ] = 10.0,
+    memory_events: Annotated[
+        int, typer.Option(min=0, help="Events over as many games for peak RSS (0 skips it).")
+    ] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Workload random seed.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
+    from consumer.bench import BenchConfig, run_bench
+    from consumer.render import bench_report
+
+    logs.configure("ERROR")
+    cfg = BenchConfig(
+        events, games, batch_size, single_events, rate, steady_seconds, memory_events, seed
+    )
+    say = (lambda line: None) if as_json else (lambda line: typer.echo(f"... {line}", err=True))
+    report = run_bench(cfg, redis_url, say)
+    if as_json:
+        from dataclasses import asdict
+
+        typer.echo(json.dumps(asdict(report), indent=2))
+    else:
+        bench_report(report)
+
+
 _EXIT_CODES: list[tuple[type[HealthFsmError], int]] = [
     (StatusConflict, EXIT_CONFLICT),
     (TransitionNotAllowed, EXIT_NOT_ALLOWED),

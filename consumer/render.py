@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +17,9 @@ STATUS_STYLES = {
     "stopped": "dim",
     "finished": "magenta",
 }
+if TYPE_CHECKING:
+    from consumer.bench import BenchReport
+
 HEALTH_STYLES = {"healthy": "green", "": "dim"}
 
 
@@ -47,3 +51,48 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
     for row in rows:
         table.add_row(*(str(row.get(name, "")) for name in columns))
     Console().print(table)
+
+
+def bench_report(report: BenchReport) -> None:
+    """Print the benchmark's figures and which targets hold."""
+    cfg = report.config
+    table = Table(title=f"healthfsm bench: {cfg['events']:,} events over {cfg['games']:,} games")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        (f"drain, --batch-size {cfg['batch_size']}", f"{report.drain_events_per_s:,.0f} events/s"),
+        ("  snapshots per event", f"{report.snapshot_share:.0%}"),
+        ("  rejected (dead letters)", f"{report.rejected:,}"),
+        (
+            f"drain, --batch-size 1 ({cfg['single_events']:,} events)",
+            f"{report.single_events_per_s:,.0f} events/s",
+        ),
+        ("  ratio", f"{report.ratio_vs_single:.1f}x"),
+        ("bare floor (XREAD 1000 + executemany)", f"{report.floor_events_per_s:,.0f} events/s"),
+        ("  drain / floor", f"{report.share_of_floor:.0%}"),
+    ]
+    if report.steady_latency_ms:
+        lat = report.steady_latency_ms
+        rows.append(("steady load offered", f"{report.steady_offered_per_s:,.0f} events/s"))
+        rows.append(
+            (
+                "  XADD -> commit p50 / p90 / p99 / max",
+                f"{lat['p50']} / {lat['p90']} / {lat['p99']} / {lat['max']} ms",
+            )
+        )
+    if report.memory_events:
+        rows.append(
+            (
+                f"peak RSS, {report.memory_events:,} events over as many games",
+                f"{report.memory_peak_rss_mb:.0f} MB",
+            )
+        )
+        rows.append(
+            ("  drain rate (separate process)", f"{report.memory_drain_events_per_s:,.0f} events/s")
+        )
+    for name, value in rows:
+        table.add_row(name, value)
+    console = Console()
+    console.print(table)
+    for target, held in report.targets.items():
+        console.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")

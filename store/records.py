@@ -49,6 +49,14 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
     )
 
 
+def insert_new(conn: sqlite3.Connection, game_ids: Iterable[str], status: str, now_ms: int) -> None:
+    """Register many games at once (benchmarks, bulk imports); existing ids are an error."""
+    conn.executemany(
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL)",
+        ((game_id, status, now_ms) for game_id in game_ids),
+    )
+
+
 def get(db: sqlite_utils.Database, game_id: str) -> RuntimeRecord:
     """One record, or ``GameNotFound``."""
     row = db.conn.execute(

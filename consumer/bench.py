@@ -1,0 +1,343 @@
+"""``healthfsm bench``: the real consume path on a hard workload, with the figures that size it.
+
+Everything runs against scratch streams and temporary databases: a private Redis by default,
+or the one ``--redis-url`` names (the scratch keys are deleted afterwards). Figures:
+
+- drain throughput at the chosen batch size, end to end (read -> commit -> published);
+- the same at ``--batch-size 1`` on a prefix of the workload, and the ratio;
+- a bare floor: XREAD COUNT 1000 plus one executemany UPDATE per batch, nothing else;
+- latency from XADD to committed record under a steady offered rate;
+- peak RSS of a separate ``consume --drain`` process over many distinct games.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+
+from consumer import embedded
+from consumer.batch import BatchResult
+from consumer.models import ConsumerSettings
+from consumer.worker import Worker
+from store import open_database
+from store.database import immediate
+from store.records import insert_new
+
+TERMINAL = ("container_exited", "container_oom", "container_disappeared")
+HEALTHY = ("container_started", "probe_recovered")
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and how big."""
+
+    events: int = 200_000
+    games: int = 10_000
+    batch_size: int = 1000
+    single_events: int = 20_000
+    rate: int = 5000
+    steady_seconds: float = 10.0
+    memory_events: int = 1_000_000
+    seed: int = 1
+
+
+@dataclass
+class BenchReport:
+    """Every figure the benchmark prints, as ``--json`` emits it."""
+
+    config: dict[str, object]
+    drain_events_per_s: float = 0.0
+    drain_seconds: float = 0.0
+    snapshot_share: float = 0.0
+    rejected: int = 0
+    single_events_per_s: float = 0.0
+    ratio_vs_single: float = 0.0
+    floor_events_per_s: float = 0.0
+    share_of_floor: float = 0.0
+    steady_offered_per_s: float = 0.0
+    steady_latency_ms: dict[str, float] = field(default_factory=dict)
+    memory_events: int = 0
+    memory_peak_rss_mb: float = 0.0
+    memory_drain_events_per_s: float = 0.0
+    targets: dict[str, bool] = field(default_factory=dict)
+
+
+def workload(count: int, games: int, seed: int, distinct: bool = False) -> Iterator[dict[str, str]]:
+    """The hard mix: ~5% terminal, ~1% malformed, the rest flipping summaries ~70% of the time."""
+    rng = random.Random(seed)
+    last_healthy: dict[int, bool] = {}
+    for index in range(count):
+        game = index if distinct else rng.randrange(games)
+        roll = rng.random()
+        occurred = str(1_700_000_000_000 + index)
+        if roll < 0.01:
+            yield {"game_id": f"game-{game}", "event_type": "probe_failed", "occurred_at_ms": "1e3"}
+            continue
+        if roll < 0.06:
+            yield {
+                "game_id": f"game-{game}",
+                "event_type": rng.choice(TERMINAL),
+                "occurred_at_ms": occurred,
+            }
+            continue
+        healthy = last_healthy.get(game, rng.random() < 0.5)
+        if rng.random() < 0.7:
+            healthy = not healthy
+        last_healthy[game] = healthy
+        event_type = rng.choice(HEALTHY) if healthy else "probe_failed"
+        yield {"game_id": f"game-{game}", "event_type": event_type, "occurred_at_ms": occurred}
+
+
+def seed_stream(client: redis.Redis, stream: str, events: Iterator[dict[str, str]]) -> int:
+    """XADD the events in pipelined chunks; return how many."""
+    count = 0
+    pipe = client.pipeline(transaction=False)
+    for fields in events:
+        pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        count += 1
+        if count % 2000 == 0:
+            pipe.execute()
+    pipe.execute()
+    return count
+
+
+def fresh_database(path: Path, games: int, distinct_prefix: str = "game-") -> None:
+    """A new database with ``games`` running games registered."""
+    db = open_database(path)
+    with immediate(db) as conn:
+        insert_new(conn, (f"{distinct_prefix}{i}" for i in range(games)), "running", 0)
+    db.close()
+
+
+def timed_drain(
+    url: str, stream: str, lobby: str, path: Path, batch_size: int
+) -> tuple[float, Worker]:
+    """Drain ``stream`` with the real worker; return wall seconds and the worker."""
+    db = open_database(path)
+    settings = ConsumerSettings(
+        redis_url=url,
+        stream=stream,
+        lobby_stream=lobby,
+        db_path=str(path),
+        batch_size=batch_size,
+        drain=True,
+    )
+    worker = Worker(settings, db)
+    started = time.perf_counter()
+    worker.run()
+    elapsed = time.perf_counter() - started
+    db.close()
+    return elapsed, worker
+
+
+def bare_floor(url: str, stream: str, path: Path) -> float:
+    """XREAD COUNT 1000 and one executemany UPDATE per batch: the cost of moving the bytes."""
+    client = redis.Redis.from_url(url)
+    db = open_database(path)
+    last = "0-0"
+    count = 0
+    started = time.perf_counter()
+    while reply := client.xread({stream: last}, count=1000):
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1]  # type: ignore[index, assignment]
+        rows = [
+            (f.get(b"event_type", b"").decode(), f.get(b"game_id", b"").decode())
+            for _, f in entries
+        ]
+        with immediate(db) as conn:
+            conn.executemany("UPDATE runtime_records SET engine_health = ? WHERE game_id = ?", rows)
+        last = entries[-1][0].decode()
+        count += len(entries)
+    elapsed = time.perf_counter() - started
+    client.close()
+    db.close()
+    return count / elapsed
+
+
+def steady_latency(
+    url: str, prefix: str, path: Path, cfg: BenchConfig
+) -> tuple[float, list[float]]:
+    """Offer ``rate`` events/s for ``steady_seconds``; latency XADD -> committed, in ms."""
+    stream = f"{prefix}:steady"
+    db = open_database(path)
+    settings = ConsumerSettings(
+        redis_url=url,
+        stream=stream,
+        lobby_stream=f"{prefix}:steady-out",
+        db_path=str(path),
+        batch_size=cfg.batch_size,
+        block_ms=100,
+    )
+    worker = Worker(settings, db)
+    commits: list[tuple[tuple[int, int], float]] = []
+
+    def observe(result: BatchResult, _: float) -> None:
+        commits.append((_key(result.last_entry_id), time.perf_counter()))
+
+    worker.totals.observers.append(observe)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = redis.Redis.from_url(url)
+    sent: list[tuple[tuple[int, int], float]] = []
+    events = workload(int(cfg.rate * cfg.steady_seconds) + 1, cfg.games, cfg.seed + 7)
+    tick = 0.01
+    per_tick = max(1, round(cfg.rate * tick))
+    started = time.perf_counter()
+    with contextlib.suppress(StopIteration):
+        while time.perf_counter() - started < cfg.steady_seconds:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(per_tick):
+                pipe.xadd(stream, next(events))  # type: ignore[arg-type]
+            now = time.perf_counter()
+            sent += [(_key(i.decode()), now) for i in pipe.execute()]
+            time.sleep(max(0.0, started + tick * (len(sent) // per_tick) - time.perf_counter()))
+    offered = len(sent) / (time.perf_counter() - started)
+    deadline = time.perf_counter() + 30
+    while (not commits or commits[-1][0] < sent[-1][0]) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    worker.request_stop()
+    thread.join(timeout=30)
+    client.close()
+    db.close()
+    keys = [k for k, _ in commits]
+    latencies = []
+    for key, at in sent:
+        index = bisect.bisect_left(keys, key)
+        if index < len(commits):
+            latencies.append((commits[index][1] - at) * 1000)
+    return offered, latencies
+
+
+def _key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def memory_run(url: str, prefix: str, workdir: Path, count: int) -> tuple[float, float]:
+    """Peak RSS (MB) and rate of a separate ``consume --drain`` over ``count`` distinct games."""
+    stream = f"{prefix}:memory"
+    client = redis.Redis.from_url(url)
+    seed_stream(client, stream, workload(count, count, 3, distinct=True))
+    path = workdir / "memory.db"
+    fresh_database(path, count)
+    command = [
+        sys.executable,
+        "-m",
+        "consumer.cli",
+        "consume",
+        "--drain",
+        "--redis-url",
+        url,
+        "--stream",
+        stream,
+        "--lobby-stream",
+        f"{prefix}:memory-out",
+        "--db",
+        str(path),
+        "--log-level",
+        "ERROR",
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        raise RuntimeError(f"memory run failed ({process.returncode}): {stderr.strip()[-300:]}")
+    client.delete(stream, f"{prefix}:memory-out")
+    client.close()
+    return usage.ru_maxrss / 1024, count / elapsed
+
+
+def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) -> BenchReport:
+    """Run every measurement; ``progress`` is called with a line before each step."""
+    say = progress if callable(progress) else (lambda _: None)
+    report = BenchReport(config=asdict(cfg))
+    prefix = f"healthfsm-bench:{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as stack:
+        url = redis_url or stack.enter_context(embedded.running()).url
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="healthfsm-bench-")))
+        client = redis.Redis.from_url(url)
+        stack.callback(client.close)
+        stack.callback(lambda: _cleanup(client, prefix))
+        main, single = f"{prefix}:health", f"{prefix}:single"
+        say(f"seeding {cfg.events:,} events over {cfg.games:,} games")
+        seed_stream(client, main, workload(cfg.events, cfg.games, cfg.seed))
+        seed_stream(client, single, workload(cfg.single_events, cfg.games, cfg.seed))
+
+        say(f"draining with --batch-size {cfg.batch_size}")
+        fresh_database(workdir / "main.db", cfg.games)
+        seconds, worker = timed_drain(
+            url, main, f"{prefix}:out", workdir / "main.db", cfg.batch_size
+        )
+        report.drain_seconds = seconds
+        report.drain_events_per_s = cfg.events / seconds
+        report.snapshot_share = worker.totals.snapshots_published / cfg.events
+        report.rejected = worker.totals.rejected
+
+        say(f"draining {cfg.single_events:,} events with --batch-size 1")
+        fresh_database(workdir / "single.db", cfg.games)
+        seconds, _ = timed_drain(url, single, f"{prefix}:single-out", workdir / "single.db", 1)
+        report.single_events_per_s = cfg.single_events / seconds
+        report.ratio_vs_single = report.drain_events_per_s / report.single_events_per_s
+
+        say("bare floor: XREAD COUNT 1000 + one executemany per batch")
+        fresh_database(workdir / "floor.db", cfg.games)
+        report.floor_events_per_s = bare_floor(url, main, workdir / "floor.db")
+        report.share_of_floor = report.drain_events_per_s / report.floor_events_per_s
+
+        if cfg.steady_seconds > 0:
+            say(f"steady load: {cfg.rate:,} events/s for {cfg.steady_seconds:g}s")
+            fresh_database(workdir / "steady.db", cfg.games)
+            offered, latencies = steady_latency(url, prefix, workdir / "steady.db", cfg)
+            report.steady_offered_per_s = offered
+            report.steady_latency_ms = {
+                name: round(_percentile(latencies, share), 2)
+                for name, share in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            }
+        if cfg.memory_events > 0:
+            say(f"memory: {cfg.memory_events:,} events over as many games, separate process")
+            rss, rate = memory_run(url, prefix, workdir, cfg.memory_events)
+            report.memory_events = cfg.memory_events
+            report.memory_peak_rss_mb = round(rss, 1)
+            report.memory_drain_events_per_s = rate
+    report.targets = _targets(report, cfg)
+    return report
+
+
+def _targets(report: BenchReport, cfg: BenchConfig) -> dict[str, bool]:
+    targets = {
+        "drain >= 50,000 events/s": report.drain_events_per_s >= 50_000,
+        "drain >= 20x --batch-size 1": report.ratio_vs_single >= 20,
+        "drain >= 1/5 of the bare floor": report.share_of_floor >= 0.2,
+    }
+    if report.steady_latency_ms:
+        targets["p99 XADD->commit < 50 ms"] = report.steady_latency_ms["p99"] < 50
+    if report.memory_events:
+        targets["peak RSS < 150 MB"] = report.memory_peak_rss_mb < 150
+    return targets
+
+
+def _cleanup(client: redis.Redis, prefix: str) -> None:
+    with contextlib.suppress(redis.RedisError):
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
