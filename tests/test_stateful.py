@@ -1,0 +1,376 @@
+"""Model-based tests: the real code and the reference model (tests/model.py), side by side.
+
+- ``InProcessComparison``: many games, all event types, malformed entries, unknown games and
+  admin ``set-status`` calls, applied in batches of random size against a real SQLite file.
+- ``CrashComparison``: the real worker against the real Redis, killed at a random point of a
+  batch (fault-injection hooks, no sleeps) and restarted from the same database.
+- batch-size invariance: any entry sequence, batch size 1 versus any other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from consumer import faults
+from consumer.batch import apply_batch
+from consumer.faults import FaultPoint, InjectedFault
+from consumer.models import ConsumerSettings
+from consumer.worker import Worker
+from statemachine import Status, get_machine
+from statemachine.errors import StatusConflict, TransitionNotAllowed
+from store import dead_letters, offsets, open_database, outbox, records
+from store.admin import add_game, set_status
+from store.offsets import entry_id_key
+from tests import model
+from tests.conftest import FIXED_NOW_MS
+
+MALFORMED = [
+    {b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
+    {b"game_id": b"  ", b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
+    {b"game_id": b"g0", b"event_type": b"probe_failed", b"occurred_at_ms": b"-5"},
+    {b"game_id": b"g0", b"event_type": b"probe_failed", b"occurred_at_ms": b"1_0"},
+    {b"game_id": b"\xff", b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
+    {b"game_id": b"g0", b"occurred_at_ms": b"5"},
+]
+DECODE_REASONS = {"missing_field", "invalid_field"}
+game_ids = st.sampled_from([f"g{i}" for i in range(6)])
+statuses = st.sampled_from(model.STATUSES)
+event_types = st.sampled_from(model.EVENT_TYPES)
+
+
+def model_reason(reason: str) -> str:
+    return "malformed" if reason in DECODE_REASONS else reason
+
+
+def fields_of(game_id: str, event_type: str) -> dict[bytes, bytes]:
+    return {
+        b"game_id": game_id.encode(),
+        b"event_type": event_type.encode(),
+        b"occurred_at_ms": b"1700000000000",
+    }
+
+
+def snapshot_view(row: outbox.OutboxRow) -> dict[str, str]:
+    return {
+        "game_id": row.game_id,
+        "runtime_status": row.runtime_status,
+        "engine_health_summary": row.engine_health_summary,
+        "current_turn": str(row.current_turn),
+        "source_entry_id": row.source_entry_id,
+    }
+
+
+class InProcessComparison(RuleBasedStateMachine):
+    """The batch applier and admin CAS on a real database, step by step against the model."""
+
+    games = Bundle("games")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.db = open_database(Path(self.tmp.name) / "model.db")
+        self.model = model.Model()
+        self.pending: list[
+            tuple[bytes, dict[bytes, bytes], tuple[str | None, str | None, bool]]
+        ] = []
+        self.sequence = itertools.count(1)
+        self.snapshots: list[dict[str, str]] = []
+        self.offset_history: list[str] = []
+
+    def teardown(self) -> None:
+        self.db.close()
+        self.tmp.cleanup()
+
+    def _entry_id(self) -> bytes:
+        return f"{next(self.sequence)}-0".encode()
+
+    @rule(target=games, game_id=game_ids, status=statuses, turn=st.integers(0, 50))
+    def register(self, game_id: str, status: str, turn: int) -> str:
+        if game_id in self.model.records:
+            return game_id
+        add_game(self.db, game_id, Status(status), turn, FIXED_NOW_MS)
+        self.model.records[game_id] = model.ModelRecord(status, turn=turn)
+        return game_id
+
+    @rule(game_id=games, event_type=event_types)
+    def health_event(self, game_id: str, event_type: str) -> None:
+        self.pending.append(
+            (self._entry_id(), fields_of(game_id, event_type), (game_id, event_type, True))
+        )
+
+    @rule(game_id=st.sampled_from(["ghost", "g 9", "G0"]), event_type=event_types)
+    def event_for_unknown_game(self, game_id: str, event_type: str) -> None:
+        self.pending.append(
+            (self._entry_id(), fields_of(game_id, event_type), (game_id, event_type, True))
+        )
+
+    @rule(game_id=games, event_type=st.sampled_from(["PROBE_FAILED", "rebooted", "probe_failed "]))
+    def unknown_event_type(self, game_id: str, event_type: str) -> None:
+        self.pending.append(
+            (self._entry_id(), fields_of(game_id, event_type), (game_id, event_type, True))
+        )
+
+    @rule(fields=st.sampled_from(MALFORMED))
+    def malformed(self, fields: dict[bytes, bytes]) -> None:
+        self.pending.append((self._entry_id(), fields, (None, None, False)))
+
+    @precondition(lambda self: self.pending)
+    @rule(size=st.integers(1, 12))
+    def apply(self, size: int) -> None:
+        chunk, self.pending = self.pending[:size], self.pending[size:]
+        result = apply_batch(
+            self.db,
+            get_machine(),
+            [(i, f) for i, f, _ in chunk],
+            stream="s",
+            label="l",
+            now_ms=FIXED_NOW_MS,
+        )
+        misses = changes = 0
+        for entry_id, _, (game_id, event_type, valid) in chunk:
+            record = self.model.records.get(game_id or "")
+            if valid and record is not None and event_type in model.REACTION:
+                status = record.status
+                cas_source = model.REACTION[event_type][1]
+                if cas_source is not None and status != cas_source:
+                    misses += 1
+                elif cas_source is not None:
+                    changes += 1
+            self.model.health(entry_id.decode(), game_id, event_type, valid)
+        # a CAS miss never changes the status; a CAS hit always does
+        assert sum(result.cas_misses.values()) == misses
+        assert sum(result.transitions.values()) == changes
+        self.snapshots += [snapshot_view(row) for _, row in result.snapshots]
+
+    @rule(game_id=games, expected=statuses, to=statuses)
+    def admin_set_status(self, game_id: str, expected: str, to: str) -> None:
+        outcome = self.model.admin(game_id, expected, to)
+        try:
+            set_status(self.db, game_id, Status(expected), Status(to), FIXED_NOW_MS)
+            got = "ok"
+        except StatusConflict:
+            got = "conflict"
+        except TransitionNotAllowed:
+            got = "not_allowed"
+        assert got == outcome
+
+    @invariant()
+    def store_equals_model(self) -> None:
+        stored = {r.game_id: r for r in records.iter_all(self.db)}
+        assert set(stored) == set(self.model.records)
+        for game_id, want in self.model.records.items():
+            got = stored[game_id]
+            assert got.state.value in model.STATUSES
+            assert (got.state.value, got.engine_health, got.current_turn) == (
+                want.status,
+                want.engine_health,
+                want.turn,
+            )
+            assert got.last_emitted_summary == want.last_emitted
+
+    @invariant()
+    def snapshots_equal_model(self) -> None:
+        assert self.snapshots == self.model.snapshots
+
+    @invariant()
+    def dead_letters_equal_model(self) -> None:
+        kept = dead_letters.list_recent(self.db.conn, limit=10_000)[::-1]
+        assert [(r["entry_id"], model_reason(str(r["reason"]))) for r in kept] == self.model.dead
+
+    @invariant()
+    def offset_never_moves_backwards(self) -> None:
+        offset = offsets.load(self.db.conn, "l") or "0-0"
+        if self.offset_history:
+            assert entry_id_key(offset) >= entry_id_key(self.offset_history[-1])
+        self.offset_history.append(offset)
+        assert offset == self.model.offset
+
+
+InProcessComparison.TestCase.settings = settings(stateful_step_count=40)
+TestInProcess = InProcessComparison.TestCase
+
+
+class CrashComparison(RuleBasedStateMachine):
+    """The real worker on the real Redis, crashed at random points and restarted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = Path(self.tmp.name) / "crash.db"
+        self.client = redis.Redis.from_url(REDIS_URL[0])
+        self.client.flushall()
+        self.model = model.Model()
+        db = open_database(self.path)
+        for i in range(4):
+            add_game(db, f"g{i}", Status.RUNNING, i, FIXED_NOW_MS)
+            self.model.records[f"g{i}"] = model.ModelRecord("running", turn=i)
+        db.close()
+
+    def teardown(self) -> None:
+        faults.disarm_all()
+        self.client.close()
+        self.tmp.cleanup()
+
+    def _xadd(
+        self, fields: dict[bytes, bytes], game_id: str | None, event_type: str | None, valid: bool
+    ) -> None:
+        entry_id = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
+        self.model.health(entry_id.decode(), game_id, event_type, valid)
+
+    @rule(game_id=st.sampled_from(["g0", "g1", "g2", "g3", "ghost"]), event_type=event_types)
+    def event(self, game_id: str, event_type: str) -> None:
+        self._xadd(fields_of(game_id, event_type), game_id, event_type, True)
+
+    @rule(fields=st.sampled_from(MALFORMED[:4]))
+    def malformed(self, fields: dict[bytes, bytes]) -> None:
+        self._xadd(fields, None, None, False)
+
+    @rule(
+        batch_size=st.integers(1, 5),
+        point=st.sampled_from(list(FaultPoint)),
+        after=st.integers(1, 4),
+    )
+    def crash_and_restart(self, batch_size: int, point: FaultPoint, after: int) -> None:
+        faults.arm(point, after)
+        try:
+            self._run(batch_size)
+            note(f"no crash: {point.value} was reached fewer than {after} times")
+        except InjectedFault:
+            note(f"crashed at {point.value} #{after}")
+        faults.disarm_all()
+
+    @rule(batch_size=st.integers(1, 7))
+    def run_clean(self, batch_size: int) -> None:
+        self._run(batch_size)
+        self.check_complete()
+
+    def _run(self, batch_size: int) -> None:
+        db = open_database(self.path)  # a restart: a fresh connection, no memory of the last
+        try:
+            settings_ = ConsumerSettings(
+                redis_url=REDIS_URL[0], db_path=str(self.path), drain=True, batch_size=batch_size
+            )
+            Worker(settings_, db, clock=lambda: FIXED_NOW_MS).run()
+        finally:
+            db.close()
+
+    def check_complete(self) -> None:
+        db = open_database(self.path)
+        try:
+            for game_id, want in self.model.records.items():
+                got = records.get(db, game_id)
+                assert (got.state.value, got.engine_health) == (want.status, want.engine_health)
+            assert outbox.pending(db.conn) == 0
+            kept = dead_letters.list_recent(db.conn, limit=10_000)[::-1]
+            assert [
+                (r["entry_id"], model_reason(str(r["reason"]))) for r in kept
+            ] == self.model.dead
+        finally:
+            db.close()
+        published = [
+            {k.decode(): v.decode() for k, v in fields.items()}
+            for _, fields in self.client.xrange("gm:lobby_events")
+        ]
+        firsts = list({s["source_entry_id"]: s for s in published}.values())
+        keys = (
+            "game_id",
+            "runtime_status",
+            "engine_health_summary",
+            "current_turn",
+            "source_entry_id",
+        )
+        assert [{k: s[k] for k in keys} for s in firsts] == self.model.snapshots
+
+    @invariant()
+    def duplicates_only_repeat_what_was_seen(self) -> None:
+        seen: set[str] = set()
+        previous = None
+        for _, fields in self.client.xrange("gm:lobby_events"):
+            source = fields[b"source_entry_id"].decode()
+            if source in seen:
+                assert previous is not None  # a repeat, never a first sighting out of order
+            else:
+                if previous is not None:
+                    assert entry_id_key(source) > entry_id_key(previous)
+                previous = source
+            seen.add(source)
+
+
+REDIS_URL: list[str] = []
+
+
+@pytest.fixture
+def crash_redis(redis_url: str) -> str:
+    REDIS_URL[:] = [redis_url]
+    return redis_url
+
+
+@pytest.mark.slow
+def test_crash_comparison(crash_redis: str) -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(
+        CrashComparison, settings=settings(max_examples=25, stateful_step_count=12)
+    )
+
+
+entries_strategy = st.lists(
+    st.one_of(
+        st.tuples(game_ids | st.just("ghost"), event_types).map(lambda t: fields_of(*t)),
+        st.sampled_from(MALFORMED),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(
+    entries=entries_strategy,
+    batch_size=st.integers(2, 50),
+    initial=st.lists(statuses, min_size=6, max_size=6),
+)
+def test_batch_size_invariance(
+    entries: list[dict[bytes, bytes]], batch_size: int, initial: list[str]
+) -> None:
+    outcomes = []
+    for size in (1, batch_size):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = open_database(Path(tmp) / "b.db")
+            for i, status in enumerate(initial):
+                add_game(db, f"g{i}", Status(status), i, FIXED_NOW_MS)
+            raw = [(f"{n + 1}-0".encode(), fields) for n, fields in enumerate(entries)]
+            published = []
+            for start in range(0, len(raw), size):
+                result = apply_batch(
+                    db,
+                    get_machine(),
+                    raw[start : start + size],
+                    stream="s",
+                    label="l",
+                    now_ms=FIXED_NOW_MS,
+                )
+                published += [row for _, row in result.snapshots]
+            outcomes.append(
+                (
+                    [records.as_dict(r) for r in records.iter_all(db)],
+                    published,
+                    [(r["entry_id"], r["reason"]) for r in dead_letters.list_recent(db.conn, 100)],
+                    offsets.load(db.conn, "l"),
+                )
+            )
+            db.close()
+    assert outcomes[0] == outcomes[1]
