@@ -45,6 +45,8 @@ MALFORMED = [
     {b"game_id": b"g0", b"event_type": b"probe_failed", b"occurred_at_ms": b"1_0"},
     {b"game_id": b"\xff", b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
     {b"game_id": b"g0", b"occurred_at_ms": b"5"},
+    {b"game_id": b"g0", b"event_type": b"probe_failed", b"occurred_at_ms": b" 5"},
+    {b"game_id": b"g0", b"event_type": b"probe_failed", b"occurred_at_ms": b"+5"},
 ]
 DECODE_REASONS = {"missing_field", "invalid_field"}
 game_ids = st.sampled_from([f"g{i}" for i in range(6)])
@@ -200,7 +202,10 @@ class InProcessComparison(RuleBasedStateMachine):
         assert offset == self.model.offset
 
 
-InProcessComparison.TestCase.settings = settings(stateful_step_count=40)
+# Scaled from the active profile: ``--hypothesis-profile=deep`` runs more.
+InProcessComparison.TestCase.settings = settings(
+    max_examples=3 * settings.default.max_examples, stateful_step_count=40
+)
 TestInProcess = InProcessComparison.TestCase
 
 
@@ -219,6 +224,10 @@ class CrashComparison(RuleBasedStateMachine):
             add_game(db, f"g{i}", Status.RUNNING, i, FIXED_NOW_MS)
             self.model.records[f"g{i}"] = model.ModelRecord("running", turn=i)
         db.close()
+        self.history: dict[str, dict[str, tuple[str, str]]] = {"0-0": self._view()}
+
+    def _view(self) -> dict[str, tuple[str, str]]:
+        return {g: (r.status, r.engine_health) for g, r in self.model.records.items()}
 
     def teardown(self) -> None:
         faults.disarm_all()
@@ -230,12 +239,13 @@ class CrashComparison(RuleBasedStateMachine):
     ) -> None:
         entry_id = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
         self.model.health(entry_id.decode(), game_id, event_type, valid)
+        self.history[entry_id.decode()] = self._view()
 
     @rule(game_id=st.sampled_from(["g0", "g1", "g2", "g3", "ghost"]), event_type=event_types)
     def event(self, game_id: str, event_type: str) -> None:
         self._xadd(fields_of(game_id, event_type), game_id, event_type, True)
 
-    @rule(fields=st.sampled_from(MALFORMED[:4]))
+    @rule(fields=st.sampled_from(MALFORMED))
     def malformed(self, fields: dict[bytes, bytes]) -> None:
         self._xadd(fields, None, None, False)
 
@@ -296,6 +306,31 @@ class CrashComparison(RuleBasedStateMachine):
         assert [{k: s[k] for k in keys} for s in firsts] == self.model.snapshots
 
     @invariant()
+    def store_is_the_model_at_the_stored_offset(self) -> None:
+        """Exactly the entries up to the offset are applied: none lost, none applied twice."""
+        db = open_database(self.path)
+        try:
+            offset = offsets.load(db.conn, "health_events") or "0-0"
+            stored = {r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db)}
+        finally:
+            db.close()
+        assert stored == self.history[offset]
+
+    @invariant()
+    def no_snapshot_is_lost(self) -> None:
+        """Whatever the crash: each snapshot due up to the stored offset is out or in the outbox."""
+        db = open_database(self.path)
+        try:
+            offset = entry_id_key(offsets.load(db.conn, "health_events") or "0-0")
+            waiting = {row.source_entry_id for _, row in outbox.peek(db.conn, 100_000)}
+        finally:
+            db.close()
+        out = {f[b"source_entry_id"].decode() for _, f in self.client.xrange("gm:lobby_events")}
+        for snapshot in self.model.snapshots:
+            if entry_id_key(snapshot["source_entry_id"]) <= offset:
+                assert snapshot["source_entry_id"] in out | waiting, snapshot
+
+    @invariant()
     def duplicates_only_repeat_what_was_seen(self) -> None:
         seen: set[str] = set()
         previous = None
@@ -324,7 +359,8 @@ def test_crash_comparison(crash_redis: str) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
     run_state_machine_as_test(
-        CrashComparison, settings=settings(max_examples=25, stateful_step_count=12)
+        CrashComparison,
+        settings=settings(max_examples=settings.default.max_examples, stateful_step_count=15),
     )
 
 
