@@ -23,7 +23,7 @@ from consumer.codec import DecodedEvent, decode_health_event
 from consumer.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
 from statemachine.errors import DecodeError
-from store import dead_letters, offsets, outbox, records
+from store import dead_letters, history, offsets, outbox, records
 from store.database import immediate
 from store.record_cache import RecordCache
 
@@ -48,6 +48,7 @@ class BatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     transitions: Counter[tuple[Status, Status]] = field(default_factory=Counter)
     cas_misses: Counter[str] = field(default_factory=Counter)
+    history: list[history.HistoryRow] = field(default_factory=list)
 
 
 def _dead_letter(
@@ -114,6 +115,7 @@ def _drive(
     apply = machine.apply
     touched: dict[str, RuntimeRecord] = {}
     snapshots: list[outbox.OutboxRow] = []
+    changes = result.history
     cas_types: frozenset[EventType] = CAS_EVENT_TYPES
     applied = 0
     for position, event, fields in decoded:
@@ -126,8 +128,15 @@ def _drive(
             rejected.append((position, dead))
             continue
         before = record.state
+        health_before = record.engine_health
         effect = apply(record, event.event_type, now_ms)
         applied += 1
+        if effect.status_changed or record.engine_health != health_before:
+            changes.append(
+                history.next_row(
+                    record, event.entry_id, event.event_type.value, before.value, now_ms
+                )
+            )
         touched[event.game_id] = record
         if effect.status_changed:
             _count_status_change(result, before, record, event)
@@ -197,10 +206,11 @@ def _commit(
         loaded = load(conn, game_ids)
         touched, snapshots = _drive(machine, decoded, loaded, rejected, result, stream, now_ms)
         records.save_many(conn, touched.values())
+        history.add_many(conn, result.history)
         result.snapshots = outbox.enqueue(conn, snapshots)
         if rejected:
             rejected.sort(key=lambda item: item[0])
             dead_letters.add_many(conn, [dead for _, dead in rejected])
-        offsets.save(conn, label, result.last_entry_id, now_ms)
+        offsets.save(conn, label, result.last_entry_id, now_ms, result.entries)
         hit(FaultPoint.BEFORE_COMMIT)
     return touched

@@ -52,3 +52,9 @@ class ConsumerSettings(BaseModel):
     drain: bool = False
     backoff_initial_s: float = Field(default=0.1, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
+    progress_interval_s: float = Field(default=10.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None

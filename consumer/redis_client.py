@@ -28,8 +28,20 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def connect(url: str, *, block_ms: int, password: str | None = None) -> redis.Redis:
-    """A client that returns bytes (each field is decoded on its own) and speaks RESP2."""
+def connect(
+    url: str,
+    *,
+    block_ms: int,
+    password: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> redis.Redis:
+    """A client that returns bytes (each field is decoded on its own) and speaks RESP2.
+
+    ``password`` (from HEALTHFSM_REDIS_PASSWORD) applies when the URL carries none; the
+    TLS files apply to ``rediss://`` URLs.
+    """
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "protocol": 2,
@@ -38,6 +50,11 @@ def connect(url: str, *, block_ms: int, password: str | None = None) -> redis.Re
     }
     if password is not None and urlsplit(url).password is None:
         kwargs["password"] = password
+    tls = {"ssl_ca_certs": tls_ca, "ssl_certfile": tls_cert, "ssl_keyfile": tls_key}
+    if any(tls.values()):
+        if not url.startswith("rediss://"):
+            raise ValueError("--redis-ca/--redis-cert/--redis-key need a rediss:// URL")
+        kwargs.update({k: v for k, v in tls.items() if v})
     client: redis.Redis = redis.Redis.from_url(url, **kwargs)
     client.set_response_callback("XREAD", _entries_of)
     return client

@@ -19,7 +19,9 @@ import redis
 import sqlite_utils
 
 from consumer.batch import BatchResult, RawEntry, apply_batch
+from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
+from consumer.monitor import Monitor
 from consumer.redis_client import connect, last_entry_id, read_batch, redact_url
 from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
@@ -65,17 +67,26 @@ class Worker:
         client: redis.Redis | None = None,
         machine: RuntimeMachine | None = None,
         clock: Callable[[], int] = wall_clock_ms,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.client = client or connect(
-            settings.redis_url, block_ms=settings.block_ms, password=settings.redis_password
+            settings.redis_url,
+            block_ms=settings.block_ms,
+            password=settings.redis_password,
+            tls_ca=settings.tls_ca,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
         )
         self.machine = machine or get_machine()
         self.clock = clock
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
         self.cache = RecordCache()
         self.totals = Totals()
+        self.metrics = metrics or Metrics()
+        self.totals.observers.append(self.metrics.observe_batch)
+        self.monitor = Monitor(self)
         self._stop = threading.Event()
         self._signals = 0
         self._backoff_s = settings.backoff_initial_s
@@ -110,6 +121,11 @@ class Worker:
         self.client.close()
 
     @property
+    def offset(self) -> str:
+        """The id of the last entry whose effects are committed."""
+        return self._offset
+
+    @property
     def stopping(self) -> bool:
         """Whether a stop was requested."""
         return self._stop.is_set()
@@ -129,6 +145,10 @@ class Worker:
             s.batch_size,
             s.block_ms,
         )
+        if s.metrics_port is not None:
+            self.metrics.serve(s.metrics_port, s.metrics_host)
+            log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
+        self.metrics.up.set(1)
         try:
             self._offset = offsets.load(self.db.conn, s.label) or START_ID
             while not self._stop.is_set():
@@ -136,6 +156,7 @@ class Worker:
                     break
             self._final_publish()
         finally:
+            self.metrics.up.set(0)
             self.close()
         log.info(
             "stopped at %s: %d entries, %d applied, %d rejected, %d snapshots published",
@@ -159,6 +180,8 @@ class Worker:
             raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
             self.totals.reconnects += 1
+            self.metrics.reconnects.inc()
+            self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
             log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)
         except StoreBusy as error:
             self.totals.busy_retries += 1
@@ -175,7 +198,10 @@ class Worker:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
     def _publish(self) -> bool:
-        self.totals.snapshots_published += self.relay.publish()
+        sent = self.relay.publish()
+        if sent:
+            self.totals.snapshots_published += sent
+            self.metrics.published.inc(sent)
         return True
 
     def _caught_up(self) -> bool:
@@ -190,6 +216,7 @@ class Worker:
         """
         s = self.settings
         self._publish()
+        self.monitor.maybe_tick()
         if s.drain and self._caught_up():
             return False
         entries = read_batch(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from statemachine import RuntimeRecord, Status, get_machine
-from store import records
+from store import history, records
 from store.database import immediate
 
 
@@ -28,8 +28,9 @@ def set_status(
     status it compares is the status it replaces. Raises ``GameNotFound``,
     ``StatusConflict`` (not in ``expected``) or ``TransitionNotAllowed``.
     """
-    with immediate(db):
+    with immediate(db) as conn:
         record = records.get(db, game_id)
         get_machine().set_status(record, expected, to, now_ms)
+        history.add_many(conn, [history.next_row(record, "-", "admin", expected.value, now_ms)])
         records.save(db, record)
     return record

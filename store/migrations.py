@@ -59,10 +59,31 @@ def _initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX dead_letters_reason ON dead_letters (reason, id)")
 
 
+def _history(db: sqlite_utils.Database) -> None:
+    """A bounded per-game history: a ring of HISTORY_LIMIT slots, overwritten in turn."""
+    db.execute("ALTER TABLE runtime_records ADD COLUMN history_seq INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE stream_offsets ADD COLUMN entries_read INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE runtime_history (
+            game_id TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            entry_id TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            from_status TEXT NOT NULL,
+            to_status TEXT NOT NULL,
+            engine_health TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (game_id, slot)
+        ) WITHOUT ROWID"""
+    )
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _initial),
+    ("runtime_history_and_entries_read", _history),
 ]
 """Append only: the position (1-based) is the schema version."""
 

@@ -11,16 +11,18 @@ from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
 from statemachine.errors import GameExists, GameNotFound, SchemaError
 
-_COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"
+_COLUMNS = (
+    "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary, history_seq"
+)
 _CHUNK = 900
 """Game ids per ``IN (...)`` query; below SQLite's historical 999-variable limit."""
 
 
-def _record(row: tuple[str, str, str, int, int, str | None]) -> RuntimeRecord:
+def _record(row: tuple[str, str, str, int, int, str | None, int]) -> RuntimeRecord:
     status = STATUS_BY_VALUE.get(row[1])
     if status is None:
         raise SchemaError(f"runtime record {row[0]!r} has an unknown status {row[1]!r}")
-    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5])
+    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5], row[6])
 
 
 def load_many(conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
@@ -41,9 +43,16 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
     """Write back status, summary, time and debounce state of already existing records."""
     conn.executemany(
         "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
-        " last_emitted_summary = ? WHERE game_id = ?",
+        " last_emitted_summary = ?, history_seq = ? WHERE game_id = ?",
         [
-            (r.state.value, r.engine_health, r.updated_at_ms, r.last_emitted_summary, r.game_id)
+            (
+                r.state.value,
+                r.engine_health,
+                r.updated_at_ms,
+                r.last_emitted_summary,
+                r.history_seq,
+                r.game_id,
+            )
             for r in records
         ],
     )
@@ -52,7 +61,7 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
 def insert_new(conn: sqlite3.Connection, game_ids: Iterable[str], status: str, now_ms: int) -> None:
     """Register many games at once (benchmarks, bulk imports); existing ids are an error."""
     conn.executemany(
-        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL)",
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL, 0)",
         ((game_id, status, now_ms) for game_id in game_ids),
     )
 
@@ -71,7 +80,7 @@ def add(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
     """Register a new game; ``GameExists`` if the id is taken. Call inside ``immediate()``."""
     try:
         db.conn.execute(
-            f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 record.game_id,
                 record.state.value,
@@ -79,6 +88,7 @@ def add(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
                 record.current_turn,
                 record.updated_at_ms,
                 record.last_emitted_summary,
+                record.history_seq,
             ],
         )
     except sqlite3.IntegrityError as error:

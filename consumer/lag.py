@@ -1,0 +1,90 @@
+"""How far behind the consumer is, and whether the stream was trimmed past its offset.
+
+Kept off the hot path: the worker calls these on its progress tick and after (re)connecting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from store.offsets import entry_id_key
+
+LAG_COUNT_LIMIT = 100_000
+"""Entries counted at most when measuring lag (the count costs a range read)."""
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """What XINFO STREAM says, with the fields older servers lack left as None."""
+
+    length: int
+    first_entry_id: str | None
+    last_generated_id: str
+    entries_added: int | None
+    max_deleted_entry_id: str | None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_view(client: redis.Redis, stream: str) -> StreamView | None:
+    """XINFO STREAM, or None when the stream does not exist yet."""
+    try:
+        info: dict[str, Any] = client.xinfo_stream(stream)
+    except redis.ResponseError as error:
+        if "no such key" in str(error).lower():
+            return None
+        raise
+    first = info.get("first-entry")
+    added = info.get("entries-added")
+    deleted = info.get("max-deleted-entry-id")
+    return StreamView(
+        length=int(info["length"]),
+        first_entry_id=_text(first[0]) if first else None,
+        last_generated_id=_text(info["last-generated-id"]),
+        entries_added=int(added) if added is not None else None,
+        max_deleted_entry_id=_text(deleted) if deleted is not None else None,
+    )
+
+
+def lag(client: redis.Redis, stream: str, offset: str, now_ms: int) -> tuple[int, float]:
+    """(entries after ``offset`` counted up to LAG_COUNT_LIMIT, age in seconds of the oldest)."""
+    unread = client.xrange(stream, min=f"({offset}", count=LAG_COUNT_LIMIT)
+    if not unread:
+        return 0, 0.0
+    oldest_ms = entry_id_key(_text(unread[0][0]))[0]
+    return len(unread), max(0.0, (now_ms - oldest_ms) / 1000)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Entries after the offset were trimmed before this consumer read them."""
+
+    first_entry_id: str
+    skipped_estimate: int | None
+    """Known when Redis (7+) reports entries-added; None on older servers."""
+
+
+def find_gap(view: StreamView | None, offset: str, entries_read: int | None) -> Gap | None:
+    """A gap exists when the offset is older than the first entry still in the stream.
+
+    On Redis 7+, ``max-deleted-entry-id`` confirms it (a stream emptied by trimming after
+    the consumer caught up is not a gap) and ``entries-added`` minus what this consumer read
+    minus what remains estimates how many entries were lost.
+    """
+    if view is None or view.first_entry_id is None or offset == "0-0":
+        return None  # a consumer that never read anything has lost nothing
+    if entry_id_key(offset) >= entry_id_key(view.first_entry_id):
+        return None
+    if view.max_deleted_entry_id is not None and entry_id_key(
+        view.max_deleted_entry_id
+    ) <= entry_id_key(offset):
+        return None  # everything deleted was already read
+    estimate = None
+    if view.entries_added is not None and entries_read is not None:
+        estimate = max(0, view.entries_added - entries_read - view.length)
+    return Gap(view.first_entry_id, estimate)

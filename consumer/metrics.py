@@ -1,0 +1,109 @@
+"""Prometheus metrics for ``healthfsm consume --metrics-port``.
+
+Names follow Prometheus conventions: ``healthfsm_`` prefix, ``_total`` counters, base units
+(seconds), and only bounded label values (reason codes, statuses, event types; never a
+game id). Each worker gets its own registry, so tests and embedded uses never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from consumer.batch import BatchResult
+
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Every metric the worker exports, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.up = Gauge(
+            "healthfsm_up", "1 while the consumer loop runs, 0 once stopped.", registry=r
+        )
+        self.consumed = Counter(
+            "healthfsm_events_consumed_total",
+            "Health events read and committed (applied or rejected).",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "healthfsm_events_rejected_total",
+            "Health events kept as dead letters, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "healthfsm_status_transitions_total",
+            "Status changes made by health events.",
+            ["from_status", "to_status"],
+            registry=r,
+        )
+        self.cas_conflicts = Counter(
+            "healthfsm_cas_conflicts_total",
+            "CAS misses: the status was held elsewhere, only the summary was written.",
+            ["event_type"],
+            registry=r,
+        )
+        self.published = Counter(
+            "healthfsm_snapshots_published_total",
+            "runtime_snapshot_update entries published.",
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "healthfsm_outbox_pending", "Snapshots committed but not yet published.", registry=r
+        )
+        self.batch_size = Histogram(
+            "healthfsm_batch_size",
+            "Entries per applied batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "healthfsm_batch_duration_seconds",
+            "Time to apply and commit one batch.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.lag_entries = Gauge(
+            "healthfsm_consumer_lag_entries",
+            "Entries in the input stream after the committed offset (counted up to 100000).",
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "healthfsm_consumer_lag_seconds",
+            "Age of the oldest unread entry (0 when caught up).",
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "healthfsm_redis_reconnects_total", "Redis connection failures waited out.", registry=r
+        )
+        self.gaps = Counter(
+            "healthfsm_stream_gaps_total",
+            "Times the offset was found older than the stream's first entry.",
+            registry=r,
+        )
+        self.gap_entries = Counter(
+            "healthfsm_stream_gap_entries_total",
+            "Entries estimated lost to trimming before they were read"
+            " (when Redis reports entries-added).",
+            registry=r,
+        )
+
+    def observe_batch(self, result: BatchResult, seconds: float) -> None:
+        """Count one committed batch."""
+        self.consumed.inc(result.entries)
+        self.batch_size.observe(result.entries)
+        self.batch_duration.observe(seconds)
+        for reason, n in result.rejected.items():
+            self.rejected.labels(reason).inc(n)
+        for (before, after), n in result.transitions.items():
+            self.transitions.labels(before.value, after.value).inc(n)
+        for event_type, n in result.cas_misses.items():
+            self.cas_conflicts.labels(event_type).inc(n)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose ``/metrics`` over HTTP from a daemon thread."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,97 @@
+"""The worker's periodic look at itself: progress line, lag, outbox backlog, stream gaps.
+
+Runs between batches at most once per ``progress_interval_s`` (and right after start or a
+reconnect for the gap check), never per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from consumer.lag import find_gap, lag, stream_view
+from store import offsets, outbox
+
+if TYPE_CHECKING:
+    from consumer.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Updates lag and backlog gauges, logs one INFO progress line per interval, finds gaps."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.gap_check_due = True
+        self._last_tick = time.monotonic()
+        self._entries_at_last_tick = 0
+        self._reported_gap_at: str | None = None
+
+    def maybe_tick(self) -> None:
+        """Do the periodic work if it is due."""
+        if self.gap_check_due:
+            self.check_gap()
+        now = time.monotonic()
+        if now - self._last_tick >= self.worker.settings.progress_interval_s:
+            self.tick(now)
+
+    def tick(self, now: float) -> None:
+        """Measure lag and backlog, log progress."""
+        w = self.worker
+        entries, seconds = lag(w.client, w.settings.stream, w.offset, w.clock())
+        pending = outbox.pending(w.db.conn)
+        w.metrics.lag_entries.set(entries)
+        w.metrics.lag_seconds.set(seconds)
+        w.metrics.outbox_pending.set(pending)
+        rate = (w.totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
+        log.info(
+            "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d; totals: %d consumed,"
+            " %d applied, %d rejected, %d published, %d reconnects",
+            rate,
+            entries,
+            seconds,
+            pending,
+            w.totals.entries,
+            w.totals.applied,
+            w.totals.rejected,
+            w.totals.snapshots_published,
+            w.totals.reconnects,
+            extra={
+                "rate": round(rate, 1),
+                "lag_entries": entries,
+                "lag_seconds": seconds,
+                "outbox_pending": pending,
+            },
+        )
+        self._last_tick = now
+        self._entries_at_last_tick = w.totals.entries
+        self.check_gap()
+
+    def check_gap(self) -> None:
+        """ERROR once per gap when the stream was trimmed past the committed offset."""
+        w = self.worker
+        self.gap_check_due = False
+        view = stream_view(w.client, w.settings.stream)
+        gap = find_gap(view, w.offset, offsets.entries_read(w.db.conn, w.settings.label))
+        if gap is None or gap.first_entry_id == self._reported_gap_at:
+            return
+        self._reported_gap_at = gap.first_entry_id
+        w.metrics.gaps.inc()
+        if gap.skipped_estimate is not None:
+            w.metrics.gap_entries.inc(gap.skipped_estimate)
+        skipped = (
+            "an unknown number of"
+            if gap.skipped_estimate is None
+            else (f"about {gap.skipped_estimate}")
+        )
+        log.error(
+            "stream %s was trimmed past the stored offset %s: %s entries were never read;"
+            " going on from the first surviving entry %s",
+            w.settings.stream,
+            w.offset,
+            skipped,
+            gap.first_entry_id,
+            extra={"entry_id": gap.first_entry_id, "skipped_estimate": gap.skipped_estimate},
+        )
