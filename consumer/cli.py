@@ -8,16 +8,29 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import redis
-import sqlite_utils
 import typer
 from typer.exceptions import TyperException
 
 from consumer import constants as c
 from consumer import faults, logs
-from consumer.models import ConsumerSettings
+from consumer.cli_common import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_NOT_ALLOWED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DbOption,
+    RedisUrlOption,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    now_ms,
+    open_existing,
+    settings_for,
+)
 from statemachine import Status
 from statemachine.errors import (
     GameExists,
@@ -26,16 +39,6 @@ from statemachine.errors import (
     StatusConflict,
     TransitionNotAllowed,
 )
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-"""Operational failure: missing game or database, unreachable service, bad schema."""
-EXIT_USAGE = 2
-"""Bad command-line argument."""
-EXIT_CONFLICT = 3
-"""``set-status``: the record is not in ``--from``."""
-EXIT_NOT_ALLOWED = 4
-"""``set-status``: the transition table has no such change."""
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
 """Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
@@ -50,34 +53,6 @@ app = typer.Typer(
 )
 runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime")
-
-DbOption = Annotated[
-    Path, typer.Option("--db", envvar=c.ENV_DB, help="SQLite database file.", show_default=True)
-]
-RedisUrlOption = Annotated[
-    str,
-    typer.Option("--redis-url", envvar=c.ENV_REDIS_URL, help="Redis URL (redis:// or rediss://)."),
-]
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print one line to stderr and exit."""
-    typer.echo(f"healthfsm: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _open_existing(path: Path) -> sqlite_utils.Database:
-    from store import open_database
-
-    if not path.exists():
-        fail(f"database {path} does not exist (register a game with 'healthfsm runtime add')")
-    return open_database(path)
-
-
-def _now_ms() -> int:
-    from consumer.worker import wall_clock_ms
-
-    return wall_clock_ms()
 
 
 @app.command()
@@ -102,6 +77,15 @@ def consume(
         str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False)
     ] = "INFO",
     log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port (default: loopback only).")
+    ] = "127.0.0.1",
+    redis_ca: TlsCa = None,
+    redis_cert: TlsCert = None,
+    redis_key: TlsKey = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
     from consumer.worker import Worker
@@ -116,21 +100,29 @@ def consume(
     logs.configure(log_level, log_format)
     if spec := os.environ.get(ENV_INJECT_FAULT):
         faults.arm_from_spec(spec)
-    settings = ConsumerSettings(
-        redis_url=redis_url,
-        redis_password=os.environ.get(c.ENV_REDIS_PASSWORD),
+    settings = settings_for(
+        db,
+        redis_url,
         stream=stream,
         lobby_stream=lobby_stream,
         label=label,
-        db_path=str(db),
         block_ms=block_ms,
         batch_size=batch_size,
         drain=drain,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        tls_ca=redis_ca,
+        tls_cert=redis_cert,
+        tls_key=redis_key,
     )
     database = open_database(db)
     try:
         worker = Worker(settings, database)
         worker.install_signal_handlers()
+        if drain and sys.stderr.isatty():
+            from consumer.render import drain_progress
+
+            worker.totals.observers.append(drain_progress(worker))
         raise typer.Exit(worker.run())
     finally:
         database.close()
@@ -152,7 +144,7 @@ def runtime_add(
         raise typer.BadParameter("must not be blank", param_hint="GAME_ID")
     database = open_database(db)
     try:
-        record = add_game(database, game_id, status, turn, _now_ms())
+        record = add_game(database, game_id, status, turn, now_ms())
     finally:
         database.close()
     typer.echo(json.dumps(as_dict(record)))
@@ -166,7 +158,7 @@ def runtime_show(
     """Print one runtime record as a JSON object."""
     from store import records
 
-    database = _open_existing(db)
+    database = open_existing(db)
     try:
         record = records.get(database, game_id)
     finally:
@@ -186,7 +178,7 @@ def runtime_list(
     from consumer.render import records_table
     from store import records
 
-    database = _open_existing(db)
+    database = open_existing(db)
     try:
         rows = [records.as_dict(r) for r in records.iter_all(database, status)]
     finally:
@@ -208,9 +200,9 @@ def runtime_set_status(
     from store.admin import set_status
     from store.records import as_dict
 
-    database = _open_existing(db)
+    database = open_existing(db)
     try:
-        record = set_status(database, game_id, from_status, to_status, _now_ms())
+        record = set_status(database, game_id, from_status, to_status, now_ms())
     finally:
         database.close()
     typer.echo(json.dumps(as_dict(record)))
@@ -280,11 +272,16 @@ def bench(
         bench_report(report)
 
 
+from consumer import cli_ops  # noqa: E402  (registers the operator commands on app)
+
+cli_ops.register(app, runtime_app)
+
 _EXIT_CODES: list[tuple[type[HealthFsmError], int]] = [
     (StatusConflict, EXIT_CONFLICT),
     (TransitionNotAllowed, EXIT_NOT_ALLOWED),
     (GameNotFound, EXIT_ERROR),
     (GameExists, EXIT_ERROR),
+    (cli_ops.CheckFailed, EXIT_ERROR),
 ]
 
 

@@ -24,7 +24,6 @@ class StreamView:
     first_entry_id: str | None
     last_generated_id: str
     entries_added: int | None
-    max_deleted_entry_id: str | None
 
 
 def _text(value: Any) -> str:
@@ -41,13 +40,11 @@ def stream_view(client: redis.Redis, stream: str) -> StreamView | None:
         raise
     first = info.get("first-entry")
     added = info.get("entries-added")
-    deleted = info.get("max-deleted-entry-id")
     return StreamView(
         length=int(info["length"]),
         first_entry_id=_text(first[0]) if first else None,
         last_generated_id=_text(info["last-generated-id"]),
         entries_added=int(added) if added is not None else None,
-        max_deleted_entry_id=_text(deleted) if deleted is not None else None,
     )
 
 
@@ -72,19 +69,19 @@ class Gap:
 def find_gap(view: StreamView | None, offset: str, entries_read: int | None) -> Gap | None:
     """A gap exists when the offset is older than the first entry still in the stream.
 
-    On Redis 7+, ``max-deleted-entry-id`` confirms it (a stream emptied by trimming after
-    the consumer caught up is not a gap) and ``entries-added`` minus what this consumer read
-    minus what remains estimates how many entries were lost.
+    On Redis 7+, ``entries-added`` minus what this consumer read minus what remains
+    estimates how many entries were lost; an estimate of 0 means everything trimmed had been
+    read (no gap). A negative one means the stream was recreated: lost, count unknown.
     """
     if view is None or view.first_entry_id is None or offset == "0-0":
         return None  # a consumer that never read anything has lost nothing
     if entry_id_key(offset) >= entry_id_key(view.first_entry_id):
         return None
-    if view.max_deleted_entry_id is not None and entry_id_key(
-        view.max_deleted_entry_id
-    ) <= entry_id_key(offset):
-        return None  # everything deleted was already read
     estimate = None
     if view.entries_added is not None and entries_read is not None:
-        estimate = max(0, view.entries_added - entries_read - view.length)
+        estimate = view.entries_added - entries_read - view.length
+        if estimate == 0:
+            return None
+        if estimate < 0:
+            estimate = None
     return Gap(view.first_entry_id, estimate)

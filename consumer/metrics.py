@@ -104,6 +104,7 @@ class Metrics:
         for event_type, n in result.cas_misses.items():
             self.cas_conflicts.labels(event_type).inc(n)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` over HTTP from a daemon thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Expose ``/metrics`` over HTTP from a daemon thread; return the bound port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

@@ -18,7 +18,11 @@ STATUS_STYLES = {
     "finished": "magenta",
 }
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from consumer.batch import BatchResult
     from consumer.bench import BenchReport
+    from consumer.worker import Worker
 
 HEALTH_STYLES = {"healthy": "green", "": "dim"}
 
@@ -96,3 +100,22 @@ def bench_report(report: BenchReport) -> None:
     console.print(table)
     for target, held in report.targets.items():
         console.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
+
+
+def drain_progress(worker: Worker) -> Callable[[BatchResult, float], None]:
+    """An observer that keeps one status line on stderr while ``consume --drain`` runs."""
+    import sys
+    import time
+
+    started = time.monotonic()
+
+    def show(result: BatchResult, _: float) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        total = worker.totals
+        sys.stderr.write(
+            f"\r  drained {total.entries:,} entries ({total.entries / elapsed:,.0f}/s),"
+            f" {total.rejected:,} rejected, offset {result.last_entry_id}   "
+        )
+        sys.stderr.flush()
+
+    return show

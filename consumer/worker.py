@@ -87,6 +87,7 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self)
+        self.metrics_port: int | None = None
         self._stop = threading.Event()
         self._signals = 0
         self._backoff_s = settings.backoff_initial_s
@@ -146,8 +147,8 @@ class Worker:
             s.block_ms,
         )
         if s.metrics_port is not None:
-            self.metrics.serve(s.metrics_port, s.metrics_host)
-            log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
+            self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
+            log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         self.metrics.up.set(1)
         try:
             self._offset = offsets.load(self.db.conn, s.label) or START_ID

@@ -75,3 +75,8 @@ def list_recent(
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def delete_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Forget dead letters by row id (after a successful replay)."""
+    conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])

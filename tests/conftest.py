@@ -75,6 +75,18 @@ def _no_armed_faults() -> Iterator[None]:
     faults.disarm_all()
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI commands configure the root logger; leave it as pytest set it up."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def add_games(db: sqlite_utils.Database, *games: tuple[str, Status]) -> None:
     """Register games at the fixed test time."""
     for game_id, status in games:

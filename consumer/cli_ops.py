@@ -1,0 +1,259 @@
+"""Operator commands: health check, offsets, dead letters, outbox, per-game history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consumer import constants as c
+from consumer.cli_common import (
+    EXIT_USAGE,
+    DbOption,
+    JsonFlag,
+    LabelOption,
+    LobbyOption,
+    RedisUrlOption,
+    StreamOption,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    fail,
+    now_ms,
+    open_existing,
+    settings_for,
+)
+from consumer.operations import CheckFailed
+
+__all__ = ["CheckFailed", "register"]
+
+DEFAULT_DB = Path(c.DEFAULT_DB_PATH)
+
+offsets_app = typer.Typer(help="Show or move stored stream offsets.", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Inspect and replay rejected entries.", no_args_is_help=True)
+outbox_app = typer.Typer(help="Inspect or publish pending snapshots.", no_args_is_help=True)
+
+
+def check(
+    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
+    db: DbOption = DEFAULT_DB,
+    stream: StreamOption = c.HEALTH_STREAM,
+    label: LabelOption = c.OFFSET_LABEL,
+    redis_ca: TlsCa = None,
+    redis_cert: TlsCert = None,
+    redis_key: TlsKey = None,
+) -> None:
+    """Health probe: exit 0 when Redis answers, the schema is current and the offset is in the
+    stream; otherwise exit 1 with a one-line reason."""
+    from consumer.operations import check as run_check
+
+    settings = settings_for(
+        db,
+        redis_url,
+        stream=stream,
+        label=label,
+        tls_ca=redis_ca,
+        tls_cert=redis_cert,
+        tls_key=redis_key,
+    )
+    typer.echo(run_check(settings))
+
+
+@offsets_app.command("show")
+def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
+    """Every stored offset: label, entry id, when it moved, entries read."""
+    from consumer.render import rows_table
+    from store import offsets
+
+    database = open_existing(db)
+    try:
+        rows = offsets.list_all(database.conn)
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        rows_table(rows, ["label", "entry_id", "updated_at_ms", "entries_read"], "stream offsets")
+
+
+@offsets_app.command("set")
+def offsets_set(
+    label: Annotated[str, typer.Argument(help="The consumer's offset label.")],
+    entry_id: Annotated[str, typer.Argument(help="Stream entry id, like 1700000000000-0.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: entries after it are (re)applied.")
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
+    from store import offsets
+    from store.database import immediate
+
+    try:
+        offsets.entry_id_key(entry_id)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="ENTRY_ID") from error
+    if not yes:
+        fail("moving an offset skips or re-applies entries; add --yes to confirm", EXIT_USAGE)
+    database = open_existing(db)
+    try:
+        with immediate(database) as conn:
+            before = offsets.load(conn, label)
+            offsets.set_to(conn, label, entry_id, now_ms())
+    finally:
+        database.close()
+    typer.echo(json.dumps({"label": label, "entry_id": entry_id, "previous": before}))
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N rows.")] = 50,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonFlag = False,
+) -> None:
+    """The newest dead letters: entry id, reason, detail, raw fields."""
+    from consumer.render import rows_table
+    from store import dead_letters
+
+    if reason is not None and reason not in c.REJECT_REASONS:
+        raise typer.BadParameter(
+            f"unknown reason {reason!r} (one of {', '.join(c.REJECT_REASONS)})",
+            param_hint="--reason",
+        )
+    database = open_existing(db)
+    try:
+        rows = dead_letters.list_recent(database.conn, reason=reason, limit=limit)
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        rows_table(rows, ["id", "entry_id", "reason", "detail", "fields"], "dead letters")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    reason: Annotated[str | None, typer.Option(help="Replay rows of this reason.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Replay these dead-letter ids (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most N rows (oldest first).")] = 1000,
+    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
+    stream: StreamOption = c.HEALTH_STREAM,
+    db: DbOption = DEFAULT_DB,
+    redis_ca: TlsCa = None,
+    redis_cert: TlsCert = None,
+    redis_key: TlsKey = None,
+) -> None:
+    """Re-inject dead letters into the input stream once their cause is fixed (for example
+    the missing game was registered); replayed rows leave the table."""
+    from consumer.operations import client_for, replay_dead_letters
+
+    if reason is None and not ids:
+        fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
+    settings = settings_for(
+        db, redis_url, stream=stream, tls_ca=redis_ca, tls_cert=redis_cert, tls_key=redis_key
+    )
+    database = open_existing(db)
+    client = client_for(settings)
+    try:
+        replayed, skipped = replay_dead_letters(
+            database, client, stream, reason=reason, ids=list(ids or []), limit=limit
+        )
+    finally:
+        client.close()
+        database.close()
+    typer.echo(json.dumps({"replayed": replayed, "skipped": skipped, "stream": stream}))
+
+
+@outbox_app.command("show")
+def outbox_show(
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonFlag = False,
+) -> None:
+    """Snapshots committed but not yet published (normally empty)."""
+    from consumer.render import rows_table
+    from store import outbox
+
+    database = open_existing(db)
+    try:
+        rows = [{"seq": seq, **row._asdict()} for seq, row in outbox.peek(database.conn, limit)]
+        pending = outbox.pending(database.conn)
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        rows_table(
+            rows,
+            ["seq", "source_entry_id", "game_id", "runtime_status", "engine_health_summary"],
+            f"outbox: {pending} pending",
+        )
+
+
+@outbox_app.command("flush")
+def outbox_flush(
+    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
+    lobby_stream: LobbyOption = c.LOBBY_STREAM,
+    db: DbOption = DEFAULT_DB,
+    redis_ca: TlsCa = None,
+    redis_cert: TlsCert = None,
+    redis_key: TlsKey = None,
+) -> None:
+    """Publish every pending snapshot now, in order."""
+    from consumer.operations import client_for, flush_outbox
+
+    settings = settings_for(
+        db,
+        redis_url,
+        lobby_stream=lobby_stream,
+        tls_ca=redis_ca,
+        tls_cert=redis_cert,
+        tls_key=redis_key,
+    )
+    database = open_existing(db)
+    client = client_for(settings)
+    try:
+        sent = flush_outbox(database, client, lobby_stream)
+    finally:
+        client.close()
+        database.close()
+    typer.echo(json.dumps({"published": sent, "stream": lobby_stream}))
+
+
+def runtime_history(
+    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonFlag = False,
+) -> None:
+    """The status transitions and summaries applied to a game, with the entry id of each."""
+    from consumer.render import rows_table
+    from store import history, records
+
+    database = open_existing(db)
+    try:
+        records.get(database, game_id)  # GameNotFound for an unknown id
+        rows = history.for_game(database.conn, game_id)
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        rows_table(
+            rows,
+            ["seq", "entry_id", "cause", "from_status", "to_status", "engine_health", "at_ms"],
+            f"history of {game_id}",
+        )
+
+
+def register(app: typer.Typer, runtime_app: typer.Typer) -> None:
+    """Attach the operator commands to the main app."""
+    app.command("check")(check)
+    app.add_typer(offsets_app, name="offsets")
+    app.add_typer(dead_letters_app, name="dead-letters")
+    app.add_typer(outbox_app, name="outbox")
+    runtime_app.command("history")(runtime_history)

@@ -1,0 +1,333 @@
+"""Running it in production: metrics, progress and lag, gaps, the health probe, operator
+commands and the minimal Redis ACL, all against the real Redis and SQLite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+import sqlite_utils
+
+from consumer import embedded, faults
+from consumer.cli import main
+from consumer.faults import FaultPoint, InjectedFault
+from statemachine import Status
+from store import history, outbox, records
+from store.admin import set_status
+from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+
+STREAM = "runtime:health_events"
+MINIMAL_ACL = (
+    "on >worker-pw resetkeys ~runtime:health_events ~gm:lobby_events resetchannels -@all"
+    " +ping +xread +xrange +xrevrange +xinfo|stream +evalsha +script|load +xadd"
+)
+"""The README's minimal ACL (Redis 6.2 syntax; the README also gives the Redis 7 selectors)."""
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == line_start:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_start} not in metrics")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_metrics_are_served_and_count_what_happened(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING), ("h", Status.GENERATION_IN_PROGRESS))
+    xadd_event(rclient, "g", "container_exited")
+    xadd_event(rclient, "h", "container_oom")
+    xadd_event(rclient, "ghost", "probe_failed")
+    rclient.xadd(STREAM, {"game_id": "g"})
+    worker = make_worker(metrics_port=0)
+    worker.run()
+    assert worker.metrics_port
+    text = scrape(worker.metrics_port)
+    assert metric(text, "healthfsm_events_consumed_total") == 4
+    assert metric(text, 'healthfsm_events_rejected_total{reason="unknown_game"}') == 1
+    assert metric(text, 'healthfsm_events_rejected_total{reason="missing_field"}') == 1
+    assert (
+        metric(
+            text,
+            'healthfsm_status_transitions_total{from_status="running",'
+            'to_status="engine_unreachable"}',
+        )
+        == 1
+    )
+    assert metric(text, 'healthfsm_cas_conflicts_total{event_type="container_oom"}') == 1
+    assert metric(text, "healthfsm_snapshots_published_total") == 2
+    assert metric(text, "healthfsm_batch_size_count") == 1
+    assert metric(text, "healthfsm_batch_duration_seconds_count") == 1
+    assert metric(text, "healthfsm_up") == 0  # the run is over
+    assert "ghost" not in text and '"g"' not in text  # never a game id as a label
+    for name in (
+        "healthfsm_outbox_pending",
+        "healthfsm_consumer_lag_entries",
+        "healthfsm_consumer_lag_seconds",
+        "healthfsm_redis_reconnects_total",
+        "healthfsm_stream_gaps_total",
+    ):
+        assert f"# TYPE {name}" in text
+
+
+def test_progress_line_and_lag_gauges(
+    db: sqlite_utils.Database,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    caplog.set_level(logging.INFO)
+    worker = make_worker(drain=False, block_ms=20, progress_interval_s=0.05, batch_size=2)
+    for _ in range(5):
+        xadd_event(rclient, "g", "probe_failed")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "progress:" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while worker.totals.entries < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.15)  # one more tick after catching up
+    finally:
+        worker.request_stop()
+        thread.join(timeout=10)
+    progress = [r for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert progress and "lag" in progress[-1].getMessage()
+    assert progress[-1].levelno == logging.INFO
+    assert worker.metrics.lag_entries._value.get() == 0
+    per_event = [
+        r for r in caplog.records if r.levelno >= logging.INFO and "probe_failed" in r.getMessage()
+    ]
+    assert per_event == []  # no per-event INFO lines
+
+
+def test_lag_counts_unread_entries(rclient: redis.Redis) -> None:
+    from consumer.lag import lag
+
+    first = xadd_event(rclient, "g", "probe_failed")
+    for _ in range(3):
+        xadd_event(rclient, "g", "probe_failed")
+    entries, seconds = lag(rclient, STREAM, first, int(time.time() * 1000) + 2000)
+    assert entries == 3 and 1.5 < seconds < 10
+
+
+def test_gap_is_logged_counted_and_consumption_goes_on(
+    db: sqlite_utils.Database,
+    db_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "probe_failed")
+    make_worker().run()
+    for _ in range(4):
+        xadd_event(rclient, "g", "container_started")
+    rclient.xtrim(STREAM, maxlen=0, approximate=False)  # trimmed while the worker was down
+    survivor = xadd_event(rclient, "g", "container_exited")
+    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    assert code == 1 and "trimmed" in err and err.count("\n") == 1
+    caplog.set_level(logging.INFO)
+    worker = make_worker()
+    worker.run()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "trimmed past the stored offset" in errors[0].getMessage()
+    info = rclient.info("server")
+    if int(str(info["redis_version"]).split(".")[0]) >= 7:
+        assert "about 4 entries" in errors[0].getMessage()
+        assert worker.metrics.gap_entries._value.get() == 4
+    assert worker.metrics.gaps._value.get() == 1
+    assert records.get(db, "g").state is Status.ENGINE_UNREACHABLE
+    assert published(rclient)[-1]["source_entry_id"] == survivor
+    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    assert code == 0 and out.startswith("ok:")
+
+
+def test_check_fails_clearly(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    assert code == 0 and "schema v2" in out
+    code, _, err = run_cli(
+        capsys, "check", "--redis-url", "redis://127.0.0.1:1/0", "--db", str(db_path)
+    )
+    assert code == 1 and err.count("\n") == 1 and "redis at redis://127.0.0.1:1/0" in err
+    code, _, err = run_cli(
+        capsys, "check", "--redis-url", redis_url, "--db", str(tmp_path / "none.db")
+    )
+    assert code == 1 and "does not exist" in err
+    db.conn.execute("PRAGMA user_version=1")
+    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    assert code == 1 and "schema is version 1" in err
+
+
+def test_offsets_show_and_set(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    first = xadd_event(rclient, "g", "probe_failed")
+    xadd_event(rclient, "g", "container_started")
+    make_worker().run()
+    code, out, _ = run_cli(capsys, "offsets", "show", "--json", "--db", str(db_path))
+    [row] = json.loads(out)
+    assert row["label"] == "health_events" and row["entries_read"] == 2
+    code, _, err = run_cli(capsys, "offsets", "set", "health_events", first, "--db", str(db_path))
+    assert code == 2 and "--yes" in err
+    code, out, _ = run_cli(
+        capsys, "offsets", "set", "health_events", first, "--yes", "--db", str(db_path)
+    )
+    assert code == 0 and json.loads(out)["entry_id"] == first
+    worker = make_worker()
+    worker.run()
+    assert worker.totals.entries == 1  # the entry after the moved offset is applied again
+
+
+def test_dead_letters_list_and_replay_after_the_game_is_registered(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "late", "container_exited")
+    rclient.xadd(STREAM, {"game_id": b"\xff", "event_type": "probe_failed", "occurred_at_ms": "1"})
+    make_worker().run()
+    code, out, _ = run_cli(
+        capsys, "dead-letters", "list", "--json", "--reason", "unknown_game", "--db", str(db_path)
+    )
+    assert [r["reason"] for r in json.loads(out)] == ["unknown_game"]
+    code, _, err = run_cli(capsys, "dead-letters", "list", "--reason", "nope", "--db", str(db_path))
+    assert code == 2 and "unknown reason" in err
+    add_games(db, ("late", Status.RUNNING))
+    code, out, _ = run_cli(
+        capsys,
+        "dead-letters",
+        "replay",
+        "--reason",
+        "unknown_game",
+        "--redis-url",
+        redis_url,
+        "--db",
+        str(db_path),
+    )
+    assert code == 0 and json.loads(out)["replayed"] == 1
+    code, out, _ = run_cli(
+        capsys,
+        "dead-letters",
+        "replay",
+        "--reason",
+        "invalid_field",
+        "--redis-url",
+        redis_url,
+        "--db",
+        str(db_path),
+    )
+    assert json.loads(out)["replayed"] == 0 and len(json.loads(out)["skipped"]) == 1
+    make_worker().run()
+    assert records.get(db, "late").state is Status.ENGINE_UNREACHABLE
+    code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", str(db_path))
+    assert [r["reason"] for r in json.loads(out)] == ["invalid_field"]  # replayed row is gone
+
+
+def test_outbox_show_and_flush(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    entry = xadd_event(rclient, "g", "container_exited")
+    faults.arm(FaultPoint.AFTER_COMMIT)
+    with pytest.raises(InjectedFault):
+        make_worker().run()
+    code, out, _ = run_cli(capsys, "outbox", "show", "--json", "--db", str(db_path))
+    assert [r["source_entry_id"] for r in json.loads(out)] == [entry]
+    code, out, _ = run_cli(
+        capsys, "outbox", "flush", "--redis-url", redis_url, "--db", str(db_path)
+    )
+    assert code == 0 and json.loads(out)["published"] == 1
+    assert [s["source_entry_id"] for s in published(rclient)] == [entry]
+    assert outbox.pending(db.conn) == 0
+
+
+def test_runtime_history_is_bounded_per_game(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    add_games(db, ("g", Status.RUNNING), ("quiet", Status.RUNNING))
+    ids = []
+    for index in range(history.HISTORY_LIMIT + 10):
+        ids.append(xadd_event(rclient, "g", "probe_failed" if index % 2 else "container_started"))
+    xadd_event(rclient, "g", "probe_failed")  # the same summary again: no change, no history
+    make_worker(batch_size=7).run()
+    set_status(db, "g", Status.RUNNING, Status.STOPPED, FIXED_NOW_MS)
+    code, out, _ = run_cli(capsys, "runtime", "history", "g", "--json", "--db", str(db_path))
+    rows = json.loads(out)
+    assert len(rows) == history.HISTORY_LIMIT
+    assert rows[-1]["cause"] == "admin" and rows[-1]["to_status"] == "stopped"
+    assert [r["entry_id"] for r in rows[:-1]] == ids[-(history.HISTORY_LIMIT - 1) :]
+    assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 50
+    code, _, err = run_cli(capsys, "runtime", "history", "nope", "--db", str(db_path))
+    assert code == 1 and "no runtime record" in err
+
+
+def test_worker_runs_under_the_minimal_acl(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    make_worker: WorkerFactory,
+) -> None:
+    with embedded.running() as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("ACL", "SETUSER", "healthfsm", *MINIMAL_ACL.split())
+        admin.execute_command("ACL", "SETUSER", "default", "off")
+        url = f"redis://healthfsm:worker-pw@127.0.0.1:{server.port}/0"
+        producer = redis.Redis.from_url(url.replace("healthfsm:worker-pw", "healthfsm:worker-pw"))
+        with pytest.raises(redis.RedisError):
+            producer.set("other-key", "x")  # the user can do nothing else
+        add_games(db, ("g", Status.RUNNING))
+        xadd_event(producer, "g", "container_exited")
+        worker = make_worker(redis_url=url, metrics_port=None)
+        worker.run()
+        assert records.get(db, "g").state is Status.ENGINE_UNREACHABLE
+        assert len(producer.xrange("gm:lobby_events")) == 1
+        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", str(db_path))
+        assert code == 0, err
+        admin.close()
+        producer.close()
