@@ -331,3 +331,180 @@ def test_worker_runs_under_the_minimal_acl(
         assert code == 0, err
         admin.close()
         producer.close()
+
+
+def test_json_logs_carry_entry_and_game_ids(
+    capsys: pytest.CaptureFixture[str],
+    db: sqlite_utils.Database,
+    db_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    bad = xadd_event(rclient, "ghost", "probe_failed")
+    code, _, err = run_cli(
+        capsys,
+        "consume",
+        "--drain",
+        "--redis-url",
+        redis_url,
+        "--db",
+        str(db_path),
+        "--log-format",
+        "json",
+        "--log-level",
+        "DEBUG",
+    )
+    assert code == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    [rejected] = [line for line in lines if line.get("reason") == "unknown_game"]
+    assert rejected["entry_id"] == bad and rejected["game_id"] == "ghost"
+    assert rejected["level"] == "warning"
+    assert not any(
+        line["logger"].startswith("transitions") and line["level"] == "info" for line in lines
+    )
+
+
+def test_drain_progress_line(
+    db: sqlite_utils.Database,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from consumer.render import drain_progress
+
+    add_games(db, ("g", Status.RUNNING))
+    for _ in range(3):
+        xadd_event(rclient, "g", "probe_failed")
+    worker = make_worker(batch_size=1)
+    worker.totals.observers.append(drain_progress(worker))
+    worker.run()
+    err = capsys.readouterr().err
+    assert err.count("\r") == 3 and "drained 3 entries" in err
+
+
+def _make_certs(directory: Path) -> None:
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=healthfsm-test-ca",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    )
+
+
+def test_rediss_url_with_ca(
+    capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_path: Path, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make test certificates")
+    _make_certs(tmp_path)
+    port = embedded.free_port()
+    server = subprocess.Popen(
+        [
+            embedded.find_redis_server(),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--tls-cert-file",
+            str(tmp_path / "server.crt"),
+            "--tls-key-file",
+            str(tmp_path / "server.key"),
+            "--tls-ca-cert-file",
+            str(tmp_path / "ca.crt"),
+            "--tls-auth-clients",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.skip("this redis-server was built without TLS support")
+            code, _out, err = run_cli(
+                capsys,
+                "check",
+                "--redis-url",
+                url,
+                "--redis-ca",
+                str(tmp_path / "ca.crt"),
+                "--db",
+                str(db_path),
+            )
+            if code == 0:
+                break
+            time.sleep(0.1)
+        assert code == 0, err
+        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", str(db_path))
+        assert code == 1 and "certificate" in err.lower() and err.count("\n") == 1
+        code, _, err = run_cli(
+            capsys,
+            "check",
+            "--redis-url",
+            url.replace("rediss", "redis"),
+            "--redis-ca",
+            str(tmp_path / "ca.crt"),
+            "--db",
+            str(db_path),
+        )
+        assert code == 1 and "rediss://" in err
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
