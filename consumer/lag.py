@@ -12,8 +12,8 @@ import redis
 
 from store.offsets import entry_id_key
 
-LAG_COUNT_LIMIT = 100_000
-"""Entries counted at most when measuring lag (the count costs a range read)."""
+LAG_COUNT_LIMIT = 10_000
+"""Entries counted at most when Redis cannot say (before 7.0): the count is a range read."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,26 @@ def stream_view(client: redis.Redis, stream: str) -> StreamView | None:
     )
 
 
-def lag(client: redis.Redis, stream: str, offset: str, now_ms: int) -> tuple[int, float]:
-    """(entries after ``offset`` counted up to LAG_COUNT_LIMIT, age in seconds of the oldest)."""
-    unread = client.xrange(stream, min=f"({offset}", count=LAG_COUNT_LIMIT)
-    if not unread:
+def lag(
+    client: redis.Redis,
+    stream: str,
+    offset: str,
+    now_ms: int,
+    view: StreamView | None = None,
+    entries_read: int | None = None,
+) -> tuple[int, float]:
+    """(entries after ``offset``, age in seconds of the oldest of them).
+
+    Redis 7+ counts for free (``entries-added`` minus what this consumer has read, at most
+    the stream's length); older servers get a range read of at most LAG_COUNT_LIMIT ids.
+    """
+    oldest = client.xrange(stream, min=f"({offset}", count=1)
+    if not oldest:
         return 0, 0.0
-    oldest_ms = entry_id_key(_text(unread[0][0]))[0]
-    return len(unread), max(0.0, (now_ms - oldest_ms) / 1000)
+    age = max(0.0, (now_ms - entry_id_key(_text(oldest[0][0]))[0]) / 1000)
+    if view is not None and view.entries_added is not None and entries_read is not None:
+        return max(1, min(view.entries_added - entries_read, view.length)), age
+    return len(client.xrange(stream, min=f"({offset}", count=LAG_COUNT_LIMIT) or ()), age
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ class Metrics:
         )
         self.lag_entries = Gauge(
             "healthfsm_consumer_lag_entries",
-            "Entries in the input stream after the committed offset (counted up to 100000).",
+            "Entries in the input stream after the committed offset"
+            " (exact on Redis 7+, counted up to 10000 before).",
             registry=r,
         )
         self.lag_seconds = Gauge(

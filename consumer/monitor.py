@@ -40,7 +40,9 @@ class Monitor:
     def tick(self, now: float) -> None:
         """Measure lag and backlog, log progress."""
         w = self.worker
-        entries, seconds = lag(w.client, w.settings.stream, w.offset, w.clock())
+        view = stream_view(w.client, w.settings.stream)
+        read = offsets.entries_read(w.db.conn, w.settings.label)
+        entries, seconds = lag(w.client, w.settings.stream, w.offset, w.clock(), view, read)
         pending = outbox.pending(w.db.conn)
         w.metrics.lag_entries.set(entries)
         w.metrics.lag_seconds.set(seconds)

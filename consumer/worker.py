@@ -27,6 +27,8 @@ from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
 from statemachine.errors import StoreBusy
 from store import offsets
+from store.checkpointer import Checkpointer
+from store.database import database_file
 from store.offsets import START_ID, entry_id_key
 from store.record_cache import RecordCache
 
@@ -150,6 +152,8 @@ class Worker:
             self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         self.metrics.up.set(1)
+        checkpointer = Checkpointer(database_file(self.db))
+        checkpointer.start(self.db.conn)
         try:
             self._offset = offsets.load(self.db.conn, s.label) or START_ID
             while not self._stop.is_set():
@@ -157,6 +161,8 @@ class Worker:
                     break
             self._final_publish()
         finally:
+            checkpointer.stop()
+            self.db.conn.execute("PRAGMA wal_autocheckpoint=1000")
             self.metrics.up.set(0)
             self.close()
         log.info(

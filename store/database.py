@@ -95,3 +95,11 @@ def immediate(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
         if is_busy_error(error):
             raise StoreBusy(f"database is locked by another writer: {error}") from error
         raise
+
+
+def database_file(db: sqlite_utils.Database) -> str:
+    """The file behind an open database (for a second connection to the same file)."""
+    for _, name, path in db.conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(path)
+    raise ValueError("no main database")
