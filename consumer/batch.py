@@ -133,8 +133,14 @@ def _drive(
         applied += 1
         if effect.status_changed or record.engine_health != health_before:
             changes.append(
-                history.next_row(
-                    record, event.entry_id, event.event_type.value, before.value, now_ms
+                history.HistoryRow(
+                    record.game_id,
+                    event.entry_id,
+                    event.event_type.value,
+                    before.value,
+                    record.state.value,
+                    record.engine_health,
+                    now_ms,
                 )
             )
         touched[event.game_id] = record

@@ -20,8 +20,6 @@ class RuntimeRecord:
     current_turn: int = 0
     updated_at_ms: int = 0
     last_emitted_summary: str | None = None
-    history_seq: int = 0
-    """How many history rows this game has had; the next one goes to slot seq % limit."""
 
     @property
     def status(self) -> Status:

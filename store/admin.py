@@ -31,6 +31,9 @@ def set_status(
     with immediate(db) as conn:
         record = records.get(db, game_id)
         get_machine().set_status(record, expected, to, now_ms)
-        history.add_many(conn, [history.next_row(record, "-", "admin", expected.value, now_ms)])
+        change = history.HistoryRow(
+            game_id, "-", "admin", expected.value, to.value, record.engine_health, now_ms
+        )
+        history.add_many(conn, [change])
         records.save(db, record)
     return record

@@ -1,8 +1,8 @@
-"""Per-game history of what changed a record: status transitions and new summaries.
+"""What changed each record, and why: status transitions and new summaries, with entry ids.
 
-Each game has a ring of ``HISTORY_LIMIT`` slots; row number ``seq`` goes to slot
-``seq % HISTORY_LIMIT``, replacing the oldest. The table is bounded per game with no pruning
-pass, and a write is one keyed upsert.
+An append-only log: each batch appends its changes (they land on the last pages, so the
+write costs little) and drops the oldest rows beyond ``HISTORY_ROWS``. ``runtime history``
+shows a game's newest ``HISTORY_PER_GAME`` rows.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from statemachine import RuntimeRecord
+HISTORY_ROWS = 500_000
+"""Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
 
-HISTORY_LIMIT = 50
-"""Rows kept per game."""
+HISTORY_PER_GAME = 50
+"""Rows ``runtime history`` shows per game, newest last."""
 
 
 class HistoryRow(NamedTuple):
     """One change to a record and what caused it."""
 
     game_id: str
-    slot: int
-    seq: int
     entry_id: str
     cause: str
     from_status: str
@@ -31,41 +30,31 @@ class HistoryRow(NamedTuple):
     at_ms: int
 
 
-def next_row(
-    record: RuntimeRecord, entry_id: str, cause: str, from_status: str, at_ms: int
-) -> HistoryRow:
-    """The row for a change just applied to ``record``; advances its history counter."""
-    seq = record.history_seq
-    record.history_seq = seq + 1
-    return HistoryRow(
-        record.game_id,
-        seq % HISTORY_LIMIT,
-        seq,
-        entry_id,
-        cause,
-        from_status,
-        record.state.value,
-        record.engine_health,
-        at_ms,
+def add_many(
+    conn: sqlite3.Connection, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS
+) -> None:
+    """Append rows and drop the oldest beyond ``keep`` (inside the batch's transaction)."""
+    if not rows:
+        return
+    conn.executemany(
+        "INSERT INTO runtime_history (game_id, entry_id, cause, from_status, to_status,"
+        " engine_health, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute(
+        "DELETE FROM runtime_history WHERE id <= (SELECT max(id) FROM runtime_history) - ?",
+        [keep],
     )
 
 
-def add_many(conn: sqlite3.Connection, rows: Sequence[HistoryRow]) -> None:
-    """Write rows into their slots (call inside the transaction that saves the records)."""
-    if rows:
-        conn.executemany(
-            "INSERT OR REPLACE INTO runtime_history (game_id, slot, seq, entry_id, cause,"
-            " from_status, to_status, engine_health, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-
-
-def for_game(conn: sqlite3.Connection, game_id: str) -> list[dict[str, object]]:
-    """A game's kept history, oldest first."""
+def for_game(
+    conn: sqlite3.Connection, game_id: str, limit: int = HISTORY_PER_GAME
+) -> list[dict[str, object]]:
+    """A game's newest ``limit`` changes, oldest first (a scan: an operator's query)."""
     cursor = conn.execute(
-        "SELECT seq, entry_id, cause, from_status, to_status, engine_health, at_ms"
-        " FROM runtime_history WHERE game_id = ? ORDER BY seq",
-        [game_id],
+        "SELECT id, entry_id, cause, from_status, to_status, engine_health, at_ms"
+        " FROM runtime_history WHERE game_id = ? ORDER BY id DESC LIMIT ?",
+        [game_id, limit],
     )
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return [dict(zip(names, row, strict=True)) for row in cursor][::-1]

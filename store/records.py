@@ -11,18 +11,16 @@ from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
 from statemachine.errors import GameExists, GameNotFound, SchemaError
 
-_COLUMNS = (
-    "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary, history_seq"
-)
+_COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"
 _CHUNK = 900
 """Game ids per ``IN (...)`` query; below SQLite's historical 999-variable limit."""
 
 
-def _record(row: tuple[str, str, str, int, int, str | None, int]) -> RuntimeRecord:
+def _record(row: tuple[str, str, str, int, int, str | None]) -> RuntimeRecord:
     status = STATUS_BY_VALUE.get(row[1])
     if status is None:
         raise SchemaError(f"runtime record {row[0]!r} has an unknown status {row[1]!r}")
-    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5], row[6])
+    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5])
 
 
 def load_many(conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
@@ -43,14 +41,13 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
     """Write back status, summary, time and debounce state of already existing records."""
     conn.executemany(
         "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
-        " last_emitted_summary = ?, history_seq = ? WHERE game_id = ?",
+        " last_emitted_summary = ? WHERE game_id = ?",
         [
             (
                 r.state.value,
                 r.engine_health,
                 r.updated_at_ms,
                 r.last_emitted_summary,
-                r.history_seq,
                 r.game_id,
             )
             for r in records
@@ -61,7 +58,7 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
 def insert_new(conn: sqlite3.Connection, game_ids: Iterable[str], status: str, now_ms: int) -> None:
     """Register many games at once (benchmarks, bulk imports); existing ids are an error."""
     conn.executemany(
-        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL, 0)",
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL)",
         ((game_id, status, now_ms) for game_id in game_ids),
     )
 
@@ -80,7 +77,7 @@ def add(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
     """Register a new game; ``GameExists`` if the id is taken. Call inside ``immediate()``."""
     try:
         db.conn.execute(
-            f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 record.game_id,
                 record.state.value,
@@ -88,7 +85,6 @@ def add(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
                 record.current_turn,
                 record.updated_at_ms,
                 record.last_emitted_summary,
-                record.history_seq,
             ],
         )
     except sqlite3.IntegrityError as error:

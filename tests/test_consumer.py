@@ -366,3 +366,19 @@ def test_failed_batch_leaves_no_trace_in_the_cache(
     survivor.run()
     assert record_of(db, "g") == ("engine_unreachable", "exited")
     assert [s["runtime_status"] for s in published(rclient)] == ["running", "engine_unreachable"]
+
+
+def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
+    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    import os
+
+    add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(200)])
+    for i in range(600):
+        xadd_event(
+            rclient, f"g{i % 200}", "probe_failed" if (i // 200) % 2 else "container_started"
+        )
+    make_worker(batch_size=50).run()
+    assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # restored
+    assert os.path.getsize(f"{db_path}-wal") == 0  # the final checkpoint truncated it
+    assert len(published(rclient)) == 600

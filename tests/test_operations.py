@@ -20,6 +20,7 @@ from consumer.faults import FaultPoint, InjectedFault
 from statemachine import Status
 from store import history, outbox, records
 from store.admin import set_status
+from store.database import immediate
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 
 STREAM = "runtime:health_events"
@@ -292,17 +293,22 @@ def test_runtime_history_is_bounded_per_game(
 ) -> None:
     add_games(db, ("g", Status.RUNNING), ("quiet", Status.RUNNING))
     ids = []
-    for index in range(history.HISTORY_LIMIT + 10):
+    for index in range(history.HISTORY_PER_GAME + 10):
         ids.append(xadd_event(rclient, "g", "probe_failed" if index % 2 else "container_started"))
     xadd_event(rclient, "g", "probe_failed")  # the same summary again: no change, no history
     make_worker(batch_size=7).run()
     set_status(db, "g", Status.RUNNING, Status.STOPPED, FIXED_NOW_MS)
     code, out, _ = run_cli(capsys, "runtime", "history", "g", "--json", "--db", str(db_path))
     rows = json.loads(out)
-    assert len(rows) == history.HISTORY_LIMIT
+    assert len(rows) == history.HISTORY_PER_GAME
     assert rows[-1]["cause"] == "admin" and rows[-1]["to_status"] == "stopped"
-    assert [r["entry_id"] for r in rows[:-1]] == ids[-(history.HISTORY_LIMIT - 1) :]
-    assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 50
+    assert [r["entry_id"] for r in rows[:-1]] == ids[-(history.HISTORY_PER_GAME - 1) :]
+    assert all(r["from_status"] == r["to_status"] == "running" for r in rows[:-1])
+    with immediate(db) as conn:  # the table is bounded: the oldest rows go first
+        history.add_many(conn, [], keep=10)
+        history.add_many(conn, [history.HistoryRow("x", "1-0", "c", "a", "b", "h", 1)], keep=10)
+    kept = db.conn.execute("SELECT count(*), min(entry_id) FROM runtime_history").fetchone()
+    assert kept[0] == 10
     code, _, err = run_cli(capsys, "runtime", "history", "nope", "--db", str(db_path))
     assert code == 1 and "no runtime record" in err
 
