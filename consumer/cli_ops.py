@@ -150,7 +150,8 @@ def dead_letters_replay(
 ) -> None:
     """Re-inject dead letters into the input stream once their cause is fixed (for example
     the missing game was registered); replayed rows leave the table."""
-    from consumer.operations import client_for, replay_dead_letters
+    from consumer.operations import replay_dead_letters
+    from consumer.redis_client import client_for
 
     if reason is None and not ids:
         fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
@@ -205,7 +206,8 @@ def outbox_flush(
     redis_key: TlsKey = None,
 ) -> None:
     """Publish every pending snapshot now, in order."""
-    from consumer.operations import client_for, flush_outbox
+    from consumer.operations import flush_outbox
+    from consumer.redis_client import client_for
 
     settings = settings_for(
         db,

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from consumer.lag import find_gap, stream_view
 from consumer.models import ConsumerSettings
-from consumer.redis_client import connect, redact_url
+from consumer.redis_client import client_for, redact_url
 from consumer.relay import OutboxRelay
 from statemachine.errors import HealthFsmError
 from store import SCHEMA_VERSION, dead_letters, offsets, open_database, schema_version
@@ -19,18 +19,6 @@ from store.database import immediate
 
 class CheckFailed(HealthFsmError):
     """``healthfsm check`` found a problem; the message is the one-line reason."""
-
-
-def client_for(settings: ConsumerSettings) -> redis.Redis:
-    """A client with the worker's timeouts, password and TLS settings."""
-    return connect(
-        settings.redis_url,
-        block_ms=settings.block_ms,
-        password=settings.redis_password,
-        tls_ca=settings.tls_ca,
-        tls_cert=settings.tls_cert,
-        tls_key=settings.tls_key,
-    )
 
 
 def check(settings: ConsumerSettings) -> str:

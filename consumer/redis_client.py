@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from consumer.models import ConsumerSettings
+
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_MARGIN_S = 5.0
 """The socket timeout is the XREAD block time plus this, so a block never looks like a hang."""
@@ -58,6 +60,18 @@ def connect(
     client: redis.Redis = redis.Redis.from_url(url, **kwargs)
     client.set_response_callback("XREAD", _entries_of)
     return client
+
+
+def client_for(settings: ConsumerSettings) -> redis.Redis:
+    """``connect()`` with everything the settings say: URL, timeouts, password, TLS files."""
+    return connect(
+        settings.redis_url,
+        block_ms=settings.block_ms,
+        password=settings.redis_password,
+        tls_ca=settings.tls_ca,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+    )
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]

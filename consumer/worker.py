@@ -22,7 +22,7 @@ from consumer.batch import BatchResult, RawEntry, apply_batch
 from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
 from consumer.monitor import Monitor
-from consumer.redis_client import connect, last_entry_id, read_batch, redact_url
+from consumer.redis_client import client_for, last_entry_id, read_batch, redact_url
 from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
 from statemachine.errors import StoreBusy
@@ -73,14 +73,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.db = db
-        self.client = client or connect(
-            settings.redis_url,
-            block_ms=settings.block_ms,
-            password=settings.redis_password,
-            tls_ca=settings.tls_ca,
-            tls_cert=settings.tls_cert,
-            tls_key=settings.tls_key,
-        )
+        self.client = client or client_for(settings)
         self.machine = machine or get_machine()
         self.clock = clock
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)

@@ -41,8 +41,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "forget the debounce on restart: last summary not persisted",
         "store/records.py",
-        "r.updated_at_ms, r.last_emitted_summary, r.game_id",
-        "r.updated_at_ms, None, r.game_id",
+        "                r.last_emitted_summary,\n                r.game_id,",
+        "                None,\n                r.game_id,",
     ),
     (
         "advance the offset before the commit",
