@@ -71,6 +71,7 @@ def test_worker_survives_a_redis_restart(
         assert records.get(db, "g").state is Status.RUNNING
         assert offsets.load(db.conn, "health_events") == last
         assert [s["engine_health_summary"] for s in published(client)] == ["healthy"]
+        assert worker.metrics.reconnects._value.get() == worker.totals.reconnects >= 2
         client.close()
     finally:
         worker.request_stop()

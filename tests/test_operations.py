@@ -115,6 +115,9 @@ def test_progress_line_and_lag_gauges(
     assert progress and "lag" in progress[-1].getMessage()
     assert progress[-1].levelno == logging.INFO
     assert worker.metrics.lag_entries._value.get() == 0
+    assert worker.metrics.lag_seconds._value.get() == 0
+    assert worker.metrics.outbox_pending._value.get() == 0
+    assert worker.metrics.up._value.get() == 0
     per_event = [
         r for r in caplog.records if r.levelno >= logging.INFO and "probe_failed" in r.getMessage()
     ]
