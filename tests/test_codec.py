@@ -155,3 +155,21 @@ def test_arbitrary_fields_either_decode_or_raise_decode_error(raw: dict[bytes, b
         decode_health_event("1-0", raw)
     except DecodeError as error:
         assert error.reason in {"missing_field", "invalid_field", "unknown_event_type"}
+
+
+@given(
+    game_id=st.binary(max_size=12) | st.text(max_size=12).map(str.encode),
+    event_type=st.sampled_from([e.value.encode() for e in EventType]) | st.binary(max_size=8),
+    occurred=st.integers(min_value=-5, max_value=2**64).map(lambda n: str(n).encode())
+    | st.binary(max_size=6),
+)
+def test_every_decoded_event_is_a_valid_pydantic_health_event(
+    game_id: bytes, event_type: bytes, occurred: bytes
+) -> None:
+    from consumer.models import HealthEvent
+
+    try:
+        decoded = decode_health_event("3-1", fields(game_id, event_type, occurred))
+    except DecodeError:
+        return
+    assert HealthEvent.model_validate(decoded._asdict()).model_dump() == decoded._asdict()
