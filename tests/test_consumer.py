@@ -382,3 +382,18 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
     assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # restored
     assert os.path.getsize(f"{db_path}-wal") == 0  # the final checkpoint truncated it
     assert len(published(rclient)) == 600
+
+
+def test_published_entries_are_exactly_the_codec_encoding(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    from consumer.codec import encode_snapshot
+
+    add_games(db, ("g", Status.RUNNING))
+    entry = xadd_event(rclient, "g", "container_disappeared")
+    make_worker().run()
+    [(_, fields)] = rclient.xrange("gm:lobby_events")
+    expected = encode_snapshot(
+        outbox.OutboxRow(entry, "g", "engine_unreachable", "disappeared", 0, FIXED_NOW_MS)
+    )
+    assert fields == expected
