@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import redis
+import sqlite_utils
 import typer
 
 from consumer import constants as c
@@ -25,11 +29,31 @@ from consumer.cli_common import (
     open_existing,
     settings_for,
 )
+from consumer.models import ConsumerSettings
 from consumer.operations import CheckFailed
 
 __all__ = ["CheckFailed", "register"]
 
 DEFAULT_DB = Path(c.DEFAULT_DB_PATH)
+
+
+@contextlib.contextmanager
+def store_and_redis(
+    db: Path, settings: ConsumerSettings
+) -> Iterator[tuple[sqlite_utils.Database, redis.Redis]]:
+    """An existing database and a Redis client, both closed afterwards."""
+    from consumer.redis_client import client_for
+
+    database = open_existing(db)
+    try:
+        client = client_for(settings)
+        try:
+            yield database, client
+        finally:
+            client.close()
+    finally:
+        database.close()
+
 
 offsets_app = typer.Typer(help="Show or move stored stream offsets.", no_args_is_help=True)
 dead_letters_app = typer.Typer(help="Inspect and replay rejected entries.", no_args_is_help=True)
@@ -151,22 +175,16 @@ def dead_letters_replay(
     """Re-inject dead letters into the input stream once their cause is fixed (for example
     the missing game was registered); replayed rows leave the table."""
     from consumer.operations import replay_dead_letters
-    from consumer.redis_client import client_for
 
     if reason is None and not ids:
         fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
     settings = settings_for(
         db, redis_url, stream=stream, tls_ca=redis_ca, tls_cert=redis_cert, tls_key=redis_key
     )
-    database = open_existing(db)
-    client = client_for(settings)
-    try:
+    with store_and_redis(db, settings) as (database, client):
         replayed, skipped = replay_dead_letters(
             database, client, stream, reason=reason, ids=list(ids or []), limit=limit
         )
-    finally:
-        client.close()
-        database.close()
     typer.echo(json.dumps({"replayed": replayed, "skipped": skipped, "stream": stream}))
 
 
@@ -207,7 +225,6 @@ def outbox_flush(
 ) -> None:
     """Publish every pending snapshot now, in order."""
     from consumer.operations import flush_outbox
-    from consumer.redis_client import client_for
 
     settings = settings_for(
         db,
@@ -217,13 +234,8 @@ def outbox_flush(
         tls_cert=redis_cert,
         tls_key=redis_key,
     )
-    database = open_existing(db)
-    client = client_for(settings)
-    try:
+    with store_and_redis(db, settings) as (database, client):
         sent = flush_outbox(database, client, lobby_stream)
-    finally:
-        client.close()
-        database.close()
     typer.echo(json.dumps({"published": sent, "stream": lobby_stream}))
 
 
