@@ -76,7 +76,7 @@ def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> Decoded
 def encode_snapshot(row: OutboxRow) -> dict[bytes, bytes]:
     """The ``gm:lobby_events`` fields for one outbox row."""
     return {
-        b"event_type": b"runtime_snapshot_update",
+        b"event_type": c.SNAPSHOT_EVENT_TYPE.encode(),
         b"game_id": row.game_id.encode(),
         b"runtime_status": row.runtime_status.encode(),
         b"engine_health_summary": row.engine_health_summary.encode(),

@@ -115,8 +115,3 @@ class OutboxRelay:
         with immediate(self.db) as conn:
             outbox.delete_through(conn, self.published_through)
         return len(rows)
-
-
-def publish_outbox(db: sqlite_utils.Database, client: redis.Redis, stream: str) -> int:
-    """Publish everything the outbox holds (for tools; the worker keeps a relay)."""
-    return OutboxRelay(db, client, stream).publish()

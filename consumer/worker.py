@@ -121,11 +121,6 @@ class Worker:
         """The id of the last entry whose effects are committed."""
         return self._offset
 
-    @property
-    def stopping(self) -> bool:
-        """Whether a stop was requested."""
-        return self._stop.is_set()
-
     # the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -194,7 +189,7 @@ class Worker:
         """Publish what the outbox holds before exiting; if Redis is away, the rows wait."""
         try:
             self._publish()
-        except (redis.ConnectionError, redis.TimeoutError, StoreBusy) as error:
+        except (*REDIS_ERRORS, StoreBusy) as error:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
     def _publish(self) -> bool:

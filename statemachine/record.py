@@ -20,8 +20,3 @@ class RuntimeRecord:
     current_turn: int = 0
     updated_at_ms: int = 0
     last_emitted_summary: str | None = None
-
-    @property
-    def status(self) -> Status:
-        """The status under its domain name."""
-        return self.state
