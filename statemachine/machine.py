@@ -16,11 +16,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
-from transitions import EventData, Machine
-from transitions.core import Transition
+from transitions import EventData
 
 from statemachine.enums import EventType, Status
 from statemachine.errors import StatusConflict, TransitionNotAllowed
+from statemachine.lean import LeanMachine, LeanTransition
 from statemachine.record import RuntimeRecord
 from statemachine.table import ALLOWED_CHANGES, REACTIONS
 
@@ -38,7 +38,7 @@ class Effect:
     snapshot_due: bool = False
 
 
-class _Transition(Transition):
+class _Transition(LeanTransition):
     """A transition that also knows its endpoints as ``Status`` members, for the guards."""
 
     def __init__(self, source: str, dest: str | None, *args: Any, **kwargs: Any) -> None:
@@ -47,28 +47,22 @@ class _Transition(Transition):
         self.dest_status = Status[dest] if dest is not None else None
 
 
-def _record(event: EventData) -> RuntimeRecord:
-    return cast(RuntimeRecord, event.model)
-
-
-def _transition(event: EventData) -> _Transition:
-    return cast(_Transition, event.transition)
-
-
 def cas(event: EventData) -> bool:
     """Health-event guard (compare-and-swap): the record is in the status the change expects.
 
     A miss falls through to the summary-only fallback transition.
     """
-    return bool(_record(event).state == _transition(event).source_status)
+    transition = cast(_Transition, event.transition)
+    return bool(cast(RuntimeRecord, event.model).state is transition.source_status)
 
 
 def admin_cas(event: EventData) -> bool:
     """Admin guard: the record is in the operator's ``--from`` and this edge leads to ``--to``."""
     kwargs = event.kwargs
-    transition = _transition(event)
+    transition = cast(_Transition, event.transition)
+    record = cast(RuntimeRecord, event.model)
     return bool(
-        _record(event).state == kwargs["expected"] == transition.source_status
+        record.state == kwargs["expected"] == transition.source_status
         and kwargs["to"] == transition.dest_status
     )
 
@@ -78,12 +72,12 @@ SUMMARY_BY_TRIGGER: dict[str, str] = {e.value: r.summary.value for e, r in REACT
 
 def write_summary(event: EventData) -> None:
     """Write the event type's summary and decide the debounced snapshot."""
-    record = _record(event)
+    record = cast(RuntimeRecord, event.model)
     effect: Effect = event.kwargs["effect"]
     summary = SUMMARY_BY_TRIGGER[event.event.name]
     record.engine_health = summary
     record.updated_at_ms = effect.now_ms
-    effect.status_changed = _transition(event).dest is not None
+    effect.status_changed = cast(_Transition, event.transition).dest is not None
     if effect.status_changed or record.last_emitted_summary != summary:
         effect.snapshot_due = True
         record.last_emitted_summary = summary
@@ -91,11 +85,11 @@ def write_summary(event: EventData) -> None:
 
 def stamp_admin_change(event: EventData) -> None:
     """An admin change touches only the status and the update time."""
-    _record(event).updated_at_ms = event.kwargs["effect"].now_ms
+    cast(RuntimeRecord, event.model).updated_at_ms = event.kwargs["effect"].now_ms
     event.kwargs["effect"].status_changed = True
 
 
-class _StatusMachine(Machine):
+class _StatusMachine(LeanMachine):
     transition_cls = _Transition
 
 
