@@ -60,8 +60,41 @@ def _occurred_at_ms(fields: Mapping[bytes, bytes]) -> int:
     return value
 
 
+_EVENT_TYPE_BY_RAW: dict[bytes, EventType] = {e.value.encode(): e for e in EventType}
+
+_SAFE_DIGITS = 18
+"""Any run of at most 18 decimal digits fits in int64, so no bound check is needed."""
+
+
 def decode_health_event(entry_id: str, fields: Mapping[bytes, bytes]) -> DecodedEvent:
-    """Decode one stream entry; ``DecodeError`` names the reason when it breaks the contract."""
+    """Decode one stream entry; ``DecodeError`` names the reason when it breaks the contract.
+
+    Well-formed entries take a short path (a third of the cost); anything it does not accept
+    goes through ``decode_precisely``, which accepts exactly the same entries and names the
+    broken rule otherwise. ``tests/test_codec.py`` checks the two agree on arbitrary input.
+    """
+    event_type = _EVENT_TYPE_BY_RAW.get(fields.get(c.FIELD_EVENT_TYPE, b""))
+    raw_game = fields.get(c.FIELD_GAME_ID)
+    raw_at = fields.get(c.FIELD_OCCURRED_AT_MS)
+    if (
+        event_type is not None
+        and raw_game
+        and raw_at
+        and len(raw_at) <= _SAFE_DIGITS
+        and raw_at.isdigit()
+        and (occurred_at_ms := int(raw_at)) > 0
+    ):
+        try:
+            game_id = raw_game.decode()
+        except UnicodeDecodeError:
+            game_id = ""
+        if game_id.strip():
+            return DecodedEvent(entry_id, game_id, event_type, occurred_at_ms)
+    return decode_precisely(entry_id, fields)
+
+
+def decode_precisely(entry_id: str, fields: Mapping[bytes, bytes]) -> DecodedEvent:
+    """Check every decode rule in turn; the first broken one is the ``DecodeError``."""
     game_id = _text(fields, c.FIELD_GAME_ID)
     event_type_text = _text(fields, c.FIELD_EVENT_TYPE)
     occurred_at_ms = _occurred_at_ms(fields)

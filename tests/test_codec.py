@@ -173,3 +173,38 @@ def test_every_decoded_event_is_a_valid_pydantic_health_event(
     except DecodeError:
         return
     assert HealthEvent.model_validate(decoded._asdict()).model_dump() == decoded._asdict()
+
+
+_GAME_IDS = (
+    st.binary(max_size=8)
+    | st.text(max_size=8).map(str.encode)
+    | st.sampled_from([b"g1", b" ", b"\x1c", b"\xc3", "\u2003".encode(), b"g\x00"])
+)
+_OCCURRED = (
+    st.integers(min_value=-5, max_value=2**64).map(lambda n: str(n).encode())
+    | st.sampled_from([b"0", b"00", b"007", b"9" * 18, b"9" * 19, b"1" * 19, b"+1", b" 1"])
+    | st.binary(max_size=6)
+)
+
+
+@given(
+    game_id=st.none() | _GAME_IDS,
+    event_type=st.none()
+    | st.sampled_from([e.value.encode() for e in EventType])
+    | st.binary(max_size=8),
+    occurred=st.none() | _OCCURRED,
+)
+def test_the_short_path_agrees_with_the_precise_decoder(
+    game_id: bytes | None, event_type: bytes | None, occurred: bytes | None
+) -> None:
+    from consumer.codec import decode_precisely
+
+    raw = fields(game_id, event_type, occurred)
+
+    def outcome(decode: object) -> object:
+        try:
+            return decode("7-7", raw)  # type: ignore[operator]
+        except DecodeError as error:
+            return (error.reason, str(error))
+
+    assert outcome(decode_health_event) == outcome(decode_precisely)
