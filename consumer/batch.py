@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -180,14 +180,19 @@ def apply_batch(
     label: str,
     now_ms: int,
     cache: RecordCache | None = None,
+    decoded_hook: Callable[[], object] | None = None,
 ) -> BatchResult:
     """Apply ``entries`` (non-empty, in stream order) and commit them with the offset.
 
     ``cache`` keeps records between batches; it is emptied if the batch fails, because the
-    machine has already changed its records in memory.
+    machine has already changed its records in memory. ``decoded_hook`` runs after the
+    decoding, before the write transaction: the worker confirms the previous batch's
+    snapshots there, so Redis appends them while this batch decodes.
     """
     result = BatchResult(last_entry_id=entries[-1][0].decode(), entries=len(entries))
     decoded, rejected = _decode_all(entries, stream, now_ms)
+    if decoded_hook is not None:
+        decoded_hook()
     try:
         touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms, cache)
     except BaseException:

@@ -103,4 +103,8 @@ def replay_dead_letters(
 
 def flush_outbox(db: sqlite_utils.Database, client: redis.Redis, lobby_stream: str) -> int:
     """Publish every pending snapshot now (what the worker does on start)."""
-    return OutboxRelay(db, client, lobby_stream).publish()
+    relay = OutboxRelay(db, client, lobby_stream)
+    try:
+        return relay.publish()
+    finally:
+        relay.close()

@@ -58,7 +58,7 @@ def connect(
             raise ValueError("--redis-ca/--redis-cert/--redis-key need a rediss:// URL")
         kwargs.update({k: v for k, v in tls.items() if v})
     client: redis.Redis = redis.Redis.from_url(url, **kwargs)
-    client.set_response_callback("XREAD", _entries_of)
+    client.set_response_callback("XREAD", entries_of)
     return client
 
 
@@ -77,7 +77,7 @@ def client_for(settings: ConsumerSettings) -> redis.Redis:
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-def _entries_of(reply: Any, **_: Any) -> Entries:
+def entries_of(reply: Any, **_: Any) -> Entries:
     """XREAD's raw RESP2 reply ``[[stream, [[id, [k, v, ...]], ...]]]`` as (id, fields) pairs.
 
     Installed as the client's XREAD response callback: redis-py's generic parser builds the

@@ -22,6 +22,7 @@ from consumer.batch import BatchResult, RawEntry, apply_batch
 from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
 from consumer.monitor import Monitor
+from consumer.read_ahead import ReadAhead
 from consumer.redis_client import client_for, last_entry_id, read_batch, redact_url
 from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
@@ -77,6 +78,7 @@ class Worker:
         self.machine = machine or get_machine()
         self.clock = clock
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
+        self.read_ahead = ReadAhead(self.client)
         self.cache = RecordCache()
         self.totals = Totals()
         self.metrics = metrics or Metrics()
@@ -114,6 +116,8 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        self.read_ahead.discard()
+        self.relay.close()
         self.client.close()
 
     @property
@@ -174,6 +178,7 @@ class Worker:
         except redis.AuthenticationError:
             raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
+            self.read_ahead.discard()
             self.totals.reconnects += 1
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
@@ -193,11 +198,18 @@ class Worker:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
     def _publish(self) -> bool:
-        sent = self.relay.publish()
+        """Publish everything committed and wait for Redis to confirm it."""
+        self._count_published(self.relay.publish())
+        return True
+
+    def _confirm_published(self) -> None:
+        """Wait for the snapshots sent after the previous batch (the read-ahead pipeline)."""
+        self._count_published(self.relay.confirm())
+
+    def _count_published(self, sent: int) -> None:
         if sent:
             self.totals.snapshots_published += sent
             self.metrics.published.inc(sent)
-        return True
 
     def _caught_up(self) -> bool:
         if self._drain_target is None:
@@ -207,22 +219,39 @@ class Worker:
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
 
+        While a backlog lasts the round is pipelined: the next batch's XREAD is sent before
+        this batch is applied, and this batch's snapshots are sent after its commit and
+        confirmed (then deleted from the outbox) before the next batch's commit.
+
         Returns False when the loop should end (drained).
         """
         s = self.settings
-        self._publish()
+        if not self.read_ahead.in_flight:
+            self._publish()
         self.monitor.maybe_tick()
         if s.drain and self._caught_up():
             return False
-        entries = read_batch(
-            self.client, s.stream, self._offset, s.batch_size, None if s.drain else s.block_ms
-        )
+        entries = self.read_ahead.take(self._offset)
+        if entries is None:
+            block = None if s.drain else s.block_ms
+            entries = read_batch(self.client, s.stream, self._offset, s.batch_size, block)
         self._backoff_s = s.backoff_initial_s
         if not entries:
             return not s.drain
+        if self._more_waiting(entries):
+            self.read_ahead.send(s.stream, entries[-1][0].decode(), s.batch_size)
         self._apply(entries)
-        self._publish()
+        self._count_published(self.relay.send())
+        if not self.read_ahead.in_flight:
+            self._confirm_published()
         return True
+
+    def _more_waiting(self, entries: Sequence[RawEntry]) -> bool:
+        """Whether a full batch is known to follow (a backlog, or a drain not yet at its end)."""
+        if len(entries) < self.settings.batch_size:
+            return False
+        target = self._drain_target
+        return target is None or entry_id_key(entries[-1][0].decode()) < entry_id_key(target)
 
     def _apply(self, entries: Sequence[RawEntry]) -> None:
         started = time.perf_counter()
@@ -236,6 +265,7 @@ class Worker:
                     label=self.settings.label,
                     now_ms=self.clock(),
                     cache=self.cache,
+                    decoded_hook=self._confirm_published,
                 )
                 break
             except StoreBusy as error:

@@ -62,11 +62,10 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "lose snapshots: delete the outbox chunk before publishing it",
         "consumer/relay.py",
-        "        self._script(keys=[self.stream], args=_arguments(rows))\n",
+        "        packed = b\"\".join([xadd_command(head, row) for _, row in rows])\n",
         "        with immediate(self.db) as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
-        "        hit(FaultPoint.AFTER_PUBLISH)\n"
-        "        self._script(keys=[self.stream], args=_arguments(rows))\n",
+        "        packed = b\"\".join([xadd_command(head, row) for _, row in rows])\n",
     ),
     (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",

@@ -87,17 +87,17 @@ def test_publish_failure_keeps_the_outbox_until_redis_is_back(
     xadd_event(client, "g", "probe_failed")
     settings = ConsumerSettings(redis_url=own_redis.url, db_path=str(db_path), drain=True)
     worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
-    original = worker._publish
+    original = worker.relay.send
     calls = {"n": 0}
 
-    def publish_then_vanish() -> bool:
+    def vanish_then_send() -> int:
         calls["n"] += 1
-        if calls["n"] == 2:  # the publish right after the first commit
+        if calls["n"] == 1:  # the send right after the first commit
             own_redis.stop()
             own_redis.restart()
         return original()
 
-    worker._publish = publish_then_vanish  # type: ignore[method-assign]
+    worker.relay.send = vanish_then_send  # type: ignore[method-assign]
     worker.run()
     assert outbox.pending(db.conn) == 0
     assert [s["engine_health_summary"] for s in published(client)] == ["probe_failed"]

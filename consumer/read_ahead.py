@@ -1,0 +1,64 @@
+"""Reading the next batch while this one is applied.
+
+During a backlog the worker knows where its next read starts (after the last entry in hand)
+before it applies the batch. Sending that XREAD first, on a connection of its own, lets
+Redis serve it while this process runs the machine and SQLite; the reply is read when the
+next batch is due. The worker reads ahead only when more entries are known to wait, so a
+caught-up worker still does one plain blocking read.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.connection import Connection
+
+from consumer.redis_client import Entries, entries_of
+
+
+class ReadAhead:
+    """At most one non-blocking XREAD in flight, and where it reads from."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._conn: Connection | None = None
+        self._after: str | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a read was sent and its reply not taken yet."""
+        return self._after is not None
+
+    def send(self, stream: str, after_id: str, count: int) -> None:
+        """Ask for up to ``count`` entries after ``after_id``; the reply waits for ``take``."""
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        try:
+            self._conn.send_command(  # type: ignore[no-untyped-call]
+                "XREAD", "COUNT", count, "STREAMS", stream, after_id
+            )
+        except BaseException:
+            self.discard()
+            raise
+        self._after = after_id
+
+    def take(self, after_id: str) -> Entries | None:
+        """The entries read ahead from ``after_id``; None if no read from there is in flight."""
+        if self._after is None:
+            return None
+        if self._after != after_id or self._conn is None:
+            self.discard()  # read from elsewhere (the offset moved): never used
+            return None
+        self._after = None
+        try:
+            return entries_of(self._conn.read_response())
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Forget any read in flight: its reply is dropped with the connection."""
+        self._after = None
+        if self._conn is not None:
+            self._conn.disconnect()  # type: ignore[no-untyped-call]
+            self._pool.release(self._conn)
+            self._conn = None
