@@ -29,6 +29,12 @@ if TYPE_CHECKING:  # a name the stubs define, not the module
 log = logging.getLogger(__name__)
 
 
+def _state_name(value: Any) -> Any:
+    """The key ``Machine.states`` uses: an Enum member's name (``_name_``, a plain attribute,
+    is ten times cheaper than the ``name`` property), anything else as it is."""
+    return value._name_ if isinstance(value, Enum) else value
+
+
 class LeanTransition(Transition):
     """``Transition.execute`` without its DEBUG lines; empty callback lists are skipped."""
 
@@ -63,10 +69,11 @@ class LeanEvent(Event):
 
     def _trigger(self, event_data: EventData) -> bool:
         machine = self.machine
-        state = machine.get_model_state(event_data.model)
+        name = _state_name(getattr(event_data.model, machine.model_attribute))
+        state = machine.states.get(name) or machine.get_state(name)  # unknown: ValueError
         event_data.state = state
         try:
-            candidates = self.transitions.get(state.name)
+            candidates = self.transitions.get(name)
             if candidates is not None or self._is_valid_source(state):  # raises or warns
                 if machine.prepare_event:
                     machine.callbacks(machine.prepare_event, event_data)
@@ -96,12 +103,8 @@ class LeanMachine(Machine):
     event_cls = LeanEvent
 
     def get_model_state(self, model: object) -> State:
-        state = getattr(model, self.model_attribute)
-        name = state.name if isinstance(state, Enum) else state
-        try:
-            return self.states[name]
-        except KeyError:
-            raise ValueError(f"State '{name}' is not a registered state.") from None
+        name = _state_name(getattr(model, self.model_attribute))
+        return self.states.get(name) or self.get_state(name)  # unknown: ValueError, as stock
 
     def callbacks(self, funcs: Iterable[Callback], event_data: EventData) -> None:
         for func in funcs:

@@ -44,7 +44,7 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
         " last_emitted_summary = ? WHERE game_id = ?",
         [
             (
-                r.state.value,
+                r.state._value_,  # not .value: a property, ten times the cost per record
                 r.engine_health,
                 r.updated_at_ms,
                 r.last_emitted_summary,
