@@ -62,10 +62,10 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "lose snapshots: delete the outbox chunk before publishing it",
         "consumer/relay.py",
-        "        packed = b\"\".join([xadd_command(head, row) for _, row in rows])\n",
+        '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
         "        with immediate(self.db) as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
-        "        packed = b\"\".join([xadd_command(head, row) for _, row in rows])\n",
+        '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
     ),
     (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",
