@@ -7,11 +7,13 @@ waited out with capped exponential backoff; the loop resumes from the committed 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -37,6 +39,26 @@ log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 """Errors that mean "Redis is away for now": back off and reconnect, never crash."""
+
+
+GC_GEN0_THRESHOLD = 50_000
+"""Allocations between young-generation collections while the loop runs (CPython: 700).
+
+The loop allocates about ten short-lived objects per event and makes almost no reference
+cycles; at the default threshold a collection runs every ~70 events and took ~7% of the
+drain time. Cycles are still collected, just in larger, rarer passes.
+"""
+
+
+@contextlib.contextmanager
+def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
+    """Raise the young-generation GC threshold for the block, then restore it."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(gen0, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def wall_clock_ms() -> int:
@@ -148,9 +170,10 @@ class Worker:
         checkpointer.start(self.db.conn)
         try:
             self._offset = offsets.load(self.db.conn, s.label) or START_ID
-            while not self._stop.is_set():
-                if not self._guarded(self._iteration):
-                    break
+            with fewer_gc_passes():
+                while not self._stop.is_set():
+                    if not self._guarded(self._iteration):
+                        break
             self._final_publish()
         finally:
             checkpointer.stop()

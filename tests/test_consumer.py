@@ -397,3 +397,15 @@ def test_published_entries_are_exactly_the_codec_encoding(
         outbox.OutboxRow(entry, "g", "engine_unreachable", "disappeared", 0, FIXED_NOW_MS)
     )
     assert fields == expected
+
+
+def test_the_loop_runs_with_fewer_gc_passes_and_restores_the_threshold() -> None:
+    import gc
+
+    from consumer.worker import GC_GEN0_THRESHOLD, fewer_gc_passes
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), fewer_gc_passes():
+        assert gc.get_threshold() == (max(GC_GEN0_THRESHOLD, before[0]), *before[1:])
+        raise RuntimeError("the loop failed")
+    assert gc.get_threshold() == before
