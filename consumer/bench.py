@@ -27,6 +27,7 @@ from pathlib import Path
 
 import redis
 
+from consumer import constants as c
 from consumer import embedded
 from consumer.batch import BatchResult
 from consumer.models import ConsumerSettings
@@ -45,7 +46,7 @@ class BenchConfig:
 
     events: int = 200_000
     games: int = 10_000
-    batch_size: int = 1000
+    batch_size: int = c.DEFAULT_BATCH_SIZE
     single_events: int = 20_000
     rate: int = 5000
     steady_seconds: float = 10.0

@@ -20,7 +20,7 @@ FIELD_OCCURRED_AT_MS = b"occurred_at_ms"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_DB_PATH = "healthfsm.db"
 DEFAULT_BLOCK_MS = 2000
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 2000
 """Entries per XREAD and per SQLite transaction; see the README's performance section."""
 
 ENV_DB = "HEALTHFSM_DB"
