@@ -1,0 +1,147 @@
+"""The pipelined parts of the loop: the read-ahead and the relay's send/confirm, on a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlite_utils
+
+from consumer import embedded
+from consumer.codec import encode_snapshot
+from consumer.read_ahead import ReadAhead
+from consumer.redis_client import connect
+from consumer.relay import OutboxRelay
+from statemachine import Status
+from store import outbox
+from store.database import immediate
+from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+
+STREAM = "runtime:health_events"
+LOBBY = "gm:lobby_events"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = connect(redis_url, block_ms=100)
+    yield c
+    c.close()
+
+
+def _ids(entries: list[tuple[bytes, dict[bytes, bytes]]] | None) -> list[str]:
+    return [entry_id.decode() for entry_id, _ in entries or []]
+
+
+def test_read_ahead_returns_what_a_plain_read_would(
+    client: redis.Redis, rclient: redis.Redis
+) -> None:
+    ids = [xadd_event(rclient, "g", "probe_failed") for _ in range(5)]
+    ahead = ReadAhead(client)
+    ahead.send(STREAM, ids[1], 2)
+    assert ahead.in_flight
+    assert _ids(ahead.take(ids[1])) == ids[2:4]
+    assert not ahead.in_flight
+    assert ahead.take(ids[3]) is None  # nothing in flight: the caller reads itself
+    ahead.discard()
+
+
+def test_read_ahead_from_elsewhere_is_dropped_never_used(
+    client: redis.Redis, rclient: redis.Redis
+) -> None:
+    ids = [xadd_event(rclient, "g", "probe_failed") for _ in range(3)]
+    ahead = ReadAhead(client)
+    ahead.send(STREAM, ids[0], 10)
+    assert ahead.take(ids[1]) is None  # the offset is not where the read started
+    assert not ahead.in_flight
+    ahead.send(STREAM, ids[1], 10)  # the connection is usable again
+    assert _ids(ahead.take(ids[1])) == ids[2:]
+    ahead.discard()
+
+
+def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing(rclient: redis.Redis) -> None:
+    server = embedded.start()
+    own = connect(server.url, block_ms=100)
+    ahead = ReadAhead(own)
+    ahead.send(STREAM, "0-0", 10)
+    assert ahead.take("0-0") == []  # connected, nothing there yet
+    server.stop()
+    with pytest.raises(redis.ConnectionError):  # at the send or, buffered, at the reply
+        ahead.send(STREAM, "0-0", 10)
+        ahead.take("0-0")
+    assert not ahead.in_flight
+    own.close()
+
+
+def _rows(db: sqlite_utils.Database, n: int, first: int = 0) -> list[tuple[int, outbox.OutboxRow]]:
+    rows = [
+        outbox.OutboxRow(f"{i + 1}-0", f"g{i}", "running", "healthy", i, FIXED_NOW_MS)
+        for i in range(first, first + n)
+    ]
+    with immediate(db) as conn:
+        return outbox.enqueue(conn, rows)
+
+
+def test_relay_sends_now_and_confirms_later_in_order(
+    db: sqlite_utils.Database, client: redis.Redis, rclient: redis.Redis
+) -> None:
+    relay = OutboxRelay(db, client, LOBBY, chunk=3)
+    assert relay.publish() == 0  # start: the (empty) table first
+    committed = _rows(db, 7)
+    relay.committed(committed)
+    assert relay.send() == 0
+    assert relay.in_flight == 7 and outbox.pending(db.conn) == 7
+    assert relay.confirm() == 7
+    assert relay.in_flight == 0 and outbox.pending(db.conn) == 0
+    got = [dict(fields) for _, fields in rclient.xrange(LOBBY)]
+    assert got == [encode_snapshot(row) for _, row in committed]
+    relay.close()
+
+
+def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
+    db: sqlite_utils.Database, rclient: redis.Redis
+) -> None:
+    server = embedded.start()
+    try:
+        own = connect(server.url, block_ms=100)
+        relay = OutboxRelay(db, own, LOBBY, chunk=2)
+        _rows(db, 1)
+        assert relay.publish() == 1  # connected, and the table is caught up
+        server.stop()
+        relay.committed(_rows(db, 3, first=1))
+        with pytest.raises(redis.ConnectionError):  # at the send or, buffered, at the reply
+            relay.send()
+            relay.confirm()
+        assert relay.in_flight == 0 and outbox.pending(db.conn) == 3  # nothing lost
+        server.restart()
+        relay.committed(_rows(db, 1, first=4))  # ignored: the table is the truth now
+        assert relay.send() == 4  # the backlog goes out synchronously, in order
+        after = redis.Redis.from_url(server.url)  # a new, empty server
+        assert [f[b"game_id"] for _, f in after.xrange(LOBBY)] == [b"g1", b"g2", b"g3", b"g4"]
+        assert outbox.pending(db.conn) == 0
+        after.close()
+        relay.close()
+        own.close()
+    finally:
+        server.stop()
+
+
+def test_a_backlog_drains_pipelined_with_the_same_result(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    add_games(db, ("g", Status.RUNNING), ("h", Status.RUNNING))
+    kinds = ["probe_failed", "probe_recovered", "container_exited", "container_started"]
+    ids = [xadd_event(rclient, game, kind) for kind in kinds for game in ("g", "h")]
+    worker = make_worker(batch_size=3)
+    sends: list[bool] = []
+    original = worker.read_ahead.send
+
+    def counted(stream: str, after_id: str, count: int) -> None:
+        sends.append(True)
+        original(stream, after_id, count)
+
+    worker.read_ahead.send = counted  # type: ignore[method-assign]
+    assert worker.run() == 0
+    assert len(sends) == 2  # batches of 3, 3, 2: read ahead after each full one
+    assert [s["source_entry_id"] for s in published(rclient)] == ids
+    assert outbox.pending(db.conn) == 0
