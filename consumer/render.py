@@ -32,7 +32,9 @@ def records_table(rows: Sequence[dict[str, object]], title: str | None = None) -
     table = Table(title=title)
     for name in ("game_id", "status", "engine_health", "current_turn", "updated_at_ms"):
         table.add_column(
-            name, justify="right" if name in {"current_turn", "updated_at_ms"} else "left"
+            name,
+            justify="right" if name in {"current_turn", "updated_at_ms"} else "left",
+            overflow="fold",  # a narrow terminal (or a pipe: 80 columns) wraps, never cuts
         )
     for row in rows:
         status = str(row["status"])
@@ -51,7 +53,7 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
     """Print arbitrary rows (snapshots, dead letters) as a plain table."""
     table = Table(title=title)
     for name in columns:
-        table.add_column(name)
+        table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*(str(row.get(name, "")) for name in columns))
     Console().print(table)
