@@ -50,15 +50,31 @@ drain time. Cycles are still collected, just in larger, rarer passes.
 """
 
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
 @contextlib.contextmanager
 def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
-    """Raise the young-generation GC threshold for the block, then restore it."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(gen0, before[0]), *before[1:])
+    """Raise the young-generation GC threshold for the block, then restore it.
+
+    The threshold is process-wide: with several workers in one process (tests, embedding)
+    the first one in raises it and the last one out restores it.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(gen0, _gc_saved[0]), *_gc_saved[1:])
+        _gc_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
 
 
 def wall_clock_ms() -> int:

@@ -405,7 +405,15 @@ def test_the_loop_runs_with_fewer_gc_passes_and_restores_the_threshold() -> None
     from consumer.worker import GC_GEN0_THRESHOLD, fewer_gc_passes
 
     before = gc.get_threshold()
+    raised = (max(GC_GEN0_THRESHOLD, before[0]), *before[1:])
     with pytest.raises(RuntimeError), fewer_gc_passes():
-        assert gc.get_threshold() == (max(GC_GEN0_THRESHOLD, before[0]), *before[1:])
+        assert gc.get_threshold() == raised
         raise RuntimeError("the loop failed")
+    assert gc.get_threshold() == before
+    first, second = fewer_gc_passes(), fewer_gc_passes()  # two workers, overlapping
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == raised  # the second one still runs
+    second.__exit__(None, None, None)
     assert gc.get_threshold() == before
