@@ -65,6 +65,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
         "        with immediate(self.db) as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
+        "        hit(FaultPoint.AFTER_PUBLISH)\n"
         '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
     ),
     (
