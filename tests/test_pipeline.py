@@ -145,3 +145,37 @@ def test_a_backlog_drains_pipelined_with_the_same_result(
     assert len(sends) == 2  # batches of 3, 3, 2: read ahead after each full one
     assert [s["source_entry_id"] for s in published(rclient)] == ids
     assert outbox.pending(db.conn) == 0
+
+
+def test_connections_killed_mid_backlog_lose_nothing(
+    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    """CLIENT KILL drops the read-ahead, the relay and the main connection mid-drain."""
+    import threading
+    import time
+
+    games = [f"g{i}" for i in range(40)]
+    add_games(db, *[(g, Status.RUNNING) for g in games])
+    pipe = rclient.pipeline(transaction=False)
+    for n in range(4000):  # every event flips its game's summary: every one is a snapshot
+        kind = "probe_failed" if (n // len(games)) % 2 == 0 else "probe_recovered"
+        fields = {"game_id": games[n % len(games)], "event_type": kind, "occurred_at_ms": "1"}
+        pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
+    ids = [entry_id.decode() for entry_id in pipe.execute()]
+    worker = make_worker(batch_size=50, backoff_initial_s=0.01, backoff_max_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while worker.totals.batches < 10 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert killed >= 1 and worker.totals.reconnects >= 1
+    assert worker.totals.entries == len(ids)  # each entry committed exactly once
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert list(dict.fromkeys(sources)) == ids  # every snapshot, first sightings in order
+    assert outbox.pending(db.conn) == 0
+    last = "probe_recovered" if (3999 // len(games)) % 2 else "probe_failed"
+    summaries = {r["engine_health"] for r in db.query("SELECT engine_health FROM runtime_records")}
+    assert summaries == {"healthy" if last == "probe_recovered" else "probe_failed"}
