@@ -179,3 +179,43 @@ def test_connections_killed_mid_backlog_lose_nothing(
     last = "probe_recovered" if (3999 // len(games)) % 2 else "probe_failed"
     summaries = {r["engine_health"] for r in db.query("SELECT engine_health FROM runtime_records")}
     assert summaries == {"healthy" if last == "probe_recovered" else "probe_failed"}
+
+
+def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
+    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    """Another writer takes the lock while snapshots are in flight: deletes and batches wait."""
+    import sqlite3
+    import threading
+    import time
+
+    from store import open_database
+
+    games = [f"g{i}" for i in range(20)]
+    add_games(db, *[(g, Status.RUNNING) for g in games])
+    pipe = rclient.pipeline(transaction=False)
+    for n in range(2000):
+        kind = "probe_failed" if (n // len(games)) % 2 == 0 else "probe_recovered"
+        fields = {"game_id": games[n % len(games)], "event_type": kind, "occurred_at_ms": "1"}
+        pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
+    ids = [entry_id.decode() for entry_id in pipe.execute()]
+    impatient = open_database(str(db_path), busy_timeout_s=0.02)
+    worker = make_worker(impatient, batch_size=40, backoff_initial_s=0.01, backoff_max_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    blocker = sqlite3.connect(str(db_path), isolation_level=None)
+    deadline = time.monotonic() + 15
+    while worker.totals.batches < 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
+    time.sleep(0.3)
+    blocker.execute("ROLLBACK")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert worker.totals.busy_retries >= 1
+    assert worker.totals.entries == len(ids)
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert sources == ids  # nothing lost, nothing published twice
+    assert outbox.pending(db.conn) == 0
+    blocker.close()
+    impatient.close()
