@@ -15,13 +15,14 @@ from __future__ import annotations
 import bisect
 import contextlib
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class BenchConfig:
     steady_seconds: float = 10.0
     memory_events: int = 1_000_000
     seed: int = 1
+    rounds: int = 1
+    """Throughput rounds (drain, batch size 1, floor); the report gives their medians."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class BenchReport:
     memory_events: int = 0
     memory_peak_rss_mb: float = 0.0
     memory_drain_events_per_s: float = 0.0
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    """Each throughput round's figures; the fields above are their medians."""
     targets: dict[str, bool] = field(default_factory=dict)
 
 
@@ -255,15 +260,19 @@ def memory_run(url: str, prefix: str, workdir: Path, count: int) -> tuple[float,
         "ERROR",
     ]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_kb = 0
-    while process.poll() is None:
-        peak_kb = max(peak_kb, _high_water_kb(process.pid))
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - started
+    errors = workdir / "memory.stderr"  # a file, not a pipe: a chatty child never blocks
+    with (
+        errors.open("wb") as sink,
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink) as process,
+    ):
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, _high_water_kb(process.pid))
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
     if process.returncode != 0:
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        raise RuntimeError(f"memory run failed ({process.returncode}): {stderr.strip()[-300:]}")
+        stderr = errors.read_text(errors="replace").strip()[-300:]
+        raise RuntimeError(f"memory run failed ({process.returncode}): {stderr}")
     client.delete(stream, f"{prefix}:memory-out")
     client.close()
     return peak_kb / 1024, count / elapsed
@@ -301,26 +310,12 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
         seed_stream(client, main, workload(cfg.events, cfg.games, cfg.seed))
         seed_stream(client, single, workload(cfg.single_events, cfg.games, cfg.seed))
 
-        say(f"draining with --batch-size {cfg.batch_size}")
-        fresh_database(workdir / "main.db", cfg.games)
-        seconds, worker = timed_drain(
-            url, main, f"{prefix}:out", workdir / "main.db", cfg.batch_size
-        )
-        report.drain_seconds = seconds
-        report.drain_events_per_s = cfg.events / seconds
-        report.snapshot_share = worker.totals.snapshots_published / cfg.events
-        report.rejected = worker.totals.rejected
-
-        say(f"draining {cfg.single_events:,} events with --batch-size 1")
-        fresh_database(workdir / "single.db", cfg.games)
-        seconds, _ = timed_drain(url, single, f"{prefix}:single-out", workdir / "single.db", 1)
-        report.single_events_per_s = cfg.single_events / seconds
-        report.ratio_vs_single = report.drain_events_per_s / report.single_events_per_s
-
-        say("bare floor: XREAD COUNT 1000 + one executemany per batch")
-        fresh_database(workdir / "floor.db", cfg.games)
-        report.floor_events_per_s = bare_floor(url, main, workdir / "floor.db")
-        report.share_of_floor = report.drain_events_per_s / report.floor_events_per_s
+        for number in range(1, cfg.rounds + 1):
+            label = f"round {number}/{cfg.rounds}: " if cfg.rounds > 1 else ""
+            report.rounds.append(_throughput_round(cfg, url, prefix, workdir, say, label))
+            report.rejected = int(report.rounds[-1]["rejected"])
+            report.snapshot_share = report.rounds[-1]["snapshot_share"]
+        _take_medians(report, cfg)
 
         if cfg.steady_seconds > 0:
             say(f"steady load: {cfg.rate:,} events/s for {cfg.steady_seconds:g}s")
@@ -339,6 +334,58 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
             report.memory_drain_events_per_s = rate
     report.targets = _targets(report, cfg)
     return report
+
+
+def _throughput_round(
+    cfg: BenchConfig, url: str, prefix: str, workdir: Path, say: Callable[[str], object], label: str
+) -> dict[str, float]:
+    """Drain at the batch size, drain at batch size 1, the bare floor: one round, same streams."""
+    main, single = f"{prefix}:health", f"{prefix}:single"
+    say(f"{label}draining with --batch-size {cfg.batch_size}")
+    fresh_database(workdir / "main.db", cfg.games)
+    seconds, worker = timed_drain(url, main, f"{prefix}:out", workdir / "main.db", cfg.batch_size)
+    drain = cfg.events / seconds
+    snapshot_share = worker.totals.snapshots_published / cfg.events
+    rejected = worker.totals.rejected
+
+    say(f"{label}draining {cfg.single_events:,} events with --batch-size 1")
+    fresh_database(workdir / "single.db", cfg.games)
+    seconds, _ = timed_drain(url, single, f"{prefix}:single-out", workdir / "single.db", 1)
+    single_rate = cfg.single_events / seconds
+
+    say(f"{label}bare floor: XREAD COUNT 1000 + one executemany per batch")
+    fresh_database(workdir / "floor.db", cfg.games)
+    floor = bare_floor(url, main, workdir / "floor.db")
+    for name in ("main.db", "single.db", "floor.db"):
+        for suffix in ("", "-wal", "-shm"):
+            (workdir / (name + suffix)).unlink(missing_ok=True)
+    client = redis.Redis.from_url(url)
+    client.delete(f"{prefix}:out", f"{prefix}:single-out")  # keep Redis memory flat
+    client.close()
+    return {
+        "drain_events_per_s": drain,
+        "single_events_per_s": single_rate,
+        "ratio_vs_single": drain / single_rate,
+        "floor_events_per_s": floor,
+        "share_of_floor": drain / floor,
+        "snapshot_share": snapshot_share,
+        "rejected": float(rejected),
+    }
+
+
+def _take_medians(report: BenchReport, cfg: BenchConfig) -> None:
+    """Each figure is the median over rounds.
+
+    Ratios are computed within a round first, so both sides of a ratio saw the same machine
+    conditions, and then their median is taken.
+    """
+    rounds = report.rounds
+    report.drain_events_per_s = statistics.median(r["drain_events_per_s"] for r in rounds)
+    report.drain_seconds = cfg.events / report.drain_events_per_s
+    report.single_events_per_s = statistics.median(r["single_events_per_s"] for r in rounds)
+    report.ratio_vs_single = statistics.median(r["ratio_vs_single"] for r in rounds)
+    report.floor_events_per_s = statistics.median(r["floor_events_per_s"] for r in rounds)
+    report.share_of_floor = statistics.median(r["share_of_floor"] for r in rounds)
 
 
 def _targets(report: BenchReport, cfg: BenchConfig) -> dict[str, bool]:

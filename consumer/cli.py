@@ -252,6 +252,14 @@ def bench(
         int, typer.Option(min=0, help="Events over as many games for peak RSS (0 skips it).")
     ] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Workload random seed.")] = 1,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Repeat the throughput measurements and report medians (for noisy machines).",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
@@ -260,7 +268,7 @@ def bench(
 
     logs.configure("ERROR")
     cfg = BenchConfig(
-        events, games, batch_size, single_events, rate, steady_seconds, memory_events, seed
+        events, games, batch_size, single_events, rate, steady_seconds, memory_events, seed, rounds
     )
     say = (lambda line: None) if as_json else (lambda line: typer.echo(f"... {line}", err=True))
     report = run_bench(cfg, redis_url, say)

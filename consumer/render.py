@@ -65,7 +65,16 @@ def bench_report(report: BenchReport) -> None:
     table = Table(title=f"healthfsm bench: {cfg['events']:,} events over {cfg['games']:,} games")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    rows = [
+    rows = []
+    if len(report.rounds) > 1:
+        drains = sorted(r["drain_events_per_s"] for r in report.rounds)
+        rows.append(
+            (
+                f"throughput: median of {len(report.rounds)} rounds",
+                f"drain {drains[0]:,.0f} .. {drains[-1]:,.0f} events/s",
+            )
+        )
+    rows += [
         (f"drain, --batch-size {cfg['batch_size']}", f"{report.drain_events_per_s:,.0f} events/s"),
         ("  snapshots per event", f"{report.snapshot_share:.0%}"),
         ("  rejected (dead letters)", f"{report.rejected:,}"),

@@ -1,0 +1,91 @@
+"""``healthfsm bench`` end to end on a small workload: every figure is there and consistent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from consumer.bench import BenchConfig, run_bench, workload
+from consumer.cli import main
+
+
+def test_workload_is_the_documented_hard_mix() -> None:
+    events = list(workload(20_000, 500, seed=3))
+    malformed = sum(e["occurred_at_ms"] == "1e3" for e in events) / len(events)
+    terminal = sum(
+        e["event_type"].startswith("container_") and e["event_type"] != "container_started"
+        for e in events
+    ) / len(events)
+    assert 0.005 < malformed < 0.015
+    assert 0.03 < terminal < 0.07
+    assert list(workload(100, 500, seed=3)) == events[:100]  # seeded: the same run twice
+
+
+def test_bench_reports_medians_of_rounds_and_cleans_up(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    cfg = BenchConfig(
+        events=3000,
+        games=60,
+        batch_size=200,
+        single_events=300,
+        rate=400,
+        steady_seconds=0.5,
+        memory_events=2000,
+        rounds=3,
+    )
+    lines: list[str] = []
+    report = run_bench(cfg, redis_url, lines.append)
+    assert len(report.rounds) == 3
+    drains = sorted(r["drain_events_per_s"] for r in report.rounds)
+    assert report.drain_events_per_s == drains[1]
+    ratios = sorted(r["ratio_vs_single"] for r in report.rounds)
+    assert report.ratio_vs_single == ratios[1]
+    assert all(
+        r["ratio_vs_single"] == pytest.approx(r["drain_events_per_s"] / r["single_events_per_s"])
+        for r in report.rounds
+    )
+    assert 0.6 < report.snapshot_share < 0.9
+    assert 0 < report.rejected < 0.02 * cfg.events
+    assert report.floor_events_per_s > 0 and report.share_of_floor > 0
+    assert set(report.steady_latency_ms) == {"p50", "p90", "p99", "max"}
+    assert report.steady_latency_ms["p50"] <= report.steady_latency_ms["p99"]
+    assert 5 < report.memory_peak_rss_mb < 1000
+    assert len(report.targets) == 5
+    assert any("round 3/3" in line for line in lines)
+    assert not list(rclient.scan_iter(match="healthfsm-bench:*"))  # scratch keys removed
+
+
+def test_bench_cli_prints_json(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "bench",
+            "--redis-url",
+            redis_url,
+            "--events",
+            "1000",
+            "--games",
+            "20",
+            "--single-events",
+            "100",
+            "--steady-seconds",
+            "0",
+            "--memory-events",
+            "0",
+            "--json",
+        ]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0
+    report = json.loads(out)
+    assert report["config"]["batch_size"] == 2000 and report["config"]["rounds"] == 1
+    assert report["drain_events_per_s"] > 0 and len(report["rounds"]) == 1
+    assert "p99 XADD->commit < 50 ms" not in report["targets"]  # skipped, not judged
+
+
+def test_bench_refuses_zero_rounds_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--rounds", "0"]) == 2
+    _, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "--rounds" in err
