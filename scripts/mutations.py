@@ -69,6 +69,16 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
     ),
     (
+        "widen the duplicate window: confirm the previous snapshots after this batch commits",
+        "consumer/batch.py",
+        "    if decoded_hook is not None:\n        decoded_hook()\n    try:\n"
+        "        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms,"
+        " cache)\n",
+        "    try:\n"
+        "        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms,"
+        " cache)\n        if decoded_hook is not None:\n            decoded_hook()\n",
+    ),
+    (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",
         "consumer/codec.py",
         "    if not raw.isdigit():",
