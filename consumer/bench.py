@@ -313,8 +313,6 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
         for number in range(1, cfg.rounds + 1):
             label = f"round {number}/{cfg.rounds}: " if cfg.rounds > 1 else ""
             report.rounds.append(_throughput_round(cfg, url, prefix, workdir, say, label))
-            report.rejected = int(report.rounds[-1]["rejected"])
-            report.snapshot_share = report.rounds[-1]["snapshot_share"]
         _take_medians(report, cfg)
 
         if cfg.steady_seconds > 0:
@@ -380,6 +378,8 @@ def _take_medians(report: BenchReport, cfg: BenchConfig) -> None:
     conditions, and then their median is taken.
     """
     rounds = report.rounds
+    report.rejected = int(rounds[0]["rejected"])  # the same workload: the same in every round
+    report.snapshot_share = rounds[0]["snapshot_share"]
     report.drain_events_per_s = statistics.median(r["drain_events_per_s"] for r in rounds)
     report.drain_seconds = cfg.events / report.drain_events_per_s
     report.single_events_per_s = statistics.median(r["single_events_per_s"] for r in rounds)

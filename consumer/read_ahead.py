@@ -10,17 +10,15 @@ caught-up worker still does one plain blocking read.
 from __future__ import annotations
 
 import redis
-from redis.connection import Connection
 
-from consumer.redis_client import Entries, entries_of
+from consumer.redis_client import Entries, OwnConnection, entries_of
 
 
 class ReadAhead:
     """At most one non-blocking XREAD in flight, and where it reads from."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
-        self._conn: Connection | None = None
+        self._own = OwnConnection(client)
         self._after: str | None = None
 
     @property
@@ -30,10 +28,8 @@ class ReadAhead:
 
     def send(self, stream: str, after_id: str, count: int) -> None:
         """Ask for up to ``count`` entries after ``after_id``; the reply waits for ``take``."""
-        if self._conn is None:
-            self._conn = self._pool.get_connection()
         try:
-            self._conn.send_command(  # type: ignore[no-untyped-call]
+            self._own.get().send_command(  # type: ignore[no-untyped-call]
                 "XREAD", "COUNT", count, "STREAMS", stream, after_id
             )
         except BaseException:
@@ -45,12 +41,12 @@ class ReadAhead:
         """The entries read ahead from ``after_id``; None if no read from there is in flight."""
         if self._after is None:
             return None
-        if self._after != after_id or self._conn is None:
+        if self._after != after_id:
             self.discard()  # read from elsewhere (the offset moved): never used
             return None
         self._after = None
         try:
-            return entries_of(self._conn.read_response())
+            return entries_of(self._own.get().read_response())
         except BaseException:
             self.discard()
             raise
@@ -58,7 +54,4 @@ class ReadAhead:
     def discard(self) -> None:
         """Forget any read in flight: its reply is dropped with the connection."""
         self._after = None
-        if self._conn is not None:
-            self._conn.disconnect()  # type: ignore[no-untyped-call]
-            self._pool.release(self._conn)
-            self._conn = None
+        self._own.drop()

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.connection import Connection
 
 from consumer.models import ConsumerSettings
 
@@ -110,3 +111,28 @@ def last_entry_id(client: redis.Redis, stream: str) -> str | None:
         return None
     raw = newest[0][0]
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class OwnConnection:
+    """A connection taken from a client's pool for a pipeline of its own (read-ahead, relay).
+
+    Its replies are read later than its commands are sent, so after any failure its state is
+    unknown: it is dropped (a reply in flight goes with it), never reused.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._conn: Connection | None = None
+
+    def get(self) -> Connection:
+        """The connection, taken from the pool on first use."""
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        return self._conn
+
+    def drop(self) -> None:
+        """Close it and hand it back to the pool; the next ``get`` connects afresh."""
+        if self._conn is not None:
+            self._conn.disconnect()  # type: ignore[no-untyped-call]  # redis-py is untyped here
+            self._pool.release(self._conn)
+            self._conn = None

@@ -15,15 +15,17 @@ Snapshots a batch just committed are sent from memory; the table is read only fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterator
 
 import redis
 import sqlite_utils
-from redis.connection import Connection
 
 from consumer import constants as c
 from consumer.faults import FaultPoint, hit
+from consumer.redis_client import OwnConnection
 from store import outbox
 from store.database import immediate
 
@@ -39,12 +41,8 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def _field(name: str) -> bytes:
-    return _bulk(name.encode())
-
-
 _NAMES = [
-    _field(name)
+    _bulk(name.encode())
     for name in (
         "game_id",
         "runtime_status",
@@ -64,11 +62,11 @@ _ROW_TEMPLATE = (
     + _NAMES[2]
     + b"$%d\r\n%s\r\n"
     + _NAMES[3]
-    + b"$%d\r\n%d\r\n"
+    + b"$%d\r\n%s\r\n"
     + _NAMES[4]
     + _bulk(b"[]")
     + _NAMES[5]
-    + b"$%d\r\n%d\r\n"
+    + b"$%d\r\n%s\r\n"
     + _NAMES[6]
     + b"$%d\r\n%s\r\n"
 )
@@ -89,8 +87,8 @@ def xadd_command(head: bytes, row: outbox.OutboxRow) -> bytes:
     status = row.runtime_status.encode()
     summary = row.engine_health_summary.encode()
     source = row.source_entry_id.encode()
-    turn = row.current_turn
-    at_ms = row.occurred_at_ms
+    turn = b"%d" % row.current_turn
+    at_ms = b"%d" % row.occurred_at_ms
     return _ROW_TEMPLATE % (
         head,
         len(game_id),
@@ -99,9 +97,9 @@ def xadd_command(head: bytes, row: outbox.OutboxRow) -> bytes:
         status,
         len(summary),
         summary,
-        len(b"%d" % turn),
+        len(turn),
         turn,
-        len(b"%d" % at_ms),
+        len(at_ms),
         at_ms,
         len(source),
         source,
@@ -121,8 +119,7 @@ class OutboxRelay:
         self.db = db
         self.stream = stream
         self.chunk = chunk
-        self._pool = client.connection_pool
-        self._conn: Connection | None = None
+        self._own = OwnConnection(client)
         self._head = command_head(stream)
         self._from_table = True  # unknown backlog at start: read the table
         self._in_memory: Pending = []
@@ -149,25 +146,18 @@ class OutboxRelay:
         """
         if self._from_table:
             return self.publish()
-        try:
+        with self._reset_on_failure():
             for start in range(0, len(self._in_memory), self.chunk):
                 self._write(self._in_memory[start : start + self.chunk])
-        except BaseException:
-            self._reset()
-            raise
-        finally:
-            self._in_memory.clear()
+        self._in_memory.clear()
         return 0
 
     def confirm(self) -> int:
         """Read the replies of every sent chunk, deleting each from the outbox; return the count."""
         confirmed = 0
-        try:
+        with self._reset_on_failure():
             while self._in_flight:
                 confirmed += self._confirm_first()
-        except BaseException:
-            self._reset()
-            raise
         return confirmed
 
     def publish(self) -> int:
@@ -177,36 +167,37 @@ class OutboxRelay:
             self.send()
             return published + self.confirm()
         # the backlog: read from the table, one chunk written and confirmed at a time
-        try:
+        with self._reset_on_failure():
             while rows := outbox.peek(self.db.conn, self.chunk, after=self.published_through):
                 self._write(rows)
                 published += self._confirm_first()
-            self._from_table = False
-        except BaseException:
-            self._reset()
-            raise
+        self._from_table = False
         return published
 
     def close(self) -> None:
         """Drop the relay's connection; unconfirmed chunks are published again on next start."""
         self._reset()
 
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = self._pool.get_connection()
-        return self._conn
+    @contextlib.contextmanager
+    def _reset_on_failure(self) -> Iterator[None]:
+        """After any failure what is not confirmed is in the table: resume from there."""
+        try:
+            yield
+        except BaseException:
+            self._reset()
+            raise
 
     def _write(self, rows: Pending) -> None:
         head = self._head
         packed = b"".join([xadd_command(head, row) for _, row in rows])
-        self._connection().send_packed_command(  # type: ignore[no-untyped-call]
+        self._own.get().send_packed_command(  # type: ignore[no-untyped-call]
             [packed], check_health=False
         )
         self._in_flight.append((rows[-1][0], len(rows)))
 
     def _confirm_first(self) -> int:
         last_seq, count = self._in_flight[0]
-        conn = self._connection()
+        conn = self._own.get()
         for _ in range(count):
             conn.read_response()  # an entry id; a refusal (NOPERM, WRONGTYPE) raises
         self._in_flight.popleft()
@@ -218,11 +209,7 @@ class OutboxRelay:
         return count
 
     def _reset(self) -> None:
-        """After any failure: what is not confirmed is in the table; resume from there."""
         self._from_table = True
         self._in_memory.clear()
         self._in_flight.clear()
-        if self._conn is not None:
-            self._conn.disconnect()  # type: ignore[no-untyped-call]
-            self._pool.release(self._conn)
-            self._conn = None
+        self._own.drop()

@@ -236,10 +236,9 @@ class Worker:
         except (*REDIS_ERRORS, StoreBusy) as error:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
-    def _publish(self) -> bool:
+    def _publish(self) -> None:
         """Publish everything committed and wait for Redis to confirm it."""
         self._count_published(self.relay.publish())
-        return True
 
     def _confirm_published(self) -> None:
         """Wait for the snapshots sent after the previous batch (the read-ahead pipeline)."""
@@ -277,20 +276,21 @@ class Worker:
         self._backoff_s = s.backoff_initial_s
         if not entries:
             return not s.drain
-        if self._more_waiting(entries):
-            self.read_ahead.send(s.stream, entries[-1][0].decode(), s.batch_size)
+        last_id = entries[-1][0].decode()
+        if self._more_waiting(len(entries), last_id):
+            self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
             self._confirm_published()
         return True
 
-    def _more_waiting(self, entries: Sequence[RawEntry]) -> bool:
-        """Whether a full batch is known to follow (a backlog, or a drain not yet at its end)."""
-        if len(entries) < self.settings.batch_size:
+    def _more_waiting(self, count: int, last_id: str) -> bool:
+        """Whether more entries are known to follow (a full batch, and a drain not at its end)."""
+        if count < self.settings.batch_size:
             return False
         target = self._drain_target
-        return target is None or entry_id_key(entries[-1][0].decode()) < entry_id_key(target)
+        return target is None or entry_id_key(last_id) < entry_id_key(target)
 
     def _apply(self, entries: Sequence[RawEntry]) -> None:
         started = time.perf_counter()

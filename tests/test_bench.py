@@ -9,6 +9,7 @@ import redis
 
 from consumer.bench import BenchConfig, run_bench, workload
 from consumer.cli import main
+from consumer.constants import DEFAULT_BATCH_SIZE
 
 
 def test_workload_is_the_documented_hard_mix() -> None:
@@ -47,6 +48,8 @@ def test_bench_reports_medians_of_rounds_and_cleans_up(
         r["ratio_vs_single"] == pytest.approx(r["drain_events_per_s"] / r["single_events_per_s"])
         for r in report.rounds
     )
+    assert {r["rejected"] for r in report.rounds} == {report.rejected}  # same workload
+    assert {r["snapshot_share"] for r in report.rounds} == {report.snapshot_share}
     assert 0.6 < report.snapshot_share < 0.9
     assert 0 < report.rejected < 0.02 * cfg.events
     assert report.floor_events_per_s > 0 and report.share_of_floor > 0
@@ -80,7 +83,8 @@ def test_bench_cli_prints_json(redis_url: str, capsys: pytest.CaptureFixture[str
     out, _ = capsys.readouterr()
     assert code == 0
     report = json.loads(out)
-    assert report["config"]["batch_size"] == 2000 and report["config"]["rounds"] == 1
+    assert report["config"]["batch_size"] == DEFAULT_BATCH_SIZE
+    assert report["config"]["rounds"] == 1
     assert report["drain_events_per_s"] > 0 and len(report["rounds"]) == 1
     assert "p99 XADD->commit < 50 ms" not in report["targets"]  # skipped, not judged
 

@@ -149,14 +149,22 @@ def test_lean_machine_matches_the_stock_machine(
 
 
 def test_a_queued_lean_machine_takes_the_stock_path() -> None:
-    machine, model = build(LeanMachine, True, False, queued=True)
-    order: list[str] = []
-    machine.events["go"].transitions["A"][0].after.append(
-        lambda event: order.append("nested") or event.machine.events["back"].trigger(model)
-    )
-    assert machine.events["go"].trigger(model)
-    assert model.state == "A"  # the nested trigger ran after go completed: queued semantics
-    assert order == ["nested"]
+    seen: dict[str, list[str]] = {}
+    for cls in (Machine, LeanMachine):
+        for queued in (True, False):
+            machine, model = build(cls, True, False, queued=queued)
+            states: list[str] = []
+
+            def nested(event: EventData, model: Model = model, states: list[str] = states) -> None:
+                event.machine.events["back"].trigger(model)
+                states.append(model.state)  # queued: "back" has not run yet
+
+            machine.events["go"].transitions["A"][0].after.append(nested)
+            assert machine.events["go"].trigger(model)
+            assert model.state == "A"
+            seen[f"{cls.__name__} queued={queued}"] = states
+    assert seen["LeanMachine queued=True"] == seen["Machine queued=True"] == ["B"]
+    assert seen["LeanMachine queued=False"] == seen["Machine queued=False"] == ["A"]
 
 
 def test_an_unregistered_model_state_is_a_clear_error() -> None:

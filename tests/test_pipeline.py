@@ -59,7 +59,7 @@ def test_read_ahead_from_elsewhere_is_dropped_never_used(
     ahead.discard()
 
 
-def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing(rclient: redis.Redis) -> None:
+def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing() -> None:
     server = embedded.start()
     own = connect(server.url, block_ms=100)
     ahead = ReadAhead(own)
@@ -99,7 +99,7 @@ def test_relay_sends_now_and_confirms_later_in_order(
 
 
 def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
-    db: sqlite_utils.Database, rclient: redis.Redis
+    db: sqlite_utils.Database,
 ) -> None:
     server = embedded.start()
     try:
