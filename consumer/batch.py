@@ -12,6 +12,7 @@ logs per event only at DEBUG.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from consumer import constants as c
+from consumer.bounds import DETAIL_CHARS, shorten
 from consumer.codec import DecodedEvent, decode_health_event
 from consumer.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
@@ -60,15 +62,23 @@ def _dead_letter(
     game_id: str | None = None,
 ) -> dead_letters.DeadLetter:
     log.warning(
-        "rejected entry %s: %s: %s",
+        "rejected entry %s: %s: %.1024s",
         entry_id,
         error.reason,
         error,
-        extra={"entry_id": entry_id, "game_id": game_id, "reason": error.reason},
+        extra={
+            "entry_id": entry_id,
+            "game_id": None if game_id is None else shorten(game_id),
+            "reason": error.reason,
+        },
     )
     text = dead_letters.raw_fields_text(fields)
-    return dead_letters.DeadLetter(entry_id, stream, error.reason, str(error), text, now_ms)
+    detail = shorten(str(error), DETAIL_CHARS)
+    return dead_letters.DeadLetter(entry_id, stream, error.reason, detail, text, now_ms)
 
+
+Fence = Callable[[sqlite3.Connection], None]
+"""Checks, inside the batch's transaction, that the batch may still commit (or raises)."""
 
 Decoded = tuple[int, DecodedEvent, Mapping[bytes, bytes]]
 Rejected = tuple[int, dead_letters.DeadLetter]
@@ -128,7 +138,7 @@ def _drive(
         if record is None:
             unknown += 1
             error = DecodeError(
-                c.REASON_UNKNOWN_GAME, f"no runtime record for game {event.game_id!r}"
+                c.REASON_UNKNOWN_GAME, f"no runtime record for game {shorten(event.game_id)!r}"
             )
             dead = _dead_letter(event.entry_id, stream, error, fields, now_ms, event.game_id)
             rejected.append((position, dead))
@@ -181,6 +191,7 @@ def apply_batch(
     now_ms: int,
     cache: RecordCache | None = None,
     decoded_hook: Callable[[], object] | None = None,
+    fence: Fence | None = None,
 ) -> BatchResult:
     """Apply ``entries`` (non-empty, in stream order) and commit them with the offset.
 
@@ -194,7 +205,9 @@ def apply_batch(
     if decoded_hook is not None:
         decoded_hook()
     try:
-        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms, cache)
+        touched = _commit(
+            db, machine, decoded, rejected, result, stream, label, now_ms, cache, fence
+        )
     except BaseException:
         if cache is not None:
             cache.invalidate()
@@ -217,9 +230,12 @@ def _commit(
     label: str,
     now_ms: int,
     cache: RecordCache | None,
+    fence: Fence | None,
 ) -> dict[str, RuntimeRecord]:
     """The batch's one write transaction; returns the records it changed."""
     with immediate(db) as conn:
+        if fence is not None:
+            fence(conn)
         game_ids = {event.game_id for _, event, _ in decoded}
         load = records.load_many if cache is None else cache.load
         loaded = load(conn, game_ids)

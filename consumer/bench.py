@@ -121,7 +121,7 @@ def seed_stream(client: redis.Redis, stream: str, events: Iterator[dict[str, str
 
 def fresh_database(path: Path, games: int, distinct_prefix: str = "game-") -> None:
     """A new database with ``games`` running games registered."""
-    db = open_database(path)
+    db = open_database(path, create=True)
     with immediate(db) as conn:
         insert_new(conn, (f"{distinct_prefix}{i}" for i in range(games)), "running", 0)
     db.close()

@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,7 @@ from consumer.cli_common import (
     TlsCert,
     TlsKey,
     now_ms,
-    open_existing,
+    opened,
     settings_for,
 )
 from statemachine import Status
@@ -39,9 +40,18 @@ from statemachine.errors import (
     StatusConflict,
     TransitionNotAllowed,
 )
+from store.stream_id import StreamId
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
 """Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
+
+
+class ResetPolicy(StrEnum):
+    """``--on-stream-reset``: what the worker does when the stream no longer continues."""
+
+    STOP = "stop"
+    REWIND = "rewind"
+
 
 app = typer.Typer(
     name="healthfsm",
@@ -86,6 +96,29 @@ def consume(
     redis_ca: TlsCa = None,
     redis_cert: TlsCert = None,
     redis_key: TlsKey = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=3600,
+            help="Seconds the worker's lease lasts unrenewed; a standby takes over a dead"
+            " worker within this.",
+        ),
+    ] = 15.0,
+    on_stream_reset: Annotated[
+        ResetPolicy,
+        typer.Option(
+            help="When the stream is behind the stored offset or was recreated: stop (exit 1)"
+            " or rewind (read it from its start, with an ERROR).",
+        ),
+    ] = ResetPolicy.STOP,
+    start_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Where a label with no stored offset starts: beginning, end or an entry id"
+            " (needed when the database has other labels' offsets).",
+        ),
+    ] = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
     from consumer.worker import Worker
@@ -97,6 +130,18 @@ def consume(
         raise typer.BadParameter(f"unknown format {log_format!r}", param_hint="--log-format")
     if not stream.strip() or not lobby_stream.strip() or not label.strip():
         raise typer.BadParameter("stream names and label must not be blank")
+    if lobby_stream == stream:
+        raise typer.BadParameter(
+            "must differ from --stream: snapshots would be written into the input",
+            param_hint="--lobby-stream",
+        )
+    if start_from is not None and start_from not in {"beginning", "end"}:
+        try:
+            StreamId.parse(start_from)
+        except ValueError as error:
+            raise typer.BadParameter(
+                f"{error} (or beginning, or end)", param_hint="--start-from"
+            ) from error
     logs.configure(log_level, log_format)
     if spec := os.environ.get(ENV_INJECT_FAULT):
         faults.arm_from_spec(spec)
@@ -114,6 +159,9 @@ def consume(
         tls_ca=redis_ca,
         tls_cert=redis_cert,
         tls_key=redis_key,
+        lease_ttl_s=lease_ttl,
+        on_stream_reset=on_stream_reset.value,
+        start_from=start_from,
     )
     database = open_database(db)
     try:
@@ -136,17 +184,13 @@ def runtime_add(
     db: DbOption = Path(c.DEFAULT_DB_PATH),
 ) -> None:
     """Register a game's runtime record."""
-    from store import open_database
     from store.admin import add_game
     from store.records import as_dict
 
     if not game_id.strip():
         raise typer.BadParameter("must not be blank", param_hint="GAME_ID")
-    database = open_database(db)
-    try:
+    with opened(db, create=True) as database:
         record = add_game(database, game_id, status, turn, now_ms())
-    finally:
-        database.close()
     typer.echo(json.dumps(as_dict(record)))
 
 
@@ -158,11 +202,8 @@ def runtime_show(
     """Print one runtime record as a JSON object."""
     from store import records
 
-    database = open_existing(db)
-    try:
+    with opened(db, read_only=True) as database:
         record = records.get(database, game_id)
-    finally:
-        database.close()
     typer.echo(json.dumps(records.as_dict(record)))
 
 
@@ -178,11 +219,8 @@ def runtime_list(
     from consumer.render import records_table
     from store import records
 
-    database = open_existing(db)
-    try:
+    with opened(db, read_only=True) as database:
         rows = [records.as_dict(r) for r in records.iter_all(database, status)]
-    finally:
-        database.close()
     if as_json:
         typer.echo(json.dumps(rows))
     else:
@@ -196,16 +234,52 @@ def runtime_set_status(
     to_status: Annotated[Status, typer.Option("--to", help="The status to move it to.")],
     db: DbOption = Path(c.DEFAULT_DB_PATH),
 ) -> None:
-    """Admin compare-and-swap of a game's status through the transition table."""
+    """Admin compare-and-swap of a game's status through the transition table; the change
+    is published to Game Lobby by the running worker."""
     from store.admin import set_status
     from store.records import as_dict
 
-    database = open_existing(db)
-    try:
+    with opened(db) as database:
         record = set_status(database, game_id, from_status, to_status, now_ms())
+    typer.echo(json.dumps(as_dict(record)))
+
+
+@app.command()
+def init(db: DbOption = Path(c.DEFAULT_DB_PATH)) -> None:
+    """Create an empty healthfsm store (or confirm that the file already is one)."""
+    from store import SCHEMA_VERSION
+
+    existed = db.exists()
+    with opened(db, create=True):
+        pass
+    state = "already a healthfsm store" if existed else "created"
+    typer.echo(json.dumps({"db": str(db), "state": state, "schema_version": SCHEMA_VERSION}))
+
+
+@app.command()
+def migrate(db: DbOption = Path(c.DEFAULT_DB_PATH)) -> None:
+    """Bring an existing store's schema up to this healthfsm's version (needs write access)."""
+    from store import SCHEMA_VERSION, open_database, schema_version
+    from store.database import immediate
+    from store.migrations import migrate as apply_migrations
+
+    database = open_database(db, upgrade=False)
+    try:
+        before = schema_version(database)
+        with immediate(database):
+            applied = apply_migrations(database)
     finally:
         database.close()
-    typer.echo(json.dumps(as_dict(record)))
+    typer.echo(
+        json.dumps(
+            {
+                "db": str(db),
+                "from_version": before,
+                "to_version": SCHEMA_VERSION,
+                "applied": applied,
+            }
+        )
+    )
 
 
 @app.command()

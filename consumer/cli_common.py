@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -37,12 +39,22 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def open_existing(path: Path) -> sqlite_utils.Database:
+@contextlib.contextmanager
+def opened(
+    path: Path, *, read_only: bool = False, create: bool = False
+) -> Iterator[sqlite_utils.Database]:
+    """The store at ``path`` for one command, closed afterwards.
+
+    Only ``create`` makes a new file; ``read_only`` commands never write (not even the WAL
+    switch or a migration). A missing, foreign or out-of-date file is a one-line error.
+    """
     from store import open_database
 
-    if not path.exists():
-        fail(f"database {path} does not exist (register a game with 'healthfsm runtime add')")
-    return open_database(path)
+    database = open_database(path, read_only=read_only, create=create)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 def now_ms() -> int:

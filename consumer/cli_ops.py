@@ -26,7 +26,7 @@ from consumer.cli_common import (
     TlsKey,
     fail,
     now_ms,
-    open_existing,
+    opened,
     settings_for,
 )
 from consumer.models import ConsumerSettings
@@ -44,15 +44,12 @@ def store_and_redis(
     """An existing database and a Redis client, both closed afterwards."""
     from consumer.redis_client import client_for
 
-    database = open_existing(db)
-    try:
+    with opened(db) as database:
         client = client_for(settings)
         try:
             yield database, client
         finally:
             client.close()
-    finally:
-        database.close()
 
 
 offsets_app = typer.Typer(help="Show or move stored stream offsets.", no_args_is_help=True)
@@ -87,19 +84,29 @@ def check(
 
 @offsets_app.command("show")
 def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
-    """Every stored offset: label, entry id, when it moved, entries read."""
+    """Every stored offset (label, entry id, when it moved, entries read) and who holds
+    each label's lease."""
+    from consumer.lease_keeper import wall_clock_ms
+    from consumer.operations import describe_lease
     from consumer.render import rows_table
-    from store import offsets
+    from store import lease, offsets
 
-    database = open_existing(db)
-    try:
+    now = wall_clock_ms()
+    with opened(db, read_only=True) as database:
         rows = offsets.list_all(database.conn)
-    finally:
-        database.close()
+        for row in rows:
+            held = lease.read(database.conn, str(row["label"]))
+            live = held is not None and held.live(now)
+            row["lease_holder"] = held.holder if held is not None and live else None
+            row["lease_epoch"] = held.epoch if held is not None else None
+            row["lease_expires_at_ms"] = held.expires_at_ms if held is not None and live else None
+            row["lease"] = describe_lease(held, now)
     if as_json:
         typer.echo(json.dumps(rows))
     else:
-        rows_table(rows, ["label", "entry_id", "updated_at_ms", "entries_read"], "stream offsets")
+        rows_table(
+            rows, ["label", "entry_id", "updated_at_ms", "entries_read", "lease"], "stream offsets"
+        )
 
 
 @offsets_app.command("set")
@@ -109,26 +116,40 @@ def offsets_set(
     yes: Annotated[
         bool, typer.Option("--yes", help="Confirm: entries after it are (re)applied.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Move it even while a worker holds the label's lease.")
+    ] = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
+    from consumer.operations import refuse_while_leased
     from store import offsets
     from store.database import immediate
+    from store.stream_id import StreamId
 
+    if not label.strip():
+        raise typer.BadParameter("must not be blank", param_hint="LABEL")
     try:
-        offsets.entry_id_key(entry_id)
+        StreamId.parse(entry_id)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="ENTRY_ID") from error
     if not yes:
         fail("moving an offset skips or re-applies entries; add --yes to confirm", EXIT_USAGE)
-    database = open_existing(db)
-    try:
+    with opened(db) as database:
+        refuse_while_leased(database, label, "refusing to move the offset", force)
         with immediate(database) as conn:
             before = offsets.load(conn, label)
             offsets.set_to(conn, label, entry_id, now_ms())
-    finally:
-        database.close()
-    typer.echo(json.dumps({"label": label, "entry_id": entry_id, "previous": before}))
+    if before is None:
+        typer.echo(
+            f"healthfsm: note: label {label!r} had no offset; it is new in this database",
+            err=True,
+        )
+    typer.echo(
+        json.dumps(
+            {"label": label, "entry_id": entry_id, "previous": before, "new_label": before is None}
+        )
+    )
 
 
 @dead_letters_app.command("list")
@@ -147,15 +168,16 @@ def dead_letters_list(
             f"unknown reason {reason!r} (one of {', '.join(c.REJECT_REASONS)})",
             param_hint="--reason",
         )
-    database = open_existing(db)
-    try:
+    with opened(db, read_only=True) as database:
         rows = dead_letters.list_recent(database.conn, reason=reason, limit=limit)
-    finally:
-        database.close()
     if as_json:
         typer.echo(json.dumps(rows))
     else:
-        rows_table(rows, ["id", "entry_id", "reason", "detail", "fields"], "dead letters")
+        for row in rows:
+            row["claimed"] = row["claimed_by"] or "-"
+        rows_table(
+            rows, ["id", "entry_id", "reason", "detail", "fields", "claimed"], "dead letters"
+        )
 
 
 @dead_letters_app.command("replay")
@@ -198,12 +220,9 @@ def outbox_show(
     from consumer.render import rows_table
     from store import outbox
 
-    database = open_existing(db)
-    try:
+    with opened(db, read_only=True) as database:
         rows = [{"seq": seq, **row._asdict()} for seq, row in outbox.peek(database.conn, limit)]
         pending = outbox.pending(database.conn)
-    finally:
-        database.close()
     if as_json:
         typer.echo(json.dumps(rows))
     else:
@@ -222,8 +241,11 @@ def outbox_flush(
     redis_ca: TlsCa = None,
     redis_cert: TlsCert = None,
     redis_key: TlsKey = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even while a worker holds a lease.")
+    ] = False,
 ) -> None:
-    """Publish every pending snapshot now, in order."""
+    """Publish every pending snapshot now, in order (refused while a worker runs)."""
     from consumer.operations import flush_outbox
 
     settings = settings_for(
@@ -235,7 +257,7 @@ def outbox_flush(
         tls_key=redis_key,
     )
     with store_and_redis(db, settings) as (database, client):
-        sent = flush_outbox(database, client, lobby_stream)
+        sent = flush_outbox(database, client, lobby_stream, force=force)
     typer.echo(json.dumps({"published": sent, "stream": lobby_stream}))
 
 
@@ -248,12 +270,9 @@ def runtime_history(
     from consumer.render import rows_table
     from store import history, records
 
-    database = open_existing(db)
-    try:
+    with opened(db, read_only=True) as database:
         records.get(database, game_id)  # GameNotFound for an unknown id
         rows = history.for_game(database.conn, game_id)
-    finally:
-        database.close()
     if as_json:
         typer.echo(json.dumps(rows))
     else:

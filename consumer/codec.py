@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from consumer import constants as c
+from consumer.bounds import shorten
 from consumer.models import RuntimeSnapshotUpdate
 from statemachine.enums import EVENT_TYPE_BY_VALUE, EventType
 from statemachine.errors import DecodeError
@@ -53,7 +54,8 @@ def _occurred_at_ms(fields: Mapping[bytes, bytes]) -> int:
     if not raw.isdigit():
         shown = raw[:32].decode("utf-8", "backslashreplace")
         raise DecodeError(c.REASON_INVALID_FIELD, f"occurred_at_ms {shown!r} is not base-10 digits")
-    if len(raw) > 19 or (value := int(raw)) > c.INT64_MAX:
+    significant = raw.lstrip(b"0")  # leading zeros are digits too: 0001 is 1
+    if len(significant) > 19 or (value := int(raw)) > c.INT64_MAX:
         raise DecodeError(c.REASON_INVALID_FIELD, "occurred_at_ms does not fit in int64")
     if value <= 0:
         raise DecodeError(c.REASON_INVALID_FIELD, "occurred_at_ms must be positive")
@@ -101,7 +103,7 @@ def decode_precisely(entry_id: str, fields: Mapping[bytes, bytes]) -> DecodedEve
     event_type = EVENT_TYPE_BY_VALUE.get(event_type_text)
     if event_type is None:
         raise DecodeError(
-            c.REASON_UNKNOWN_EVENT_TYPE, f"unknown event_type {event_type_text[:64]!r}"
+            c.REASON_UNKNOWN_EVENT_TYPE, f"unknown event_type {shorten(event_type_text)!r}"
         )
     return DecodedEvent(entry_id, game_id, event_type, occurred_at_ms)
 

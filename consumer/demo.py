@@ -20,6 +20,7 @@ from consumer.models import ConsumerSettings
 from consumer.render import records_table, rows_table
 from consumer.worker import Worker, wall_clock_ms
 from statemachine import Status
+from statemachine.errors import HealthFsmError
 from store import dead_letters, open_database, records
 from store.admin import add_game
 
@@ -58,13 +59,36 @@ def _seed_stream(client: redis.Redis) -> None:
             )
 
 
+class DemoRefused(HealthFsmError):
+    """``--db`` names a store that already holds games or offsets: the demo is no import."""
+
+
+def _refuse_a_real_store(path: Path) -> None:
+    """The demo registers games and moves the offset to now: never in someone's store."""
+    if not path.exists():
+        return
+    db = open_database(path, read_only=True)
+    try:
+        games = db.conn.execute("SELECT count(*) FROM runtime_records").fetchone()[0]
+        labels = db.conn.execute("SELECT count(*) FROM stream_offsets").fetchone()[0]
+    finally:
+        db.close()
+    if games or labels:
+        raise DemoRefused(
+            f"{path} already holds {games} games and {labels} offsets; the demo registers"
+            " its own games and moves the offset, so give it a new file (or none)"
+        )
+
+
 def run_demo(db_path: Path | None) -> None:
     """Run the scenario and print what happened."""
+    if db_path is not None:
+        _refuse_a_real_store(db_path)
     console = Console()
     logs.configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="healthfsm-demo-") as tmp, embedded.running() as server:
         path = db_path or Path(tmp) / "demo.db"
-        db = open_database(path)
+        db = open_database(path, create=True)
         for game_id, status, turn in GAMES:
             add_game(db, game_id, status, turn, wall_clock_ms())
         console.print(f"[bold]healthfsm demo[/]: private Redis at {server.url}, database {path}")

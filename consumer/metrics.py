@@ -93,6 +93,22 @@ class Metrics:
             registry=r,
         )
 
+        self.stream_resets = Counter(
+            "healthfsm_stream_resets_total",
+            "Times the stream was found behind the stored offset or recreated.",
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "healthfsm_lease_held",
+            "1 while this worker holds its label's lease (active), 0 while it stands by.",
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "healthfsm_lease_takeovers_total",
+            "Leases this worker took from another holder (released, expired or dead).",
+            registry=r,
+        )
+
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
         self.consumed.inc(result.entries)

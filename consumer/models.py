@@ -58,3 +58,11 @@ class ConsumerSettings(BaseModel):
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    lease_ttl_s: float = Field(default=15.0, gt=0, le=3600)
+    """How long the lease lasts unrenewed: a dead worker's standby waits at most this long."""
+    lease_poll_s: float = Field(default=0.25, gt=0)
+    """How often a standby looks at the lease (a released lease is taken within this)."""
+    on_stream_reset: Literal["stop", "rewind"] = "stop"
+    """When the stream is found behind the offset or recreated: exit 1, or read it anew."""
+    start_from: str | None = None
+    """Where a label with no stored offset starts: ``beginning``, ``end`` or an entry id."""

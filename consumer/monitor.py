@@ -10,7 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from consumer.lag import find_gap, lag, stream_view
+from consumer.lag import lag, stream_view
 from store import offsets, outbox
 
 if TYPE_CHECKING:
@@ -72,28 +72,6 @@ class Monitor:
         self.check_gap()
 
     def check_gap(self) -> None:
-        """ERROR once per gap when the stream was trimmed past the committed offset."""
-        w = self.worker
+        """Look for a gap or a reset behind the committed offset (the worker acts on it)."""
         self.gap_check_due = False
-        view = stream_view(w.client, w.settings.stream)
-        gap = find_gap(view, w.offset, offsets.entries_read(w.db.conn, w.settings.label))
-        if gap is None or gap.first_entry_id == self._reported_gap_at:
-            return
-        self._reported_gap_at = gap.first_entry_id
-        w.metrics.gaps.inc()
-        if gap.skipped_estimate is not None:
-            w.metrics.gap_entries.inc(gap.skipped_estimate)
-        skipped = (
-            "an unknown number of"
-            if gap.skipped_estimate is None
-            else (f"about {gap.skipped_estimate}")
-        )
-        log.error(
-            "stream %s was trimmed past the stored offset %s: %s entries were never read;"
-            " going on from the first surviving entry %s",
-            w.settings.stream,
-            w.offset,
-            skipped,
-            gap.first_entry_id,
-            extra={"entry_id": gap.first_entry_id, "skipped_estimate": gap.skipped_estimate},
-        )
+        self.worker.check_position()

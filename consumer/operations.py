@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import redis
 import sqlite_utils
 
-from consumer.lag import find_gap, stream_view
+from consumer.lag import find_gap, find_reset, stream_view
+from consumer.lease_keeper import format_ms, wall_clock_ms
 from consumer.models import ConsumerSettings
+from consumer.position import reset_remedy
 from consumer.redis_client import client_for, redact_url
 from consumer.relay import OutboxRelay
 from statemachine.errors import HealthFsmError
-from store import SCHEMA_VERSION, dead_letters, offsets, open_database, schema_version
+from store import SCHEMA_VERSION, dead_letters, offsets, open_database
+from store import lease as leases
 from store.database import immediate
+from store.errors import LeaseHeld
+
+REPLAY_CLAIM_TIMEOUT_MS = 10 * 60 * 1000
+"""A replay claim older than this may be taken by ``--id`` even if its claimer may live."""
 
 
 class CheckFailed(HealthFsmError):
     """``healthfsm check`` found a problem; the message is the one-line reason."""
 
 
+def binding_leases(conn: sqlite3.Connection, label: str | None, now_ms: int) -> list[leases.Lease]:
+    """Live leases (of ``label``, or of any label) whose holder is not known to be dead."""
+    node = leases.this_node()
+    found = leases.live_leases(conn, now_ms)
+    return [
+        lease
+        for lease in found
+        if (label is None or lease.label == label) and not leases.holder_is_dead_here(lease, node)
+    ]
+
+
+def refuse_while_leased(
+    db: sqlite_utils.Database, label: str | None, what: str, force: bool
+) -> None:
+    """``LeaseHeld`` naming the holder while a live worker owns what ``what`` would change."""
+    held = binding_leases(db.conn, label, wall_clock_ms())
+    if held and not force:
+        lease = held[0]
+        raise LeaseHeld(
+            f"{what} while a worker holds the lease for label {lease.label!r}:"
+            f" {lease.describe()} until {format_ms(lease.expires_at_ms)}"
+            " (stop it first, or add --force)"
+        )
+
+
+def describe_lease(lease: leases.Lease | None, now_ms: int) -> str:
+    """``held by H (epoch N) until T``, ``free (...)``, or ``never held``."""
+    if lease is None:
+        return "never held"
+    if lease.live(now_ms):
+        return f"held by {lease.describe()} until {format_ms(lease.expires_at_ms)}"
+    return f"free (last held by {lease.describe()})"
+
+
 def check(settings: ConsumerSettings) -> str:
     """Redis answers, the database opens at the current schema, the offset is in the stream."""
     path = Path(settings.db_path)
-    if not path.exists():
-        raise CheckFailed(f"database {path} does not exist")
-    db = open_database(path, create=False, upgrade=False)
+    db = open_database(path, read_only=True)
     try:
-        version = schema_version(db)
-        if version != SCHEMA_VERSION:
-            raise CheckFailed(
-                f"database schema is version {version}, this healthfsm expects {SCHEMA_VERSION}"
-                " (start 'healthfsm consume' once to migrate)"
-            )
         offset = offsets.load(db.conn, settings.label) or offsets.START_ID
         read = offsets.entries_read(db.conn, settings.label)
+        lease = leases.read(db.conn, settings.label)
     finally:
         db.close()
     client = client_for(settings)
@@ -46,14 +81,29 @@ def check(settings: ConsumerSettings) -> str:
         raise CheckFailed(f"redis at {redact_url(settings.redis_url)}: {error}") from error
     finally:
         client.close()
+    reset = find_reset(view, offset, read)
+    if reset is not None:
+        raise CheckFailed(
+            f"stream {settings.stream} was reset: {reset.why};"
+            f" {reset_remedy(settings.label, settings.db_path)}"
+        )
     gap = find_gap(view, offset, read)
     if gap is not None:
+        where = (
+            f"older than the first entry {gap.resume_at}"
+            if gap.resume_at is not None
+            else f"behind its last id {view.last_generated_id if view else '?'} with nothing"
+            " left to read"
+        )
         raise CheckFailed(
-            f"stored offset {offset} is older than the first entry {gap.first_entry_id} of"
-            f" {settings.stream}: the stream was trimmed past it"
+            f"stored offset {offset} is {where} of {settings.stream}: unread entries were"
+            " trimmed (a running worker reports them and reads on)"
         )
     length = view.length if view else 0
-    return f"ok: redis answers, schema v{version}, offset {offset} ({length} entries in stream)"
+    return (
+        f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
+        f" stream), lease {describe_lease(lease, wall_clock_ms())}"
+    )
 
 
 def _replayable(row: dict[str, object]) -> dict[str, str] | None:
@@ -67,6 +117,48 @@ def _replayable(row: dict[str, object]) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in fields.items()}
 
 
+def _claim_is_free(row: dict[str, object], now_ms: int) -> bool:
+    claimer = row["claimed_by"]
+    if claimer is None:
+        return True
+    claimed_at = int(str(row["claimed_at_ms"] or 0))
+    return leases.process_gone(str(claimer)) or now_ms - claimed_at > REPLAY_CLAIM_TIMEOUT_MS
+
+
+def _choose_and_claim(
+    db: sqlite_utils.Database,
+    claimer: str,
+    reason: str | None,
+    ids: list[int],
+    limit: int,
+) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
+    """Pick the rows to send, oldest first, and claim them in one write transaction."""
+    now = wall_clock_ms()
+    skipped: list[str] = []
+    chosen: list[tuple[int, dict[str, str]]] = []
+    with immediate(db) as conn:
+        if ids:
+            rows = dead_letters.by_ids(conn, ids)
+            if reason is not None:
+                rows = [row for row in rows if row["reason"] == reason]
+        else:
+            rows = dead_letters.oldest_unclaimed(conn, reason, limit)
+        for row in rows:
+            if not _claim_is_free(row, now):
+                skipped.append(
+                    f"{row['entry_id']} (claimed by {row['claimed_by']} at"
+                    f" {format_ms(int(str(row['claimed_at_ms'])))}: another replay is sending it)"
+                )
+                continue
+            fields = _replayable(row)
+            if fields is None:
+                skipped.append(f"{row['entry_id']} (kept fields are cut or were not UTF-8)")
+                continue
+            chosen.append((int(str(row["id"])), fields))
+        dead_letters.claim(conn, [i for i, _ in chosen], claimer, now)
+    return chosen, skipped
+
+
 def replay_dead_letters(
     db: sqlite_utils.Database,
     client: redis.Redis,
@@ -76,33 +168,49 @@ def replay_dead_letters(
     ids: list[int],
     limit: int,
 ) -> tuple[int, list[str]]:
-    """XADD selected dead letters back to ``stream`` as new entries, then forget them.
+    """XADD selected dead letters back to ``stream`` as new entries, oldest first, then
+    forget them.
 
-    Returns (replayed, skipped entry ids with why). Rows whose kept copy is not faithful are
-    skipped and stay in the table.
+    Each row is claimed in the store before it is sent, so concurrent replays never send
+    one twice; a crash after the claim leaves the row visibly claimed in ``dead-letters
+    list``, and ``--id`` sends it again once its claimer is gone. Returns (replayed,
+    skipped entry ids with why).
     """
-    rows = dead_letters.list_recent(db.conn, reason=reason, limit=limit if not ids else 100_000)
-    if ids:
-        rows = [row for row in rows if row["id"] in set(ids)]
-    rows.sort(key=lambda row: int(str(row["id"])))
-    skipped: list[str] = []
-    replayed: list[int] = []
+    claimer = leases.new_holder_id()
+    chosen, skipped = _choose_and_claim(db, claimer, reason, ids, limit)
+    if not chosen:
+        return 0, skipped
     pipe = client.pipeline(transaction=False)
-    for row in rows:
-        fields = _replayable(row)
-        if fields is None:
-            skipped.append(f"{row['entry_id']} (kept fields are cut or were not UTF-8)")
-            continue
+    for _, fields in chosen:
         pipe.xadd(stream, fields)  # type: ignore[arg-type]
-        replayed.append(int(str(row["id"])))
-    pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
+    sent = [i for (i, _), reply in zip(chosen, replies, strict=True) if not _failed(reply)]
+    refused = [i for (i, _), reply in zip(chosen, replies, strict=True) if _failed(reply)]
     with immediate(db) as conn:
-        dead_letters.delete_ids(conn, replayed)
-    return len(replayed), skipped
+        dead_letters.delete_claimed(conn, sent, claimer)
+        dead_letters.unclaim(conn, refused, claimer)
+    if refused:
+        error = next(reply for reply in replies if _failed(reply))
+        raise HealthFsmError(
+            f"redis refused {len(refused)} of {len(chosen)} replayed entries ({error});"
+            f" {len(sent)} were sent, the rest stay in dead_letters"
+        )
+    return len(sent), skipped
 
 
-def flush_outbox(db: sqlite_utils.Database, client: redis.Redis, lobby_stream: str) -> int:
-    """Publish every pending snapshot now (what the worker does on start)."""
+def _failed(reply: object) -> bool:
+    return isinstance(reply, Exception)
+
+
+def flush_outbox(
+    db: sqlite_utils.Database, client: redis.Redis, lobby_stream: str, *, force: bool = False
+) -> int:
+    """Publish every pending snapshot now (what the worker does on start).
+
+    Refused while a worker holds a lease: it publishes the same rows, and two publishers
+    repeat snapshots and can put an older one after a newer one.
+    """
+    refuse_while_leased(db, None, "refusing to flush the outbox", force)
     relay = OutboxRelay(db, client, lobby_stream)
     try:
         return relay.publish()

@@ -9,6 +9,7 @@ import redis
 from redis.connection import Connection
 
 from consumer.models import ConsumerSettings
+from store.stream_id import START_ID
 
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_MARGIN_S = 5.0
@@ -60,6 +61,7 @@ def connect(
         kwargs.update({k: v for k, v in tls.items() if v})
     client: redis.Redis = redis.Redis.from_url(url, **kwargs)
     client.set_response_callback("XREAD", entries_of)
+    client.set_response_callback("XRANGE", range_entries)
     return client
 
 
@@ -94,14 +96,52 @@ def entries_of(reply: Any, **_: Any) -> Entries:
     return entries
 
 
-def read_batch(
-    client: redis.Redis, stream: str, after_id: str, count: int, block_ms: int | None
+def range_entries(reply: Any) -> Entries:
+    """XRANGE's raw RESP2 reply ``[[id, [k, v, ...]], ...]`` as (id, fields) pairs."""
+    entries: Entries = []
+    for entry_id, flat in reply or ():
+        it = iter(flat or ())
+        entries.append((entry_id, dict(zip(it, it, strict=False))))
+    return entries
+
+
+def range_command(stream: str, after_id: str, count: int) -> tuple[object, ...]:
+    """The XRANGE that reads up to ``count`` entries after ``after_id`` *and* shows whether
+    ``after_id``'s own entry is still there: it starts at that entry, inclusive."""
+    if after_id == START_ID:
+        return ("XRANGE", stream, "-", "+", "COUNT", count)
+    return ("XRANGE", stream, after_id, "+", "COUNT", count + 1)
+
+
+def split_at_offset(entries: Entries, after_id: str, count: int) -> tuple[Entries, bool]:
+    """(entries after ``after_id``, whether the stream still held ``after_id`` itself).
+
+    Trimming removes the oldest entries first, so while the offset's own entry survives
+    nothing after it can have been trimmed: the batch continues the stream without a gap.
+    When it is gone the batch may cross a gap, and the worker looks closer (once).
+    """
+    if after_id == START_ID:
+        return entries, True
+    if entries and entries[0][0] == after_id.encode():
+        return entries[1:], True
+    return entries[:count], False
+
+
+def read_range(client: redis.Redis, stream: str, after_id: str, count: int) -> tuple[Entries, bool]:
+    """Up to ``count`` entries after ``after_id`` without waiting, and ``split_at_offset``'s
+    verdict on whether they continue from it."""
+    reply: Any = client.execute_command(*range_command(stream, after_id, count))  # type: ignore[no-untyped-call]
+    return split_at_offset(reply, after_id, count)
+
+
+def read_blocking(
+    client: redis.Redis, stream: str, after_id: str, count: int, block_ms: int
 ) -> Entries:
-    """Up to ``count`` entries after ``after_id``; waits up to ``block_ms`` (None: no wait)."""
-    reply: Any = client.xread({stream: after_id}, count=count, block=block_ms)
-    if reply and isinstance(reply[0], list):  # a client without our callback: stock shape
-        return [(eid, dict(fields or {})) for _, entries in reply for eid, fields in entries]
-    return list(reply or ())
+    """Wait up to ``block_ms`` for entries after ``after_id`` (called when none were there).
+
+    What XREAD returns was added after the read began, so it continues the stream.
+    """
+    return list(client.xread({stream: after_id}, count=count, block=block_ms) or ())  # type: ignore[arg-type]
 
 
 def last_entry_id(client: redis.Redis, stream: str) -> str | None:

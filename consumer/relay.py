@@ -123,20 +123,41 @@ class OutboxRelay:
         self._head = command_head(stream)
         self._from_table = True  # unknown backlog at start: read the table
         self._in_memory: Pending = []
-        self._in_flight: deque[tuple[int, int]] = deque()
-        """(last seq, rows) of each chunk written to Redis whose replies are not read yet."""
+        self._in_flight: deque[list[int]] = deque()
+        """The seqs of each chunk written to Redis whose replies are not read yet."""
         self.published_through = 0
         """Highest seq confirmed on the stream; rows up to it are deleted right after."""
+        self._last_seen = 0
+        """Highest seq this relay knows of; a row above it that it did not commit means
+        another process (an admin ``set-status``) wrote to the outbox."""
 
     @property
     def in_flight(self) -> int:
         """Snapshots sent whose replies are not read yet."""
-        return sum(rows for _, rows in self._in_flight)
+        return sum(len(seqs) for seqs in self._in_flight)
 
     def committed(self, rows: Pending) -> None:
-        """A batch committed these rows; publish them from memory unless a backlog comes first."""
+        """A batch committed these rows; publish them from memory unless a backlog comes first.
+
+        A hole before them in the sequence means rows committed by another process sit in
+        between: then the table is read, so they go out in their place.
+        """
+        if not rows:
+            return
+        if rows[0][0] != self._last_seen + 1:
+            self._read_table()
+        self._last_seen = max(self._last_seen, rows[-1][0])
         if not self._from_table:
             self._in_memory.extend(rows)
+
+    def look_for_others_rows(self) -> None:
+        """While idle: publish from the table if another process added rows (admin changes)."""
+        if not self._from_table and outbox.last_seq(self.db.conn) > self._last_seen:
+            self._read_table()
+
+    def _read_table(self) -> None:
+        self._from_table = True
+        self._in_memory.clear()
 
     def send(self) -> int:
         """Write the committed snapshots to Redis without waiting; ``confirm`` reads the replies.
@@ -172,6 +193,7 @@ class OutboxRelay:
                 self._write(rows)
                 published += self._confirm_first()
         self._from_table = False
+        self._last_seen = max(self._last_seen, self.published_through)
         return published
 
     def close(self) -> None:
@@ -193,20 +215,40 @@ class OutboxRelay:
         self._own.get().send_packed_command(  # type: ignore[no-untyped-call]
             [packed], check_health=False
         )
-        self._in_flight.append((rows[-1][0], len(rows)))
+        self._in_flight.append([seq for seq, _ in rows])
 
     def _confirm_first(self) -> int:
-        last_seq, count = self._in_flight[0]
+        """Read one chunk's replies and delete exactly the rows Redis accepted.
+
+        Every reply is read, so the connection stays in step even when Redis refuses some
+        XADDs (``maxmemory``, a lost permission); the refused rows stay in the outbox and
+        are published again from the table, the accepted ones never are.
+        """
+        seqs = self._in_flight[0]
         conn = self._own.get()
-        for _ in range(count):
-            conn.read_response()  # an entry id; a refusal (NOPERM, WRONGTYPE) raises
+        accepted: list[int] = []
+        refusal: redis.ResponseError | None = None
+        for seq in seqs:
+            try:
+                conn.read_response()  # an entry id, or a refusal raised as ResponseError
+            except redis.ResponseError as error:
+                refusal = refusal or error
+            else:
+                accepted.append(seq)
         self._in_flight.popleft()
-        self.published_through = last_seq
-        log.debug("published %d snapshots to %s", count, self.stream)
+        if refusal is not None:
+            with immediate(self.db) as conn_:
+                outbox.delete_seqs(conn_, accepted)
+            taken = set(accepted)
+            first_refused = next(seq for seq in seqs if seq not in taken)
+            self.published_through = first_refused - 1
+            raise refusal
+        self.published_through = seqs[-1]
+        log.debug("published %d snapshots to %s", len(seqs), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
         with immediate(self.db) as conn_:
-            outbox.delete_through(conn_, last_seq)
-        return count
+            outbox.delete_through(conn_, seqs[-1])
+        return len(seqs)
 
     def _reset(self) -> None:
         self._from_table = True

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,19 +22,31 @@ import redis
 import sqlite_utils
 
 from consumer.batch import BatchResult, RawEntry, apply_batch
+from consumer.lag import Gap, Reset, stream_view
+from consumer.lease_keeper import LeaseKeeper, format_ms, wall_clock_ms
 from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
 from consumer.monitor import Monitor
+from consumer.position import PositionWatch, StreamReset, reset_remedy
 from consumer.read_ahead import ReadAhead
-from consumer.redis_client import client_for, last_entry_id, read_batch, redact_url
+from consumer.redis_client import (
+    Entries,
+    client_for,
+    last_entry_id,
+    read_blocking,
+    read_range,
+    redact_url,
+)
 from consumer.relay import OutboxRelay
 from statemachine import RuntimeMachine, get_machine
-from statemachine.errors import StoreBusy
+from statemachine.errors import HealthFsmError
 from store import offsets
 from store.checkpointer import Checkpointer
 from store.database import database_file
-from store.offsets import START_ID, entry_id_key
+from store.errors import LeaseHeld, LeaseLost, StoreBusy
+from store.lease import Lease
 from store.record_cache import RecordCache
+from store.stream_id import START_ID, StreamId, entry_id_key
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +90,11 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
-def wall_clock_ms() -> int:
-    """Milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
+__all__ = ["StartRefused", "Totals", "Worker", "wall_clock_ms"]
+
+
+class StartRefused(HealthFsmError):
+    """A label with no offset in a store that has others: a typo would replay the stream."""
 
 
 @dataclass(slots=True)
@@ -122,7 +137,10 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self)
+        self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
+        self.position = PositionWatch(self.client, settings.stream, self.metrics)
         self.metrics_port: int | None = None
+        self._block_ms = max(1, min(settings.block_ms, int(settings.lease_ttl_s * 1000) // 3))
         self._stop = threading.Event()
         self._signals = 0
         self._backoff_s = settings.backoff_initial_s
@@ -166,10 +184,14 @@ class Worker:
     # the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Consume until stopped (or, with ``drain``, until caught up); return the exit code."""
+        """Consume until stopped (or, with ``drain``, until caught up); return the exit code.
+
+        The loop runs only while this worker holds its label's lease; without it, it stands
+        by (``--drain`` raises ``LeaseHeld`` instead of waiting).
+        """
         s = self.settings
         log.info(
-            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms)",
+            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms, lease %s)",
             s.stream,
             s.lobby_stream,
             s.label,
@@ -177,6 +199,7 @@ class Worker:
             redact_url(s.redis_url),
             s.batch_size,
             s.block_ms,
+            self.keeper.holder,
         )
         if s.metrics_port is not None:
             self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
@@ -185,13 +208,16 @@ class Worker:
         checkpointer = Checkpointer(database_file(self.db))
         checkpointer.start(self.db.conn)
         try:
-            self._offset = offsets.load(self.db.conn, s.label) or START_ID
             with fewer_gc_passes():
                 while not self._stop.is_set():
-                    if not self._guarded(self._iteration):
+                    if not self.keeper.held and not self._guarded(self._become_active):
                         break
-            self._final_publish()
+                    if self.keeper.held and not self._guarded(self._iteration):
+                        break
+            if self.keeper.held:
+                self._final_publish()
         finally:
+            self._release_lease()  # first: a standby takes over at once
             checkpointer.stop()
             self.db.conn.execute("PRAGMA wal_autocheckpoint=1000")
             self.metrics.up.set(0)
@@ -205,6 +231,113 @@ class Worker:
             self.totals.snapshots_published,
         )
         return 0
+
+    # the lease -------------------------------------------------------------------------
+
+    def _become_active(self) -> bool:
+        """Take the lease, waiting as a standby while another live worker holds it.
+
+        Returns False when a stop was requested while standing by.
+        """
+        announced: Lease | None = None
+        while not self._stop.is_set():
+            taken, before = self.keeper.try_acquire()
+            if taken is not None:
+                try:
+                    self._took(taken, before)
+                except BaseException:
+                    self._release_lease()  # not started after all: let a standby have it
+                    raise
+                return True
+            assert before is not None
+            if self.settings.drain:
+                raise LeaseHeld(
+                    f"label {self.settings.label!r} is held by {before.describe()} until"
+                    f" {format_ms(before.expires_at_ms)}; another worker is consuming"
+                    " (--drain does not wait)"
+                )
+            if announced is None or announced.holder != before.holder:
+                log.info(
+                    "standing by: label %r is held by %s until %s",
+                    self.settings.label,
+                    before.describe(),
+                    format_ms(before.expires_at_ms),
+                )
+                announced = before
+            self._stop.wait(self.settings.lease_poll_s)
+        return False
+
+    def _took(self, lease: Lease, before: Lease | None) -> None:
+        """Now active: start from the store's offset and look at the stream first."""
+        self.metrics.lease_held.set(1)
+        if before is not None and before.holder != lease.holder:
+            self.metrics.lease_takeovers.inc()
+            how = "released" if before.expires_at_ms == 0 else "expired or dead"
+            log.info(
+                "took over the lease for label %r from %s (%s), now epoch %d",
+                lease.label,
+                before.describe(),
+                how,
+                lease.epoch,
+            )
+        else:
+            log.info("holding the lease for label %r (epoch %d)", lease.label, lease.epoch)
+        self.cache.invalidate()
+        self.relay.close()  # whatever the last holder left in the outbox is read from the table
+        self.read_ahead.discard()
+        self._drain_target = None
+        self._offset = self._starting_offset()
+        self.monitor.gap_check_due = True
+
+    def _lost_lease(self, error: LeaseLost) -> None:
+        log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
+        self.keeper.forget()
+        self.metrics.lease_held.set(0)
+        self.relay.close()
+        self.read_ahead.discard()
+        self.cache.invalidate()
+
+    def _release_lease(self) -> None:
+        self.metrics.lease_held.set(0)
+        try:
+            self.keeper.release()
+        except (StoreBusy, sqlite3.Error) as error:
+            log.warning("lease not released (%s); a standby takes over when it expires", error)
+
+    def _starting_offset(self) -> str:
+        """The stored offset; for a new label, ``--start-from`` or (first label) the start."""
+        s = self.settings
+        stored = offsets.load(self.db.conn, s.label)
+        if stored is not None:
+            if s.start_from is not None:
+                log.info("--start-from ignored: label %r has a stored offset %s", s.label, stored)
+            return stored
+        if s.start_from is None:
+            others = [str(row["label"]) for row in offsets.list_all(self.db.conn)]
+            if others:
+                raise StartRefused(
+                    f"label {s.label!r} has no stored offset, but this database has offsets"
+                    f" for {', '.join(repr(o) for o in others)}; a new label would apply the"
+                    " stream from its beginning again: check --label, or confirm with"
+                    " --start-from beginning|end|ID"
+                )
+            return START_ID
+        entry_id, known_read = self._resolve_start(s.start_from)
+        with self.keeper.fenced() as conn:
+            offsets.set_to(conn, s.label, entry_id, self.clock(), known_read)
+        log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
+        return entry_id
+
+    def _resolve_start(self, start_from: str) -> tuple[str, int]:
+        """(entry id, entries read before it when known) for ``--start-from``."""
+        if start_from == "beginning":
+            return START_ID, 0
+        if start_from == "end":
+            view = stream_view(self.client, self.settings.stream)
+            if view is None:
+                return START_ID, 0
+            return view.last_generated_id, view.entries_added or 0
+        return str(StreamId.parse(start_from)), 0
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
         """Run one loop step; wait out Redis outages and writer locks instead of crashing.
@@ -222,9 +355,14 @@ class Worker:
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
             log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)
+        except redis.exceptions.OutOfMemoryError as error:
+            log.warning("redis refused a write (%s); retrying in %.1fs", error, self._backoff_s)
         except StoreBusy as error:
             self.totals.busy_retries += 1
             log.warning("%s; retrying in %.1fs", error, self._backoff_s)
+        except LeaseLost as error:
+            self._lost_lease(error)
+            return True
         self._stop.wait(self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         return True
@@ -254,28 +392,83 @@ class Worker:
             self._drain_target = last_entry_id(self.client, self.settings.stream) or START_ID
         return entry_id_key(self._offset) >= entry_id_key(self._drain_target)
 
+    # the stream under the offset -------------------------------------------------------
+
+    def check_position(self, held: Entries | None = None) -> bool:
+        """Look for a reset or a gap behind the offset and act on it.
+
+        Returns False when the offset was rewound (the entries in hand are not to be used).
+        A gap is reported and accounted (its estimate added to ``entries_read``, or, with
+        nothing left to read, the offset moved to the stream's last id), then reading goes
+        on from the first surviving entry. A reset stops the worker or rewinds it, as
+        ``--on-stream-reset`` says.
+        """
+        s = self.settings
+        read = offsets.entries_read(self.db.conn, s.label)
+        found = self.position.inspect(self._offset, read, held)
+        if isinstance(found, Reset):
+            self._on_reset(found)
+            return False
+        if isinstance(found, Gap) and self.position.report_gap(found, self._offset):
+            self._account_gap(found)
+        return True
+
+    def _on_reset(self, reset: Reset) -> None:
+        s = self.settings
+        self.position.report_reset(reset, s.label, self._offset)
+        if s.on_stream_reset == "stop":
+            raise StreamReset(
+                f"stream {s.stream} was reset: {reset.why} (label {s.label!r});"
+                f" {reset_remedy(s.label, s.db_path)}"
+            )
+        log.error(
+            "--on-stream-reset rewind: reading %s again from its start (was at %s)",
+            s.stream,
+            self._offset,
+        )
+        with self.keeper.fenced() as conn:
+            offsets.set_to(conn, s.label, START_ID, self.clock())
+        self._offset = START_ID
+        self._drain_target = None
+        self.read_ahead.discard()
+
+    def _account_gap(self, gap: Gap) -> None:
+        """Record a reported gap, so it is neither counted again nor failing ``check``."""
+        lost = gap.skipped_estimate or 0
+        if gap.resume_at is None:
+            view = stream_view(self.client, self.settings.stream)
+            if view is None:
+                return
+            with self.keeper.fenced() as conn:
+                offsets.save(conn, self.settings.label, view.last_generated_id, self.clock(), lost)
+            self._offset = view.last_generated_id
+        elif lost:
+            with self.keeper.fenced() as conn:
+                offsets.save(conn, self.settings.label, self._offset, self.clock(), lost)
+
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
 
-        While a backlog lasts the round is pipelined: the next batch's XREAD is sent before
+        While a backlog lasts the round is pipelined: the next batch's read is sent before
         this batch is applied, and this batch's snapshots are sent after its commit and
         confirmed (then deleted from the outbox) before the next batch's commit.
 
         Returns False when the loop should end (drained).
         """
         s = self.settings
+        self.keeper.renew_if_due()  # idle ticks; and a paused worker learns here it lost
         if not self.read_ahead.in_flight:
             self._publish()
         self.monitor.maybe_tick()
         if s.drain and self._caught_up():
             return False
-        entries = self.read_ahead.take(self._offset)
-        if entries is None:
-            block = None if s.drain else s.block_ms
-            entries = read_batch(self.client, s.stream, self._offset, s.batch_size, block)
+        offset = self._offset
+        entries = self._read()
         self._backoff_s = s.backoff_initial_s
         if not entries:
-            return not s.drain
+            if not s.drain:
+                self.relay.look_for_others_rows()
+            return not s.drain or self._offset != offset  # a rewind or a gap moved it: go on
         last_id = entries[-1][0].decode()
         if self._more_waiting(len(entries), last_id):
             self.read_ahead.send(s.stream, last_id, s.batch_size)
@@ -284,6 +477,28 @@ class Worker:
         if not self.read_ahead.in_flight:
             self._confirm_published()
         return True
+
+    def _read(self) -> Entries:
+        """The next batch after the offset, checking the stream under it when in doubt.
+
+        A non-blocking read starts at the offset's own entry; if that entry is gone the
+        batch may cross a gap and the position is checked before it is applied. With
+        nothing new, a blocking XREAD waits; if that comes back empty too, the position is
+        checked (a reset shows as a stream whose ids fell behind the offset).
+        """
+        s = self.settings
+        taken = self.read_ahead.take(self._offset)
+        if taken is None:
+            taken = read_range(self.client, s.stream, self._offset, s.batch_size)
+        entries, continues = taken
+        if not continues and not self.check_position(entries):
+            return []
+        if entries or s.drain:
+            return entries
+        entries = read_blocking(self.client, s.stream, self._offset, s.batch_size, self._block_ms)
+        if not entries:
+            self.check_position()
+        return entries
 
     def _more_waiting(self, count: int, last_id: str) -> bool:
         """Whether more entries are known to follow (a full batch, and a drain not at its end)."""
@@ -305,13 +520,16 @@ class Worker:
                     now_ms=self.clock(),
                     cache=self.cache,
                     decoded_hook=self._confirm_published,
+                    fence=self.keeper.fence,
                 )
                 break
             except StoreBusy as error:
                 # Keep the entries in hand: the offset did not move, nothing was written.
+                if self._stop.is_set():
+                    raise  # a stop request wins over a busy database: the batch is re-read
                 self.totals.busy_retries += 1
                 log.warning("%s; retrying the batch in %.1fs", error, self._backoff_s)
-                time.sleep(self._backoff_s)
+                self._stop.wait(self._backoff_s)
                 self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         self.relay.committed(result.snapshots)
         self._offset = result.last_entry_id

@@ -31,11 +31,3 @@ class DecodeError(HealthFsmError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class SchemaError(HealthFsmError):
-    """The database schema is newer than this build understands, or otherwise unusable."""
-
-
-class StoreBusy(HealthFsmError):
-    """The database stayed locked by another writer past the busy timeout."""

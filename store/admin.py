@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from statemachine import RuntimeRecord, Status, get_machine
-from store import history, records
+from store import history, outbox, records
 from store.database import immediate
 
 
@@ -19,20 +19,37 @@ def add_game(
     return record
 
 
+ADMIN_SOURCE_PREFIX = "admin-"
+"""``source_entry_id`` of an admin change's snapshot: ``admin-<outbox seq>``.
+
+A stream entry id is ``MS-SEQ`` in digits, so this never collides with one; the outbox
+sequence is never reused, so it is unique, and it is stored with the row, so a snapshot
+published twice carries the same id both times.
+"""
+
+
 def set_status(
     db: sqlite_utils.Database, game_id: str, expected: Status, to: Status, now_ms: int
 ) -> RuntimeRecord:
     """Move ``game_id`` from ``expected`` to ``to`` through the shared transition table.
 
     Runs in one IMMEDIATE transaction, so it cannot interleave with a consumer batch: the
-    status it compares is the status it replaces. Raises ``GameNotFound``,
-    ``StatusConflict`` (not in ``expected``) or ``TransitionNotAllowed``.
+    status it compares is the status it replaces. The change's ``runtime_snapshot_update``
+    is queued in the outbox in the same transaction; the worker publishes it. Raises
+    ``GameNotFound``, ``StatusConflict`` (not in ``expected``) or ``TransitionNotAllowed``.
     """
     with immediate(db) as conn:
         record = records.get(db, game_id)
         get_machine().set_status(record, expected, to, now_ms)
+        record.last_emitted_summary = record.engine_health
+        snapshot = outbox.OutboxRow(
+            "", game_id, to.value, record.engine_health, record.current_turn, now_ms
+        )
+        [(seq, _)] = outbox.enqueue(conn, [snapshot])
+        source = f"{ADMIN_SOURCE_PREFIX}{seq}"
+        outbox.set_source(conn, seq, source)
         change = history.HistoryRow(
-            game_id, "-", "admin", expected.value, to.value, record.engine_health, now_ms
+            game_id, source, "admin", expected.value, to.value, record.engine_health, now_ms
         )
         history.add_many(conn, [change])
         records.save(db, record)

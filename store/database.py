@@ -10,30 +10,91 @@ from pathlib import Path
 
 import sqlite_utils
 
-from statemachine.errors import StoreBusy
-from store.migrations import migrate, needs_migration
+from store.errors import NotAStore, SchemaError, StoreBusy, StoreError, StoreMissing
+from store.migrations import (
+    HEALTHFSM_MARKER_TABLES,
+    SCHEMA_VERSION,
+    migrate,
+    needs_migration,
+    schema_version,
+)
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 """How long a writer waits for another writer (an admin command, say) before giving up."""
 
 
 def _create_private(path: Path) -> None:
-    """Create the file with mode 0600 before SQLite does, so it is never world-readable."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create the file with mode 0600 before SQLite does, so it is never world-readable.
+
+    Never creates folders: a typo in ``--db`` must fail, not grow a tree.
+    """
+    if not path.parent.is_dir():
+        raise StoreMissing(f"cannot create database {path}: folder {path.parent} does not exist")
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _missing(path: Path) -> StoreMissing:
+    return StoreMissing(
+        f"database {path} does not exist (create it with 'healthfsm init --db {path}'"
+        " or 'healthfsm runtime add GAME_ID --db ...')"
+    )
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    return {str(name) for (name,) in rows}
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> bool:
+    """``NotAStore`` for a file that holds someone else's tables; whether it holds ours.
+
+    Runs before anything writes (no WAL switch, no migration), so a foreign file is left
+    byte-for-byte as it was.
+    """
+    tables = _tables(conn)
+    if not tables:
+        return False
+    if not tables >= HEALTHFSM_MARKER_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise NotAStore(
+            f"{path} is not a healthfsm store (it holds other tables: {shown});"
+            " refusing to touch it"
+        )
+    return True
+
+
+def _connect(path: Path, busy_timeout_s: float, read_only: bool) -> sqlite3.Connection:
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        return conn
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open database {path}: {error}") from error
 
 
 def open_database(
     path: str | Path,
     *,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-    create: bool = True,
+    create: bool = False,
     upgrade: bool = True,
+    read_only: bool = False,
 ) -> sqlite_utils.Database:
-    """Open (and by default create and migrate) the healthfsm database at ``path``.
+    """Open the healthfsm database at ``path``: the one way every command gets a store.
+
+    - Only ``create=True`` (``runtime add``, ``init``, the demo) makes a new file; every
+      other caller gets ``StoreMissing`` naming the path.
+    - A file holding tables that are not healthfsm's is refused (``NotAStore``) untouched.
+    - ``read_only`` opens with SQLite's ``mode=ro``: nothing is written, not even the WAL
+      switch, and an out-of-date schema is a ``SchemaError`` saying how to migrate.
+    - Otherwise the file is switched to WAL and (with ``upgrade``) migrated; without
+      ``upgrade`` it is left at its version (``healthfsm migrate`` reports the step).
 
     WAL mode lets readers (``runtime show``) run while the consumer writes;
     ``synchronous=NORMAL`` is durable against process crashes, which is the fault the
@@ -41,17 +102,31 @@ def open_database(
     explicit: the consumer's batches are ``BEGIN IMMEDIATE`` blocks.
     """
     path = Path(path)
-    if not create and not path.exists():
-        raise FileNotFoundError(f"database {path} does not exist")
-    _create_private(path)
-    conn = sqlite3.connect(
-        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
+    if not path.exists():
+        if not create or read_only:
+            raise _missing(path)
+        _create_private(path)
+    conn = _connect(path, busy_timeout_s, read_only)
     try:
+        try:
+            ours = _refuse_foreign(conn, path)
+        except sqlite3.DatabaseError as error:
+            raise NotAStore(f"{path} is not a healthfsm store: {error}") from error
+        if not ours and not create:
+            raise (
+                _missing(path)
+                if read_only
+                else NotAStore(
+                    f"{path} is not a healthfsm store yet (no tables); create one with"
+                    f" 'healthfsm init --db {path}'"
+                )
+            )
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        if read_only:
+            _require_current(db, path)
+            return db
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        db = sqlite_utils.Database(conn, execute_plugins=False)
         if upgrade and needs_migration(db):
             with immediate(db):
                 migrate(db)  # re-checks under the write lock: another process may have won
@@ -59,6 +134,14 @@ def open_database(
         conn.close()
         raise
     return db
+
+
+def _require_current(db: sqlite_utils.Database, path: Path) -> None:
+    if needs_migration(db):
+        raise SchemaError(
+            f"database {path} has schema version {schema_version(db)}, this healthfsm needs"
+            f" {SCHEMA_VERSION}; upgrade it with 'healthfsm migrate --db {path}'"
+        )
 
 
 def is_busy_error(error: sqlite3.OperationalError) -> bool:

@@ -69,14 +69,61 @@ def list_recent(
     """The newest dead letters, optionally of one reason."""
     where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
     cursor = conn.execute(
-        "SELECT id, entry_id, stream, reason, detail, fields, received_at_ms FROM dead_letters"
-        f" {where} ORDER BY id DESC LIMIT ?",
-        [*params, limit],
+        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id DESC LIMIT ?", [*params, limit]
     )
+    return _rows(cursor)
+
+
+_COLUMNS = "id, entry_id, stream, reason, detail, fields, received_at_ms, claimed_by, claimed_at_ms"
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[dict[str, object]]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-def delete_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
-    """Forget dead letters by row id (after a successful replay)."""
-    conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+def oldest_unclaimed(
+    conn: sqlite3.Connection, reason: str | None, limit: int
+) -> list[dict[str, object]]:
+    """The oldest ``limit`` rows no replay has claimed, optionally of one reason."""
+    where = "WHERE claimed_by IS NULL" + (" AND reason = ?" if reason else "")
+    params: list[object] = [reason] if reason else []
+    cursor = conn.execute(
+        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?", [*params, limit]
+    )
+    return _rows(cursor)
+
+
+def by_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[dict[str, object]]:
+    """These rows (claimed or not), oldest first; ids that do not exist are left out."""
+    found: list[dict[str, object]] = []
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        cursor = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id IN ({marks})", chunk)
+        found += _rows(cursor)
+    return sorted(found, key=lambda row: int(str(row["id"])))
+
+
+def claim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str, now_ms: int) -> None:
+    """Mark rows as being replayed by ``claimer`` (in the transaction that chose them)."""
+    conn.executemany(
+        "UPDATE dead_letters SET claimed_by = ?, claimed_at_ms = ? WHERE id = ?",
+        [(claimer, now_ms, i) for i in ids],
+    )
+
+
+def unclaim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str) -> None:
+    """Give rows back (Redis refused them): the next replay may pick them again."""
+    conn.executemany(
+        "UPDATE dead_letters SET claimed_by = NULL, claimed_at_ms = NULL"
+        " WHERE id = ? AND claimed_by = ?",
+        [(i, claimer) for i in ids],
+    )
+
+
+def delete_claimed(conn: sqlite3.Connection, ids: Sequence[int], claimer: str) -> None:
+    """Forget replayed rows, only while ``claimer`` still holds their claim."""
+    conn.executemany(
+        "DELETE FROM dead_letters WHERE id = ? AND claimed_by = ?", [(i, claimer) for i in ids]
+    )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from statemachine.errors import SchemaError
+from store.errors import SchemaError
 
 
 def _initial(db: sqlite_utils.Database) -> None:
@@ -80,15 +80,40 @@ def _history(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE stream_offsets ADD COLUMN entries_read INTEGER NOT NULL DEFAULT 0")
 
 
+def _leases_and_replay_claims(db: sqlite_utils.Database) -> None:
+    """One active worker per label (a lease with a fencing epoch), and claimed replays.
+
+    A dead letter is claimed (``claimed_by``/``claimed_at_ms``) in a transaction before a
+    replay sends it, so concurrent replays never send a row twice and a crash mid-replay
+    leaves the row visibly claimed.
+    """
+    db.execute(
+        """CREATE TABLE leases (
+            label TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            node TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            acquired_at_ms INTEGER NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        )"""
+    )
+    db.execute("ALTER TABLE dead_letters ADD COLUMN claimed_by TEXT")
+    db.execute("ALTER TABLE dead_letters ADD COLUMN claimed_at_ms INTEGER")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _initial),
     ("runtime_history_and_entries_read", _history),
+    ("leases_and_replay_claims", _leases_and_replay_claims),
 ]
 """Append only: the position (1-based) is the schema version."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+HEALTHFSM_MARKER_TABLES = frozenset({"runtime_records", "stream_offsets", "schema_migrations"})
+"""Tables every healthfsm store has since its first version: how a file is recognised."""
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-START_ID = "0-0"
-"""Where a consumer with no stored offset starts: the beginning of the stream."""
+from store.stream_id import START_ID, StreamId, entry_id_key
 
-
-def entry_id_key(entry_id: str) -> tuple[int, int]:
-    """Stream ids compare as (milliseconds, sequence), not as strings. ``ValueError`` if bad."""
-    ms, _, seq = entry_id.partition("-")
-    if not ms.isdigit() or (seq and not seq.isdigit()):
-        raise ValueError(f"{entry_id!r} is not a stream entry id (like 1700000000000-0)")
-    return int(ms), int(seq or 0)
+__all__ = ["START_ID", "StreamId", "entry_id_key"]
 
 
 def load(conn: sqlite3.Connection, label: str) -> str | None:
@@ -38,14 +31,21 @@ def save(
     )
 
 
-def set_to(conn: sqlite3.Connection, label: str, entry_id: str, now_ms: int) -> None:
-    """Operator override: put the offset anywhere, backwards included (replays what follows)."""
-    entry_id_key(entry_id)  # validates the form
+def set_to(
+    conn: sqlite3.Connection, label: str, entry_id: str, now_ms: int, entries_read: int = 0
+) -> None:
+    """Put the offset anywhere, backwards included (an operator, a rewind, ``--start-from``).
+
+    ``entries_read`` is the stream's logical position there when it is known (``end`` on
+    Redis 7), else 0. A count that is too low never makes a recreated stream look like one
+    that lost entries; it only makes a later gap estimate larger.
+    """
+    StreamId.parse(entry_id)  # validates the form
     conn.execute(
-        "INSERT INTO stream_offsets (label, entry_id, updated_at_ms) VALUES (?, ?, ?)"
-        " ON CONFLICT (label) DO UPDATE SET entry_id = excluded.entry_id,"
-        " updated_at_ms = excluded.updated_at_ms",
-        [label, entry_id, now_ms],
+        "INSERT INTO stream_offsets (label, entry_id, updated_at_ms, entries_read)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (label) DO UPDATE SET entry_id = excluded.entry_id,"
+        " updated_at_ms = excluded.updated_at_ms, entries_read = excluded.entries_read",
+        [label, entry_id, now_ms, entries_read],
     )
 
 

@@ -54,6 +54,22 @@ def delete_through(conn: sqlite3.Connection, seq: int) -> None:
     conn.execute("DELETE FROM outbox WHERE seq <= ?", [seq])
 
 
+def set_source(conn: sqlite3.Connection, seq: int, source_entry_id: str) -> None:
+    """Name a row's source once its sequence number is known (admin changes)."""
+    conn.execute("UPDATE outbox SET source_entry_id = ? WHERE seq = ?", [source_entry_id, seq])
+
+
+def delete_seqs(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """Forget exactly these rows (Redis accepted them, but refused others of their chunk)."""
+    conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The highest sequence number ever given out (0 before the first row)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def pending(conn: sqlite3.Connection) -> int:
     """How many snapshots wait to be published."""
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -9,7 +9,8 @@ import sqlite_utils
 
 from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
-from statemachine.errors import GameExists, GameNotFound, SchemaError
+from statemachine.errors import GameExists, GameNotFound
+from store.errors import SchemaError
 
 _COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"
 _CHUNK = 900

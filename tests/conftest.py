@@ -63,7 +63,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def db(db_path: Path) -> Iterator[sqlite_utils.Database]:
     """An opened, migrated database."""
-    database = open_database(db_path)
+    database = open_database(db_path, create=True)
     yield database
     database.close()
 

@@ -30,6 +30,9 @@ REACTION = {
 }
 EVENT_TYPES = list(REACTION)
 
+ADMIN_SOURCE = "admin"
+"""An admin change's snapshot has a source id of its own (``admin-`` and a number)."""
+
 ADMIN_PAIRS = {
     ("starting", "running"),
     ("starting", "stopped"),
@@ -113,4 +116,14 @@ class Model:
         if record.status != expected:
             return "conflict"
         record.status = to
+        record.last_emitted = record.engine_health
+        self.snapshots.append(
+            {
+                "game_id": game_id,
+                "runtime_status": to,
+                "engine_health_summary": record.engine_health,
+                "current_turn": str(record.turn),
+                "source_entry_id": ADMIN_SOURCE,
+            }
+        )
         return "ok"

@@ -53,6 +53,7 @@ def test_worker_survives_a_redis_restart(
         block_ms=100,
         backoff_initial_s=0.02,
         backoff_max_s=0.2,
+        on_stream_reset="rewind",  # the restarted server has no data: read its stream anew
     )
     worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
     thread = threading.Thread(target=worker.run)
@@ -72,6 +73,7 @@ def test_worker_survives_a_redis_restart(
         assert offsets.load(db.conn, "health_events") == last
         assert [s["engine_health_summary"] for s in published(client)] == ["healthy"]
         assert worker.metrics.reconnects._value.get() == worker.totals.reconnects >= 2
+        assert worker.metrics.stream_resets._value.get() == 1
         client.close()
     finally:
         worker.request_stop()
@@ -119,7 +121,7 @@ def run_cli(
 def test_kill_9_mid_batch_then_restart_applies_exactly_once(
     redis_url: str, rclient: redis.Redis, db_path: Path
 ) -> None:
-    db = open_database(db_path)
+    db = open_database(db_path, create=True)
     add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(50)])
     db.close()
     for i in range(50):
@@ -150,7 +152,7 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
 def test_sigterm_finishes_the_batch_publishes_and_exits_0(
     redis_url: str, rclient: redis.Redis, db_path: Path
 ) -> None:
-    db = open_database(db_path)
+    db = open_database(db_path, create=True)
     add_games(db, ("g", Status.RUNNING))
     process = subprocess.Popen(
         [
@@ -195,6 +197,7 @@ def test_password_in_url_is_never_logged(
 
 
 def test_password_from_environment(db_path: Path, tmp_path: Path) -> None:
+    open_database(db_path, create=True).close()
     with embedded.running("--requirepass", "env-pw") as server:
         url = f"redis://127.0.0.1:{server.port}/0"
         result = run_cli(

@@ -18,7 +18,7 @@ from consumer import embedded, faults
 from consumer.cli import main
 from consumer.faults import FaultPoint, InjectedFault
 from statemachine import Status
-from store import history, outbox, records
+from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status
 from store.database import immediate
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
@@ -176,7 +176,7 @@ def test_check_fails_clearly(
     tmp_path: Path,
 ) -> None:
     code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
-    assert code == 0 and "schema v2" in out
+    assert code == 0 and f"schema v{SCHEMA_VERSION}" in out
     code, _, err = run_cli(
         capsys, "check", "--redis-url", "redis://127.0.0.1:1/0", "--db", str(db_path)
     )
@@ -187,7 +187,7 @@ def test_check_fails_clearly(
     assert code == 1 and "does not exist" in err
     db.conn.execute("PRAGMA user_version=1")
     code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
-    assert code == 1 and "schema is version 1" in err
+    assert code == 1 and "schema version 1" in err and "healthfsm migrate" in err
 
 
 def test_offsets_show_and_set(

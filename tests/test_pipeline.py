@@ -33,6 +33,14 @@ def _ids(entries: list[tuple[bytes, dict[bytes, bytes]]] | None) -> list[str]:
     return [entry_id.decode() for entry_id, _ in entries or []]
 
 
+def _continuing(taken: tuple[list[tuple[bytes, dict[bytes, bytes]]], bool] | None) -> list[str]:
+    """The ids read ahead, which must continue the stream from the offset without a gap."""
+    assert taken is not None
+    entries, continues = taken
+    assert continues
+    return _ids(entries)
+
+
 def test_read_ahead_returns_what_a_plain_read_would(
     client: redis.Redis, rclient: redis.Redis
 ) -> None:
@@ -40,7 +48,7 @@ def test_read_ahead_returns_what_a_plain_read_would(
     ahead = ReadAhead(client)
     ahead.send(STREAM, ids[1], 2)
     assert ahead.in_flight
-    assert _ids(ahead.take(ids[1])) == ids[2:4]
+    assert _continuing(ahead.take(ids[1])) == ids[2:4]
     assert not ahead.in_flight
     assert ahead.take(ids[3]) is None  # nothing in flight: the caller reads itself
     ahead.discard()
@@ -55,8 +63,25 @@ def test_read_ahead_from_elsewhere_is_dropped_never_used(
     assert ahead.take(ids[1]) is None  # the offset is not where the read started
     assert not ahead.in_flight
     ahead.send(STREAM, ids[1], 10)  # the connection is usable again
-    assert _ids(ahead.take(ids[1])) == ids[2:]
+    assert _continuing(ahead.take(ids[1])) == ids[2:]
     ahead.discard()
+
+
+def test_read_ahead_says_when_the_offset_entry_was_trimmed(
+    client: redis.Redis, rclient: redis.Redis
+) -> None:
+    ids = [xadd_event(rclient, "g", "probe_failed") for _ in range(4)]
+    rclient.xtrim(STREAM, minid=ids[2], approximate=False)  # the offset ids[1] is gone
+    ahead = ReadAhead(client)
+    ahead.send(STREAM, ids[1], 10)
+    expected = [(entry_id.encode(), _fields(rclient, entry_id)) for entry_id in ids[2:]]
+    assert ahead.take(ids[1]) == (expected, False)
+    ahead.discard()
+
+
+def _fields(client: redis.Redis, entry_id: str) -> dict[bytes, bytes]:
+    [(_, fields)] = client.xrange(STREAM, min=entry_id, max=entry_id)
+    return dict(fields)
 
 
 def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing() -> None:
@@ -64,7 +89,7 @@ def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing() -> None:
     own = connect(server.url, block_ms=100)
     ahead = ReadAhead(own)
     ahead.send(STREAM, "0-0", 10)
-    assert ahead.take("0-0") == []  # connected, nothing there yet
+    assert ahead.take("0-0") == ([], True)  # connected, nothing there yet
     server.stop()
     with pytest.raises(redis.ConnectionError):  # at the send or, buffered, at the reply
         ahead.send(STREAM, "0-0", 10)

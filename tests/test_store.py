@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from statemachine.errors import SchemaError
 from store import SCHEMA_VERSION, dead_letters, offsets, open_database, schema_version
 from store.database import immediate
+from store.errors import SchemaError
 
 
 def test_new_file_is_private_and_in_wal_mode(db_path: Path) -> None:
-    db = open_database(db_path)
+    db = open_database(db_path, create=True)
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -32,7 +32,7 @@ def test_contract_tables_and_columns(db: sqlite_utils.Database) -> None:
 
 
 def test_migrations_are_recorded_and_idempotent(db_path: Path) -> None:
-    open_database(db_path).close()
+    open_database(db_path, create=True).close()
     db = open_database(db_path)
     assert schema_version(db) == SCHEMA_VERSION
     assert db["schema_migrations"].count == SCHEMA_VERSION
@@ -40,6 +40,7 @@ def test_migrations_are_recorded_and_idempotent(db_path: Path) -> None:
 
 
 def test_newer_schema_is_refused(db_path: Path) -> None:
+    open_database(db_path, create=True).close()
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()

@@ -1,0 +1,110 @@
+"""The worker's side of the lease: take it, renew it, fence every batch with it, give it up.
+
+``store.lease`` has the row operations; this keeps the one lease a worker holds, on the
+wall clock (other machines compare the expiry), and turns a failed fence into
+``LeaseLost`` so the batch it guards rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+
+import sqlite_utils
+
+from store import lease as leases
+from store.database import immediate
+from store.errors import LeaseLost
+from store.lease import Lease
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def format_ms(ms: int) -> str:
+    """An epoch-milliseconds time as ISO-8601 UTC, for messages."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+class LeaseKeeper:
+    """Holds at most one lease: ``label``'s, for ``ttl_s``, under a holder id of its own."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        label: str,
+        ttl_s: float,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.db = db
+        self.label = label
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.clock = clock
+        self.holder = leases.new_holder_id()
+        self.node = leases.this_node()
+        self.lease: Lease | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this worker believes it holds the lease (the next fence says for sure)."""
+        return self.lease is not None
+
+    def try_acquire(self) -> tuple[Lease | None, Lease | None]:
+        """Take the lease if nobody live holds it: (the lease or None, the row found before)."""
+        with immediate(self.db) as conn:
+            taken, before = leases.try_acquire(
+                conn, self.label, self.holder, self.node, self.clock(), self.ttl_ms
+            )
+        self.lease = taken
+        return taken, before
+
+    def fence(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: renew, or raise ``LeaseLost`` (the caller rolls back)."""
+        lease = self.lease
+        if lease is None:
+            raise LeaseLost(f"this worker holds no lease for label {self.label!r}")
+        renewed = leases.renew(conn, lease, self.clock(), self.ttl_ms)
+        if renewed is None:
+            now = leases.read(conn, self.label)
+            self.lease = None
+            taker = now.describe() if now is not None else "nobody (the row is gone)"
+            raise LeaseLost(
+                f"lease for label {self.label!r} (epoch {lease.epoch}) was taken over by {taker}"
+            )
+        self.lease = renewed
+
+    @contextlib.contextmanager
+    def fenced(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits only while this worker still holds the lease."""
+        with immediate(self.db) as conn:
+            self.fence(conn)
+            yield conn
+
+    def renew_if_due(self) -> None:
+        """Renew in a transaction of its own once a third of the TTL has passed (idle ticks).
+
+        Batches renew inside their own transaction, so a busy worker never gets here.
+        """
+        lease = self.lease
+        if lease is not None and self.clock() >= lease.expires_at_ms - self.ttl_ms * 2 // 3:
+            with self.fenced():
+                pass
+
+    def release(self) -> None:
+        """Give the lease up so a standby takes over at once; safe to call when not held."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            with immediate(self.db) as conn:
+                leases.release(conn, lease)
+            log.info("released the lease for label %r (epoch %d)", self.label, lease.epoch)
+
+    def forget(self) -> None:
+        """The lease was lost: stop believing it is held."""
+        self.lease = None

@@ -1,0 +1,104 @@
+"""Watching the offset's place in the stream: gaps (entries trimmed unread) and resets.
+
+The worker asks at start, after a reconnect, when a read comes back empty and when a batch
+does not start at the offset's own entry (``redis_client.split_at_offset``), so a gap is
+reported by the batch that crosses it. Each finding is logged as one ERROR and counted
+once; what to do about it (go on, rewind, stop) is the worker's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import redis
+
+from consumer.lag import Gap, Reset, find_gap, find_reset, stream_view
+from consumer.metrics import Metrics
+from consumer.redis_client import Entries
+from statemachine.errors import HealthFsmError
+from store.stream_id import entry_id_key
+
+log = logging.getLogger(__name__)
+
+
+class StreamReset(HealthFsmError):
+    """``--on-stream-reset stop`` met a reset: the worker exits 1 with this one line."""
+
+
+def reset_remedy(label: str, db: str) -> str:
+    """What an operator runs to read a reset stream from its start."""
+    return (
+        f"to read it as it is now from its start, run 'healthfsm offsets set {label} 0-0 --yes"
+        f" --db {db}' or start with --on-stream-reset rewind"
+    )
+
+
+def _held_below(entries: Sequence[tuple[bytes, object]], first_entry_id: str | None) -> int:
+    """Entries in hand that are older than the stream's first entry (trimmed after reading)."""
+    if first_entry_id is None or not entries:
+        return len(entries) if first_entry_id is None else 0
+    first = entry_id_key(first_entry_id)
+    return sum(1 for raw_id, _ in entries if entry_id_key(raw_id.decode()) < first)
+
+
+class PositionWatch:
+    """Finds gaps and resets behind an offset, and reports each one once."""
+
+    def __init__(self, client: redis.Redis, stream: str, metrics: Metrics) -> None:
+        self.client = client
+        self.stream = stream
+        self.metrics = metrics
+        self._reported: set[tuple[str, str | None]] = set()
+
+    def inspect(
+        self, offset: str, entries_read: int | None, held: Entries | None = None
+    ) -> Gap | Reset | None:
+        """One XINFO STREAM: a reset, else a gap, else None. ``held``: the batch in hand."""
+        view = stream_view(self.client, self.stream)
+        reset = find_reset(view, offset, entries_read)
+        if reset is not None:
+            return reset
+        first = view.first_entry_id if view is not None else None
+        return find_gap(view, offset, entries_read, _held_below(held or [], first))
+
+    def report_reset(self, reset: Reset, label: str, offset: str) -> None:
+        """One ERROR naming both ids, and the reset counter."""
+        self.metrics.stream_resets.inc()
+        log.error(
+            "stream %s was reset under label %r: %s (stored offset %s)",
+            self.stream,
+            label,
+            reset.why,
+            offset,
+            extra={"entry_id": offset},
+        )
+
+    def report_gap(self, gap: Gap, offset: str) -> bool:
+        """One ERROR and the gap counters, once per gap; whether it was new."""
+        key = (offset, gap.resume_at)
+        if key in self._reported:
+            return False
+        self._reported.add(key)
+        self.metrics.gaps.inc()
+        if gap.skipped_estimate is not None:
+            self.metrics.gap_entries.inc(gap.skipped_estimate)
+        skipped = (
+            "an unknown number of (Redis before 7 does not count added entries)"
+            if gap.skipped_estimate is None
+            else f"about {gap.skipped_estimate}"
+        )
+        where = (
+            f"going on from the first surviving entry {gap.resume_at}"
+            if gap.resume_at is not None
+            else "nothing is left to read; going on with new entries"
+        )
+        log.error(
+            "stream %s was trimmed past the stored offset %s: %s entries were never read; %s",
+            self.stream,
+            offset,
+            skipped,
+            where,
+            extra={"entry_id": gap.resume_at, "skipped_estimate": gap.skipped_estimate},
+        )
+        return True

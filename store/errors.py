@@ -1,0 +1,31 @@
+"""Errors the store raises: the database is missing, foreign, busy, out of date, or owned."""
+
+from statemachine.errors import HealthFsmError
+
+
+class StoreError(HealthFsmError):
+    """Base of the store's own errors; the CLI prints the message as one line and exits 1."""
+
+
+class StoreMissing(StoreError):
+    """The database file does not exist and this command does not create one."""
+
+
+class NotAStore(StoreError):
+    """The file holds tables but is not a healthfsm store; it is left untouched."""
+
+
+class SchemaError(StoreError):
+    """The schema is newer than this build, older than a read-only command needs, or broken."""
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another writer past the busy timeout."""
+
+
+class LeaseHeld(StoreError):
+    """Another live worker holds the lease this command needs (the message names it)."""
+
+
+class LeaseLost(StoreError):
+    """This worker's lease was taken over: its batch rolled back, it must stand by."""
