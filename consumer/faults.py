@@ -1,13 +1,15 @@
 """Fault-injection points, so crash tests stop the worker at an exact step instead of sleeping.
 
 Disarmed (the default) a point costs one dict lookup per batch. Tests arm a point in-process
-with ``arm()``; the CLI arms one from ``HEALTHFSM_INJECT_FAULT=POINT[:N][:exit]`` so a real
-subprocess can be killed at the N-th hit with ``os._exit`` (no cleanup, like ``kill -9``).
+with ``arm()``; the CLI arms one from ``HEALTHFSM_INJECT_FAULT=POINT[:N][:exit|stop]`` so a
+real subprocess can be killed at the N-th hit with ``os._exit`` (no cleanup, like
+``kill -9``), or can SIGSTOP itself there (a VM pause at an exact step; SIGCONT resumes).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from enum import StrEnum
 
 
@@ -26,13 +28,24 @@ class InjectedFault(BaseException):
     """Raised at an armed point; a BaseException so no ``except Exception`` swallows it."""
 
 
-_armed: dict[FaultPoint, tuple[int, bool]] = {}
-"""Point -> (hits left before it fires, whether it kills the process)."""
+class Action(StrEnum):
+    """What an armed point does when it fires."""
+
+    RAISE = "raise"
+    """Raise ``InjectedFault`` (in-process tests)."""
+    EXIT = "exit"
+    """``os._exit(137)``: no cleanup, like ``kill -9``."""
+    STOP = "stop"
+    """SIGSTOP this process: paused exactly here until someone sends SIGCONT."""
 
 
-def arm(point: FaultPoint, after: int = 1, *, hard_exit: bool = False) -> None:
+_armed: dict[FaultPoint, tuple[int, Action]] = {}
+"""Point -> (hits left before it fires, what it does then)."""
+
+
+def arm(point: FaultPoint, after: int = 1, *, action: Action = Action.RAISE) -> None:
     """Fire at the ``after``-th time the point is reached."""
-    _armed[point] = (after, hard_exit)
+    _armed[point] = (after, action)
 
 
 def disarm_all() -> None:
@@ -41,11 +54,11 @@ def disarm_all() -> None:
 
 
 def arm_from_spec(spec: str) -> None:
-    """Parse ``POINT[:N][:exit]`` as given in ``HEALTHFSM_INJECT_FAULT``."""
+    """Parse ``POINT[:N][:exit|stop]`` as given in ``HEALTHFSM_INJECT_FAULT``."""
     parts = spec.split(":")
     point = FaultPoint(parts[0])
     after = int(parts[1]) if len(parts) > 1 and parts[1] else 1
-    arm(point, after, hard_exit=len(parts) > 2 and parts[2] == "exit")
+    arm(point, after, action=Action(parts[2]) if len(parts) > 2 else Action.RAISE)
 
 
 def hit(point: FaultPoint) -> None:
@@ -55,11 +68,14 @@ def hit(point: FaultPoint) -> None:
     armed = _armed.get(point)
     if armed is None:
         return
-    left, hard_exit = armed
+    left, action = armed
     if left > 1:
-        _armed[point] = (left - 1, hard_exit)
+        _armed[point] = (left - 1, action)
         return
     del _armed[point]
-    if hard_exit:
+    if action is Action.EXIT:
         os._exit(137)
+    if action is Action.STOP:
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     raise InjectedFault(point.value)

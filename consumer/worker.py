@@ -190,17 +190,7 @@ class Worker:
         by (``--drain`` raises ``LeaseHeld`` instead of waiting).
         """
         s = self.settings
-        log.info(
-            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms, lease %s)",
-            s.stream,
-            s.lobby_stream,
-            s.label,
-            s.db_path,
-            redact_url(s.redis_url),
-            s.batch_size,
-            s.block_ms,
-            self.keeper.holder,
-        )
+        self._refuse_an_unconfirmed_new_label()  # before a word is logged: one line, exit 1
         if s.metrics_port is not None:
             self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
@@ -258,7 +248,8 @@ class Worker:
                 )
             if announced is None or announced.holder != before.holder:
                 log.info(
-                    "standing by: label %r is held by %s until %s",
+                    "standing by as %s: label %r is held by %s until %s",
+                    self.keeper.holder,
                     self.settings.label,
                     before.describe(),
                     format_ms(before.expires_at_ms),
@@ -269,6 +260,18 @@ class Worker:
 
     def _took(self, lease: Lease, before: Lease | None) -> None:
         """Now active: start from the store's offset and look at the stream first."""
+        s = self.settings
+        log.info(
+            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms, lease %s)",
+            s.stream,
+            s.lobby_stream,
+            s.label,
+            s.db_path,
+            redact_url(s.redis_url),
+            s.batch_size,
+            self._block_ms,
+            self.keeper.holder,
+        )
         self.metrics.lease_held.set(1)
         if before is not None and before.holder != lease.holder:
             self.metrics.lease_takeovers.inc()
@@ -313,20 +316,27 @@ class Worker:
                 log.info("--start-from ignored: label %r has a stored offset %s", s.label, stored)
             return stored
         if s.start_from is None:
-            others = [str(row["label"]) for row in offsets.list_all(self.db.conn)]
-            if others:
-                raise StartRefused(
-                    f"label {s.label!r} has no stored offset, but this database has offsets"
-                    f" for {', '.join(repr(o) for o in others)}; a new label would apply the"
-                    " stream from its beginning again: check --label, or confirm with"
-                    " --start-from beginning|end|ID"
-                )
+            self._refuse_an_unconfirmed_new_label()
             return START_ID
         entry_id, known_read = self._resolve_start(s.start_from)
         with self.keeper.fenced() as conn:
             offsets.set_to(conn, s.label, entry_id, self.clock(), known_read)
         log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
         return entry_id
+
+    def _refuse_an_unconfirmed_new_label(self) -> None:
+        """A label with no offset in a store that has others: a typo would replay history."""
+        s = self.settings
+        if s.start_from is not None or offsets.load(self.db.conn, s.label) is not None:
+            return
+        others = [str(row["label"]) for row in offsets.list_all(self.db.conn)]
+        if others:
+            raise StartRefused(
+                f"label {s.label!r} has no stored offset, but this database has offsets"
+                f" for {', '.join(repr(o) for o in others)}; a new label would apply the"
+                " stream from its beginning again: check --label, or confirm with"
+                " --start-from beginning|end|ID"
+            )
 
     def _resolve_start(self, start_from: str) -> tuple[str, int]:
         """(entry id, entries read before it when known) for ``--start-from``."""
@@ -473,6 +483,7 @@ class Worker:
         if self._more_waiting(len(entries), last_id):
             self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
+        self.keeper.renew_if_due()  # paused past the TTL after the commit: do not publish
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
             self._confirm_published()

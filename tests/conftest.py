@@ -99,10 +99,13 @@ def xadd_event(
     event_type: str,
     occurred_at_ms: str = "1",
     stream: str = "runtime:health_events",
+    entry_id: str = "*",
 ) -> str:
     """Write one health event; return its id."""
     entry_id = client.xadd(
-        stream, {"game_id": game_id, "event_type": event_type, "occurred_at_ms": occurred_at_ms}
+        stream,
+        {"game_id": game_id, "event_type": event_type, "occurred_at_ms": occurred_at_ms},
+        id=entry_id,
     )
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 

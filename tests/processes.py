@@ -1,0 +1,68 @@
+"""Real ``healthfsm consume`` processes for tests: started, signalled, waited for, read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HEALTHFSM = [sys.executable, "-m", "consumer.cli"]
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, what: str = "") -> None:
+    """Poll until ``predicate()`` is true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met in {timeout_s}s: {what}")
+
+
+class Consume:
+    """One ``healthfsm consume`` subprocess; its stderr goes to a file (a pipe could fill)."""
+
+    def __init__(self, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._err = log.open("w")
+        self.process = subprocess.Popen(
+            [*HEALTHFSM, "consume", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        code = self.process.wait(timeout=timeout_s)
+        self._err.close()
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (SIGKILL if it does not stop in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.wait()
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.wait()
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One short ``healthfsm`` command, output captured."""
+    return subprocess.run([*HEALTHFSM, *args], capture_output=True, text=True, timeout=timeout)

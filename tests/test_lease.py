@@ -1,0 +1,297 @@
+"""One active worker per store and label: the lease, standby, handover, takeover, fencing.
+
+Real ``healthfsm consume`` processes on a real Redis and one SQLite file, signalled the way
+deploys and machines do: SIGTERM (handover), SIGKILL (takeover), SIGSTOP past the TTL and
+SIGCONT (fencing: the paused worker writes and publishes nothing more).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import sqlite_utils
+
+from consumer.models import ConsumerSettings
+from consumer.worker import Worker
+from statemachine import Status
+from store import lease, offsets, open_database, outbox
+from store.database import immediate
+from store.errors import LeaseHeld, LeaseLost
+from store.records import insert_new
+from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
+from tests.processes import Consume, run_cli, wait_for
+
+STREAM = "runtime:health_events"
+LABEL = "health_events"
+
+
+def test_lease_row_is_taken_renewed_fenced_and_released(db: sqlite_utils.Database) -> None:
+    with immediate(db) as conn:
+        a, before = lease.try_acquire(conn, LABEL, "h:1:a", "node", 1000, 500)
+    assert a is not None and a.epoch == 1 and before is None
+    with immediate(db) as conn:
+        b, seen = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1200, 500)
+    assert b is None and seen == a  # live: refused, and told who holds it
+    with immediate(db) as conn:
+        renewed = lease.renew(conn, a, 1400, 500)
+    assert renewed is not None and renewed.expires_at_ms == 1900
+    with immediate(db) as conn:
+        b, _ = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1901, 500)  # expired: taken
+    assert b is not None and b.epoch == 2
+    with immediate(db) as conn:
+        assert lease.renew(conn, a, 1950, 500) is None  # the fence: epoch 1 is over
+    with immediate(db) as conn:
+        lease.release(conn, b)
+    released = lease.read(db.conn, LABEL)
+    assert released is not None and not released.live(1950) and released.epoch == 2
+
+
+def test_a_dead_holder_on_this_node_is_not_waited_for(db: sqlite_utils.Database) -> None:
+    node = lease.this_node()
+    dead_pid = 2**22 + 12345  # above any pid_max here: no such process
+    held = lease.Lease(LABEL, f"{__import__('socket').gethostname()}:{dead_pid}:x", node, 3, 0, 0)
+    assert lease.holder_is_dead_here(held, node)
+    assert not lease.holder_is_dead_here(held._replace(node="other-host/boot/1"), node)
+    alive = held._replace(holder=f"{__import__('socket').gethostname()}:1:x")
+    assert not lease.holder_is_dead_here(alive, node)  # pid 1 runs
+
+
+def _seed_games(db_path: Path, games: int) -> None:
+    db = open_database(db_path, create=True)
+    with immediate(db) as conn:
+        insert_new(conn, (f"g{i}" for i in range(games)), "running", 0)
+    db.close()
+
+
+def _consume_args(redis_url: str, db_path: Path, *extra: str) -> list[str]:
+    return ["--redis-url", redis_url, "--db", str(db_path), "--block-ms", "100", *extra]
+
+
+def test_two_workers_on_one_store_apply_and_publish_everything_once(
+    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+) -> None:
+    """Case 1 of the issue: a deploy that starts the new worker before stopping the old."""
+    _seed_games(db_path, 200)
+    pipe = rclient.pipeline(transaction=False)
+    for i in range(20_000):
+        game = f"g{i % 200}" if i % 100 else "ghost"  # 1% dead letters
+        kind = ("container_started", "probe_failed", "inspect_unhealthy")[i % 3]
+        pipe.xadd(STREAM, {"game_id": game, "event_type": kind, "occurred_at_ms": "1"})
+    pipe.execute()
+    last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
+    args = _consume_args(redis_url, db_path, "--batch-size", "500")
+    workers = [Consume(tmp_path / f"w{n}.log", *args) for n in range(2)]
+    db = open_database(db_path)
+    try:
+        wait_for(lambda: offsets.load(db.conn, LABEL) == last, what="drained")
+        wait_for(lambda: outbox.pending(db.conn) == 0, what="published")
+        logs = [w.stderr() for w in workers]
+        assert sum("standing by" in log for log in logs) == 1, logs
+        assert [w.stop() for w in workers] == [0, 0]
+        assert offsets.entries_read(db.conn, LABEL) == 20_000
+        dead = db.conn.execute("SELECT count(*), count(DISTINCT entry_id) FROM dead_letters")
+        assert dead.fetchone() == (200, 200)
+    finally:
+        db.close()
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert len(sources) == len(set(sources)) > 0  # nothing published twice
+
+
+def test_sigterm_hands_over_at_once_and_sigkill_within_the_ttl(
+    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+) -> None:
+    _seed_games(db_path, 1)
+    args = _consume_args(redis_url, db_path, "--lease-ttl", "5")
+    db = open_database(db_path)
+    first = Consume(tmp_path / "first.log", *args)
+    wait_for(lambda: "holding the lease" in first.stderr(), what="first is active")
+    second = Consume(tmp_path / "second.log", *args)
+    third = None
+    try:
+        wait_for(lambda: "standing by" in second.stderr(), what="second stands by")
+        assert str(first.pid) in second.stderr()  # it names the holder
+        first.signal(signal.SIGTERM)
+        assert first.wait() == 0
+        stopped = time.monotonic()
+        wait_for(lambda: "took over the lease" in second.stderr(), what="handover")
+        assert time.monotonic() - stopped < 2.0  # released: no TTL to wait out
+        entry = xadd_event(rclient, "g0", "probe_failed")
+        wait_for(lambda: offsets.load(db.conn, LABEL) == entry, what="second applies")
+        third = Consume(tmp_path / "third.log", *args)
+        wait_for(lambda: "standing by" in third.stderr(), what="third stands by")
+        second.signal(signal.SIGKILL)
+        second.wait()
+        killed = time.monotonic()
+        entry = xadd_event(rclient, "g0", "container_exited")
+        wait_for(lambda: offsets.load(db.conn, LABEL) == entry, timeout_s=10, what="takeover")
+        assert time.monotonic() - killed < 5.0  # within the TTL
+        assert "took over the lease" in third.stderr()
+        current = lease.read(db.conn, LABEL)
+        assert current is not None and current.epoch == 3 and str(third.pid) in current.holder
+    finally:
+        for worker in (first, second, third):
+            if worker is not None:
+                worker.stop()
+        db.close()
+    assert [s["source_entry_id"] for s in published(rclient)][-1] == entry
+
+
+def _is_stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "T"
+
+
+def _lobby_history_read(rclient: redis.Redis, db: sqlite_utils.Database) -> tuple[int, int, int]:
+    history = db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0]
+    return rclient.xlen("gm:lobby_events"), history, offsets.entries_read(db.conn, LABEL) or 0
+
+
+def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
+    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+) -> None:
+    """Paused right after committing a batch, before publishing it (the worst moment): a
+    standby takes over after the TTL; resumed, the paused worker is fenced off."""
+    _seed_games(db_path, 100)
+    pipe = rclient.pipeline(transaction=False)
+    for i in range(5000):
+        kind = ("container_started", "probe_failed")[(i // 100) % 2]
+        pipe.xadd(STREAM, {"game_id": f"g{i % 100}", "event_type": kind, "occurred_at_ms": "1"})
+    pipe.execute()
+    last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
+    args = _consume_args(redis_url, db_path, "--lease-ttl", "1", "--batch-size", "50")
+    db = open_database(db_path)
+    paused = Consume(
+        tmp_path / "paused.log", *args, env={"HEALTHFSM_INJECT_FAULT": "after_commit:3:stop"}
+    )
+    wait_for(lambda: _is_stopped(paused.pid), what="paused after its third commit")
+    assert offsets.entries_read(db.conn, LABEL) == 150 and outbox.pending(db.conn) > 0
+    standby = Consume(tmp_path / "standby.log", *args)
+    try:
+        wait_for(lambda: "took over the lease" in standby.stderr(), what="takeover after TTL")
+        wait_for(lambda: offsets.load(db.conn, LABEL) == last, what="standby drains")
+        wait_for(lambda: outbox.pending(db.conn) == 0, what="standby publishes")
+        before = _lobby_history_read(rclient, db)
+        paused.signal(signal.SIGCONT)
+        wait_for(lambda: "was taken over by" in paused.stderr(), what="the fence")
+        wait_for(lambda: "standing by" in paused.stderr(), what="back to standby")
+        time.sleep(0.3)  # room to misbehave
+        assert _lobby_history_read(rclient, db) == before
+        assert before[2] == 5000  # every entry counted once, across both workers
+    finally:
+        assert standby.stop() == 0
+        paused.stop()
+        db.close()
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert len(sources) == len(set(sources))  # the batch committed before the pause: once
+
+
+def test_commands_that_change_what_the_worker_owns_refuse_while_it_runs(
+    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+) -> None:
+    _seed_games(db_path, 1)
+    xadd_event(rclient, "g0", "probe_failed")
+    worker = Consume(tmp_path / "w.log", *_consume_args(redis_url, db_path))
+    try:
+        wait_for(lambda: "holding the lease" in worker.stderr(), what="active")
+        db_args = ["--db", str(db_path)]
+        drain = run_cli("consume", "--drain", "--redis-url", redis_url, *db_args)
+        assert drain.returncode == 1 and drain.stderr.count("\n") == 1, drain.stderr
+        assert str(worker.pid) in drain.stderr and "does not wait" in drain.stderr
+        moved = run_cli("offsets", "set", LABEL, "0-0", "--yes", *db_args)
+        assert moved.returncode == 1 and str(worker.pid) in moved.stderr, moved.stderr
+        flushed = run_cli("outbox", "flush", "--redis-url", redis_url, *db_args)
+        assert flushed.returncode == 1 and str(worker.pid) in flushed.stderr, flushed.stderr
+        forced = run_cli("outbox", "flush", "--redis-url", redis_url, "--force", *db_args)
+        assert forced.returncode == 0, forced.stderr
+        check = run_cli("check", "--redis-url", redis_url, *db_args)
+        assert check.returncode == 0 and f":{worker.pid}:" in check.stdout, check.stdout
+        shown = run_cli("offsets", "show", "--json", *db_args)
+        [row] = json.loads(shown.stdout)
+        assert f":{worker.pid}:" in row["lease_holder"] and row["lease_epoch"] == 1
+        forced = run_cli("offsets", "set", LABEL, "0-0", "--yes", "--force", *db_args)
+        assert forced.returncode == 0, forced.stderr
+    finally:
+        assert worker.stop() == 0
+    after = run_cli("offsets", "set", LABEL, "0-0", "--yes", "--db", str(db_path))
+    assert after.returncode == 0, after.stderr  # released on SIGTERM: no --force needed
+
+
+def _worker(redis_url: str, db_path: Path, **overrides: object) -> Worker:
+    options: dict[str, object] = {
+        "redis_url": redis_url,
+        "db_path": str(db_path),
+        "block_ms": 50,
+        "lease_poll_s": 0.02,
+        "backoff_initial_s": 0.01,
+    }
+    options.update(overrides)
+    return Worker(
+        ConsumerSettings.model_validate(options), open_database(db_path), clock=lambda: FIXED_NOW_MS
+    )
+
+
+def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
+    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    entry = xadd_event(rclient, "g", "container_exited")
+    expires = int(time.time() * 1000) + 1500
+    with immediate(db) as conn:
+        conn.execute(
+            "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 7, 0, ?)",
+            [LABEL, expires],
+        )
+    worker = _worker(redis_url, db_path)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert offsets.load(db.conn, LABEL) is None and worker.metrics.lease_held._value.get() == 0
+        wait_for(lambda: offsets.load(db.conn, LABEL) == entry, what="applied after expiry")
+        assert time.time() * 1000 >= expires
+        assert worker.metrics.lease_held._value.get() == 1
+        assert worker.metrics.lease_takeovers._value.get() == 1
+        held = lease.read(db.conn, LABEL)
+        assert held is not None and held.epoch == 8 and held.holder == worker.keeper.holder
+    finally:
+        worker.request_stop()
+        thread.join(timeout=10)
+        worker.db.close()
+    assert worker.metrics.lease_held._value.get() == 0
+
+
+def test_drain_raises_when_the_lease_is_held(
+    db: sqlite_utils.Database, db_path: Path, redis_url: str
+) -> None:
+    with immediate(db) as conn:
+        conn.execute(
+            "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 1, 0, ?)",
+            [LABEL, int(time.time() * 1000) + 60_000],
+        )
+    worker = _worker(redis_url, db_path, drain=True)
+    with pytest.raises(LeaseHeld, match="elsewhere:42:ab"):
+        worker.run()
+    worker.db.close()
+
+
+def test_a_batch_after_a_takeover_rolls_back_whole(
+    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+) -> None:
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "container_exited")
+    worker = _worker(redis_url, db_path)
+    taken, _ = worker.keeper.try_acquire()
+    assert taken is not None
+    with immediate(db) as conn:  # another worker takes over (the lease had expired)
+        conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
+    with pytest.raises(LeaseLost, match="other:1:x"):
+        worker._apply(rclient.xrange(STREAM))
+    assert offsets.load(db.conn, LABEL) is None and outbox.pending(db.conn) == 0
+    assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 0
+    worker.close()
+    worker.db.close()
