@@ -57,7 +57,14 @@ class LeaseKeeper:
         return self.lease is not None
 
     def try_acquire(self) -> tuple[Lease | None, Lease | None]:
-        """Take the lease if nobody live holds it: (the lease or None, the row found before)."""
+        """Take the lease if nobody live holds it: (the lease or None, the row found before).
+
+        A standby looks first with a plain read and takes the write lock only when the
+        lease looks free, so polling never gets in the active worker's way.
+        """
+        seen = leases.read(self.db.conn, self.label)
+        if leases.binds(seen, self.holder, self.node, self.clock()):
+            return None, seen
         with immediate(self.db) as conn:
             taken, before = leases.try_acquire(
                 conn, self.label, self.holder, self.node, self.clock(), self.ttl_ms

@@ -109,6 +109,12 @@ class Metrics:
             registry=r,
         )
 
+        self.lease_lost = Counter(
+            "healthfsm_lease_lost_total",
+            "Times this worker found its lease taken over (fenced off) and stood by again.",
+            registry=r,
+        )
+
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
         self.consumed.inc(result.entries)

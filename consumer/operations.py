@@ -36,7 +36,7 @@ def binding_leases(conn: sqlite3.Connection, label: str | None, now_ms: int) -> 
     return [
         lease
         for lease in found
-        if (label is None or lease.label == label) and not leases.holder_is_dead_here(lease, node)
+        if (label is None or lease.label == label) and leases.binds(lease, "", node, now_ms)
     ]
 
 

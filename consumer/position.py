@@ -3,21 +3,25 @@
 The worker asks at start, after a reconnect, when a read comes back empty and when a batch
 does not start at the offset's own entry (``redis_client.split_at_offset``), so a gap is
 reported by the batch that crosses it. Each finding is logged as one ERROR and counted
-once; what to do about it (go on, rewind, stop) is the worker's.
+once, then acted on: a gap is accounted and reading goes on, a reset stops the worker or
+rewinds it, as ``--on-stream-reset`` says.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
 from consumer.lag import Gap, Reset, find_gap, find_reset, stream_view
+from consumer.lease_keeper import LeaseKeeper
 from consumer.metrics import Metrics
+from consumer.models import ConsumerSettings
 from consumer.redis_client import Entries
 from statemachine.errors import HealthFsmError
-from store.stream_id import entry_id_key
+from store import offsets
+from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,66 @@ def _held_below(entries: Sequence[tuple[bytes, object]], first_entry_id: str | N
 
 
 class PositionWatch:
-    """Finds gaps and resets behind an offset, and reports each one once."""
+    """Finds gaps and resets behind an offset, reports each one once, and acts on it."""
 
-    def __init__(self, client: redis.Redis, stream: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: ConsumerSettings,
+        metrics: Metrics,
+        keeper: LeaseKeeper,
+        clock: Callable[[], int],
+    ) -> None:
         self.client = client
-        self.stream = stream
+        self.settings = settings
+        self.stream = settings.stream
         self.metrics = metrics
+        self.keeper = keeper
+        self.clock = clock
         self._reported: set[tuple[str, str | None]] = set()
+
+    def settle(self, offset: str, held: Entries | None = None) -> tuple[str, bool] | None:
+        """Look behind ``offset``; None when nothing moves it, else (new offset, rewound).
+
+        A gap is reported and accounted (its estimate added to ``entries_read``, or, with
+        nothing left to read, the offset moved to the stream's last id) so it is reported
+        once and ``check`` passes again; reading goes on from the first surviving entry. A
+        reset raises ``StreamReset`` under ``--on-stream-reset stop``, or rewinds.
+        """
+        s = self.settings
+        found = self.inspect(offset, offsets.entries_read(self.keeper.db.conn, s.label), held)
+        if isinstance(found, Reset):
+            self.report_reset(found, s.label, offset)
+            if s.on_stream_reset == "stop":
+                raise StreamReset(
+                    f"stream {s.stream} was reset: {found.why} (label {s.label!r});"
+                    f" {reset_remedy(s.label, s.db_path)}"
+                )
+            log.error(
+                "--on-stream-reset rewind: reading %s again from its start (was at %s)",
+                s.stream,
+                offset,
+            )
+            with self.keeper.fenced() as conn:
+                offsets.set_to(conn, s.label, START_ID, self.clock())
+            return START_ID, True
+        if isinstance(found, Gap) and self.report_gap(found, offset):
+            return self._account(found, offset)
+        return None
+
+    def _account(self, gap: Gap, offset: str) -> tuple[str, bool] | None:
+        lost = gap.skipped_estimate or 0
+        if gap.resume_at is None:
+            view = stream_view(self.client, self.stream)
+            if view is None:
+                return None
+            with self.keeper.fenced() as conn:
+                offsets.save(conn, self.settings.label, view.last_generated_id, self.clock(), lost)
+            return view.last_generated_id, False
+        if lost:
+            with self.keeper.fenced() as conn:
+                offsets.save(conn, self.settings.label, offset, self.clock(), lost)
+        return None
 
     def inspect(
         self, offset: str, entries_read: int | None, held: Entries | None = None

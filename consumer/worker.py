@@ -22,12 +22,11 @@ import redis
 import sqlite_utils
 
 from consumer.batch import BatchResult, RawEntry, apply_batch
-from consumer.lag import Gap, Reset, stream_view
 from consumer.lease_keeper import LeaseKeeper, format_ms, wall_clock_ms
 from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
 from consumer.monitor import Monitor
-from consumer.position import PositionWatch, StreamReset, reset_remedy
+from consumer.position import PositionWatch
 from consumer.read_ahead import ReadAhead
 from consumer.redis_client import (
     Entries,
@@ -38,15 +37,14 @@ from consumer.redis_client import (
     redact_url,
 )
 from consumer.relay import OutboxRelay
+from consumer.start import refuse_an_unconfirmed_new_label, starting_offset
 from statemachine import RuntimeMachine, get_machine
-from statemachine.errors import HealthFsmError
-from store import offsets
 from store.checkpointer import Checkpointer
 from store.database import database_file
 from store.errors import LeaseHeld, LeaseLost, StoreBusy
 from store.lease import Lease
 from store.record_cache import RecordCache
-from store.stream_id import START_ID, StreamId, entry_id_key
+from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +88,7 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
-__all__ = ["StartRefused", "Totals", "Worker", "wall_clock_ms"]
-
-
-class StartRefused(HealthFsmError):
-    """A label with no offset in a store that has others: a typo would replay the stream."""
+__all__ = ["Totals", "Worker", "wall_clock_ms"]
 
 
 @dataclass(slots=True)
@@ -138,7 +132,7 @@ class Worker:
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self)
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
-        self.position = PositionWatch(self.client, settings.stream, self.metrics)
+        self.position = PositionWatch(self.client, settings, self.metrics, self.keeper, clock)
         self.metrics_port: int | None = None
         self._block_ms = max(1, min(settings.block_ms, int(settings.lease_ttl_s * 1000) // 3))
         self._stop = threading.Event()
@@ -190,7 +184,7 @@ class Worker:
         by (``--drain`` raises ``LeaseHeld`` instead of waiting).
         """
         s = self.settings
-        self._refuse_an_unconfirmed_new_label()  # before a word is logged: one line, exit 1
+        refuse_an_unconfirmed_new_label(self.db, s)  # before a word is logged: one line, exit 1
         if s.metrics_port is not None:
             self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
@@ -289,13 +283,14 @@ class Worker:
         self.relay.close()  # whatever the last holder left in the outbox is read from the table
         self.read_ahead.discard()
         self._drain_target = None
-        self._offset = self._starting_offset()
+        self._offset = starting_offset(self.db, self.keeper, self.client, self.settings, self.clock)
         self.monitor.gap_check_due = True
 
     def _lost_lease(self, error: LeaseLost) -> None:
         log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
         self.keeper.forget()
         self.metrics.lease_held.set(0)
+        self.metrics.lease_lost.inc()
         self.relay.close()
         self.read_ahead.discard()
         self.cache.invalidate()
@@ -306,48 +301,6 @@ class Worker:
             self.keeper.release()
         except (StoreBusy, sqlite3.Error) as error:
             log.warning("lease not released (%s); a standby takes over when it expires", error)
-
-    def _starting_offset(self) -> str:
-        """The stored offset; for a new label, ``--start-from`` or (first label) the start."""
-        s = self.settings
-        stored = offsets.load(self.db.conn, s.label)
-        if stored is not None:
-            if s.start_from is not None:
-                log.info("--start-from ignored: label %r has a stored offset %s", s.label, stored)
-            return stored
-        if s.start_from is None:
-            self._refuse_an_unconfirmed_new_label()
-            return START_ID
-        entry_id, known_read = self._resolve_start(s.start_from)
-        with self.keeper.fenced() as conn:
-            offsets.set_to(conn, s.label, entry_id, self.clock(), known_read)
-        log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
-        return entry_id
-
-    def _refuse_an_unconfirmed_new_label(self) -> None:
-        """A label with no offset in a store that has others: a typo would replay history."""
-        s = self.settings
-        if s.start_from is not None or offsets.load(self.db.conn, s.label) is not None:
-            return
-        others = [str(row["label"]) for row in offsets.list_all(self.db.conn)]
-        if others:
-            raise StartRefused(
-                f"label {s.label!r} has no stored offset, but this database has offsets"
-                f" for {', '.join(repr(o) for o in others)}; a new label would apply the"
-                " stream from its beginning again: check --label, or confirm with"
-                " --start-from beginning|end|ID"
-            )
-
-    def _resolve_start(self, start_from: str) -> tuple[str, int]:
-        """(entry id, entries read before it when known) for ``--start-from``."""
-        if start_from == "beginning":
-            return START_ID, 0
-        if start_from == "end":
-            view = stream_view(self.client, self.settings.stream)
-            if view is None:
-                return START_ID, 0
-            return view.last_generated_id, view.entries_added or 0
-        return str(StreamId.parse(start_from)), 0
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
         """Run one loop step; wait out Redis outages and writer locks instead of crashing.
@@ -405,56 +358,19 @@ class Worker:
     # the stream under the offset -------------------------------------------------------
 
     def check_position(self, held: Entries | None = None) -> bool:
-        """Look for a reset or a gap behind the offset and act on it.
+        """Look for a reset or a gap behind the offset and act on it (``PositionWatch``).
 
-        Returns False when the offset was rewound (the entries in hand are not to be used).
-        A gap is reported and accounted (its estimate added to ``entries_read``, or, with
-        nothing left to read, the offset moved to the stream's last id), then reading goes
-        on from the first surviving entry. A reset stops the worker or rewinds it, as
-        ``--on-stream-reset`` says.
+        Returns False when the offset was rewound: the entries in hand are not to be used.
         """
-        s = self.settings
-        read = offsets.entries_read(self.db.conn, s.label)
-        found = self.position.inspect(self._offset, read, held)
-        if isinstance(found, Reset):
-            self._on_reset(found)
-            return False
-        if isinstance(found, Gap) and self.position.report_gap(found, self._offset):
-            self._account_gap(found)
-        return True
-
-    def _on_reset(self, reset: Reset) -> None:
-        s = self.settings
-        self.position.report_reset(reset, s.label, self._offset)
-        if s.on_stream_reset == "stop":
-            raise StreamReset(
-                f"stream {s.stream} was reset: {reset.why} (label {s.label!r});"
-                f" {reset_remedy(s.label, s.db_path)}"
-            )
-        log.error(
-            "--on-stream-reset rewind: reading %s again from its start (was at %s)",
-            s.stream,
-            self._offset,
-        )
-        with self.keeper.fenced() as conn:
-            offsets.set_to(conn, s.label, START_ID, self.clock())
-        self._offset = START_ID
-        self._drain_target = None
-        self.read_ahead.discard()
-
-    def _account_gap(self, gap: Gap) -> None:
-        """Record a reported gap, so it is neither counted again nor failing ``check``."""
-        lost = gap.skipped_estimate or 0
-        if gap.resume_at is None:
-            view = stream_view(self.client, self.settings.stream)
-            if view is None:
-                return
-            with self.keeper.fenced() as conn:
-                offsets.save(conn, self.settings.label, view.last_generated_id, self.clock(), lost)
-            self._offset = view.last_generated_id
-        elif lost:
-            with self.keeper.fenced() as conn:
-                offsets.save(conn, self.settings.label, self._offset, self.clock(), lost)
+        moved = self.position.settle(self._offset, held)
+        if moved is None:
+            return True
+        offset, rewound = moved
+        self._offset = offset
+        if rewound:
+            self._drain_target = None
+            self.read_ahead.discard()
+        return not rewound
 
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
@@ -483,7 +399,7 @@ class Worker:
         if self._more_waiting(len(entries), last_id):
             self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
-        self.keeper.renew_if_due()  # paused past the TTL after the commit: do not publish
+        self.keeper.renew_if_due()  # paused past the TTL: publish nothing
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
             self._confirm_published()

@@ -1,16 +1,21 @@
 """Break one rule of the contract at a time and check that the test suite notices.
 
-Run from the repository root: ``.venv/bin/python scripts/mutations.py [TEST PATHS]``.
-Each mutation is a text replacement in one source file, restored afterwards whatever happens.
-Prints one line per mutation with the tests that failed (a mutation no test catches is a
-gap in the suite and makes the script exit non-zero).
+Run from the repository root: ``.venv/bin/python scripts/mutations.py [TEST PATHS]``
+(``MUTATION=REGEX`` runs only the mutations whose name it matches). Each mutation is a text
+replacement in one source file of a scratch copy of the tree, so the working tree is never
+touched; the tests run in the copy, whose packages shadow the editable install. Prints one
+line per mutation with the tests that failed (a mutation no test catches is a gap in the
+suite and makes the script exit non-zero).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 MUTATIONS: list[tuple[str, str, str, str]] = [
@@ -56,7 +61,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "apply events twice after a crash: ignore the stored offset on start",
         "consumer/worker.py",
-        "self._offset = offsets.load(self.db.conn, s.label) or START_ID",
+        "self._offset = self._starting_offset()",
         "self._offset = START_ID",
     ),
     (
@@ -72,11 +77,10 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "widen the duplicate window: confirm the previous snapshots after this batch commits",
         "consumer/batch.py",
         "    if decoded_hook is not None:\n        decoded_hook()\n    try:\n"
-        "        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms,"
-        " cache)\n",
+        "        touched = _commit(\n",
         "    try:\n"
-        "        touched = _commit(db, machine, decoded, rejected, result, stream, label, now_ms,"
-        " cache)\n        if decoded_hook is not None:\n            decoded_hook()\n",
+        "        if decoded_hook is not None:\n            pass\n"
+        "        touched = _commit(\n",
     ),
     (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",
@@ -91,7 +95,147 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "(position, _dead_letter(entry_id, stream, error, fields, now_ms)))",
         "            raise",
     ),
+    # -- one active worker (the lease) -----------------------------------------------------
+    (
+        "two active workers: a live lease does not keep a second worker out",
+        "store/lease.py",
+        "        and lease.live(now_ms)\n",
+        "        and False\n",
+    ),
+    (
+        "no fence: a batch commits without checking the lease",
+        "consumer/batch.py",
+        "        if fence is not None:\n            fence(conn)\n",
+        "        pass\n",
+    ),
+    (
+        "publish after a pause: no lease check between a commit and its snapshots",
+        "consumer/worker.py",
+        "        self.keeper.renew_if_due()  # paused past the TTL: publish nothing\n",
+        "",
+    ),
+    (
+        "no handover: the lease is not released on stop",
+        "consumer/worker.py",
+        "            self.keeper.release()\n",
+        "            pass\n",
+    ),
+    (
+        "outbox flush while a worker runs",
+        "consumer/operations.py",
+        '    refuse_while_leased(db, None, "refusing to flush the outbox", force)\n',
+        "",
+    ),
+    # -- the stream under the offset -------------------------------------------------------
+    (
+        "a reset is skipped silently: ids behind the offset are not noticed",
+        "consumer/lag.py",
+        "    if entry_id_key(view.last_generated_id) < entry_id_key(offset):",
+        "    if False:",
+    ),
+    (
+        "a recreated stream is not noticed (Redis 7 entries-added)",
+        "consumer/lag.py",
+        "and added < entries_read:",
+        "and False:",
+    ),
+    (
+        "a gap crossed by a batch goes unchecked: every read is taken as continuous",
+        "consumer/redis_client.py",
+        "    return entries[:count], False\n",
+        "    return entries[:count], True\n",
+    ),
+    (
+        "an emptied stream hides its gap",
+        "consumer/lag.py",
+        "        return Gap(None, max(estimate, 1) if estimate is not None else None)",
+        "        return None",
+    ),
+    # -- operator commands -------------------------------------------------------------------
+    (
+        "replay newest first",
+        "store/dead_letters.py",
+        "ORDER BY id LIMIT ?",
+        "ORDER BY id DESC LIMIT ?",
+    ),
+    (
+        "replays do not claim their rows",
+        "consumer/operations.py",
+        "        dead_letters.claim(conn, [i for i, _ in chosen], claimer, now)\n",
+        "",
+    ),
+    (
+        "a refused XADD takes the accepted rows of its chunk back to the outbox",
+        "consumer/relay.py",
+        "                outbox.delete_seqs(conn_, accepted)\n",
+        "                pass\n",
+    ),
+    (
+        "admin changes never reach Lobby",
+        "store/admin.py",
+        "        [(seq, _)] = outbox.enqueue(conn, [snapshot])\n",
+        "        seq = 0\n",
+    ),
+    (
+        "a running worker never looks for rows other processes queued",
+        "consumer/relay.py",
+        "        if rows[0][0] != self._last_seen + 1:\n            self._read_table()\n",
+        "",
+    ),
+    (
+        "offsets set accepts Unicode digits",
+        "store/stream_id.py",
+        'r"([0-9]+)-([0-9]+)"',
+        'r"(\\d+)-(\\d+)"',
+    ),
+    (
+        "a mistyped label silently starts from the beginning",
+        "consumer/start.py",
+        "    if others:\n        raise StartRefused(",
+        "    if False:\n        raise StartRefused(",
+    ),
+    # -- the database is never created or changed by mistake -------------------------------
+    (
+        "every command creates a missing database",
+        "store/database.py",
+        "        if not create or read_only:\n",
+        "        if read_only:\n",
+    ),
+    (
+        "a foreign file gets healthfsm's tables",
+        "store/database.py",
+        "    if not tables >= HEALTHFSM_MARKER_TABLES:\n",
+        "    if False:\n",
+    ),
+    (
+        "read-only commands switch the file to WAL and migrate it",
+        "store/database.py",
+        "        if read_only:\n            _require_current(db, path)\n            return db\n",
+        "",
+    ),
+    (
+        "lobby stream equal to the input is accepted",
+        "consumer/cli.py",
+        "    if lobby_stream == stream:",
+        "    if False:",
+    ),
+    # -- bounded input -------------------------------------------------------------------------
+    (
+        "a dead letter keeps the whole reason, however long",
+        "consumer/batch.py",
+        "    detail = shorten(str(error), DETAIL_CHARS)",
+        "    detail = str(error)",
+    ),
+    (
+        "occurred_at_ms with leading zeros is too large",
+        "consumer/codec.py",
+        '    significant = raw.lstrip(b"0")',
+        "    significant = raw",
+    ),
 ]
+
+
+COPIED = ("consumer", "statemachine", "store", "tests", "diagrams", "docs", "pyproject.toml")
 
 
 def main() -> int:
@@ -99,51 +243,63 @@ def main() -> int:
     tests = sys.argv[1:]  # default: the whole suite
     only = os.environ.get("MUTATION", "")
     missed = 0
-    for name, path, old, new in MUTATIONS:
-        if only not in name:
-            continue
-        target = root / path
-        original = target.read_text(encoding="utf-8")
-        if original.count(old) != 1:
-            print(f"SKIPPED  {name}: pattern not found once in {path}")
-            missed += 1
-            continue
-        try:
-            target.write_text(original.replace(old, new), encoding="utf-8")
-            run = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    "-o",
-                    "addopts=",
-                    "--no-header",
-                    "-rf",
-                    *tests,
-                ],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        finally:
-            target.write_text(original, encoding="utf-8")
-        failed = sorted(
-            {
-                line.split(" ")[1].split("[")[0].split("::")[0].removeprefix("tests/")
-                for line in run.stdout.splitlines()
-                if line.startswith("FAILED ")
-            }
-        )
-        if run.returncode == 0:
-            missed += 1
-            print(f"MISSED   {name}: {run.stdout.strip().splitlines()[-1]}")
-        else:
-            print(f"CAUGHT   {name}: {len(failed)} test files failed: {', '.join(failed)}")
+    with tempfile.TemporaryDirectory(prefix="healthfsm-mutations-") as scratch:
+        copy = Path(scratch)
+        for name in COPIED:
+            source = root / name
+            if source.is_dir():
+                shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif source.exists():
+                shutil.copy2(source, copy / name)
+        for name, path, old, new in MUTATIONS:
+            if not re.search(only, name):
+                continue
+            missed += not _run_one(copy, name, path, old, new, tests)
     return 1 if missed else 0
+
+
+def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[str]) -> bool:
+    """Apply one mutation to the copy, run the tests there, restore; whether it was caught."""
+    target = copy / path
+    original = target.read_text(encoding="utf-8")
+    if original.count(old) != 1:
+        print(f"SKIPPED  {name}: pattern not found once in {path}", flush=True)
+        return False
+    try:
+        target.write_text(original.replace(old, new), encoding="utf-8")
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "addopts=",
+                "--no-header",
+                "-rf",
+                *tests,
+            ],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        target.write_text(original, encoding="utf-8")
+    failed = sorted(
+        {
+            line.split(" ")[1].split("[")[0].split("::")[0].removeprefix("tests/")
+            for line in run.stdout.splitlines()
+            if line.startswith("FAILED ")
+        }
+    )
+    if run.returncode == 0:
+        print(f"MISSED   {name}: {run.stdout.strip().splitlines()[-1]}", flush=True)
+        return False
+    print(f"CAUGHT   {name}: {len(failed)} test files failed: {', '.join(failed)}", flush=True)
+    return True
 
 
 if __name__ == "__main__":

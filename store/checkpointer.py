@@ -17,6 +17,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+FINAL_CHECKPOINT_WAIT_MS = 100
+"""How long the last checkpoint (on stop) waits for other connections to the file."""
+
 
 class Checkpointer:
     """Starts with ``start()``, stops (with a last checkpoint) with ``stop()``."""
@@ -38,6 +41,9 @@ class Checkpointer:
         try:
             while not self._stop.wait(self.interval_s):
                 self._checkpoint(conn, "PASSIVE")
+            # TRUNCATE waits for other connections' readers and writers (a standby worker
+            # on the same file): a short wait, then the next process's checkpoints go on.
+            conn.execute(f"PRAGMA busy_timeout={FINAL_CHECKPOINT_WAIT_MS}")
             self._checkpoint(conn, "TRUNCATE")
         finally:
             conn.close()

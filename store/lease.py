@@ -114,6 +114,16 @@ def live_leases(conn: sqlite3.Connection, now_ms: int) -> list[Lease]:
     return [Lease(*row) for row in rows]
 
 
+def binds(lease: Lease | None, holder: str, node: str, now_ms: int) -> bool:
+    """Whether ``lease`` keeps ``holder`` out: another's, live, and not known to be dead."""
+    return (
+        lease is not None
+        and lease.holder != holder
+        and lease.live(now_ms)
+        and not holder_is_dead_here(lease, node)
+    )
+
+
 def try_acquire(
     conn: sqlite3.Connection, label: str, holder: str, node: str, now_ms: int, ttl_ms: int
 ) -> tuple[Lease | None, Lease | None]:
@@ -123,12 +133,7 @@ def try_acquire(
     Call inside a write transaction, so two standbys cannot both take it.
     """
     before = read(conn, label)
-    if (
-        before is not None
-        and before.holder != holder
-        and before.live(now_ms)
-        and not holder_is_dead_here(before, node)
-    ):
+    if binds(before, holder, node, now_ms):
         return None, before
     epoch = 1 if before is None else before.epoch + 1
     lease = Lease(label, holder, node, epoch, now_ms, now_ms + ttl_ms)

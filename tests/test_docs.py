@@ -14,6 +14,7 @@ from store.outbox import OutboxRow
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONTRACT = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -49,4 +50,13 @@ def test_readme_reaction_table_matches_the_code() -> None:
             "none" if reaction.cas is None else f"{reaction.cas[0].value} → {reaction.cas[1].value}"
         )
         row = f"| {event_type.value} | {reaction.summary.value} | {cas} |"
-        assert row in README, row
+        assert row in CONTRACT, row
+
+
+def test_readme_links_resolve() -> None:
+    """The front door's links into docs/ and diagrams/ point at files that exist."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not link.startswith("http")]
+    assert {"docs/contract.md", "docs/operations.md", "docs/design.md"} <= set(local)
+    for link in local:
+        assert (ROOT / link).exists(), link

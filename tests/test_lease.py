@@ -263,6 +263,8 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
         thread.join(timeout=10)
         worker.db.close()
     assert worker.metrics.lease_held._value.get() == 0
+    released = lease.read(db.conn, LABEL)
+    assert released is not None and released.expires_at_ms == 0  # handed over on stop
 
 
 def test_drain_raises_when_the_lease_is_held(
@@ -291,6 +293,8 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
         conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
     with pytest.raises(LeaseLost, match="other:1:x"):
         worker._apply(rclient.xrange(STREAM))
+    assert worker._guarded(lambda: worker._apply(rclient.xrange(STREAM)))  # stands by
+    assert worker.metrics.lease_lost._value.get() == 1 and not worker.keeper.held
     assert offsets.load(db.conn, LABEL) is None and outbox.pending(db.conn) == 0
     assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 0
     worker.close()

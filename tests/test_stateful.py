@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -273,6 +275,29 @@ class CrashComparison(RuleBasedStateMachine):
         self._run(batch_size)
         self.check_complete()
 
+    @rule(
+        batch_size=st.integers(1, 5),
+        first_batches=st.integers(0, 4),
+        second_batches=st.integers(0, 4),
+        second_first=st.booleans(),
+    )
+    def second_worker_overlaps(
+        self, batch_size: int, first_batches: int, second_batches: int, second_first: bool
+    ) -> None:
+        """A second worker on the same store and label, as in a deploy: both start, one is
+        active and the other stands by; each stops after a random number of batches (or
+        once caught up), and the standby takes over when the active one lets go."""
+        workers = [_standby_capable_worker(self.path, batch_size) for _ in range(2)]
+        limits = [first_batches, second_batches]
+        if second_first:
+            workers.reverse()
+        newest = self.client.xrevrange("runtime:health_events", count=1)
+        target = newest[0][0].decode() if newest else "0-0"
+        for worker, limit in zip(workers, limits, strict=True):
+            _stop_when_due(worker, limit, target, workers)
+        _run_together(workers, target)
+        note(f"batches per worker: {[w.totals.batches for w in workers]}")
+
     def _run(self, batch_size: int) -> None:
         db = open_database(self.path)  # a restart: a fresh connection, no memory of the last
         try:
@@ -348,6 +373,55 @@ class CrashComparison(RuleBasedStateMachine):
                     assert entry_id_key(source) > entry_id_key(previous)
                 previous = source
             seen.add(source)
+
+
+def _standby_capable_worker(path: Path, batch_size: int) -> Worker:
+    settings_ = ConsumerSettings(
+        redis_url=REDIS_URL[0],
+        db_path=str(path),
+        batch_size=batch_size,
+        block_ms=5,
+        lease_poll_s=0.005,
+        backoff_initial_s=0.005,
+    )
+    return Worker(settings_, open_database(path), clock=lambda: FIXED_NOW_MS)
+
+
+def _stop_when_due(worker: Worker, limit: int, target: str, workers: list[Worker]) -> None:
+    """Stop ``worker`` after ``limit`` batches (0: before it starts), everyone once caught up.
+
+    From the worker's own thread, right after a batch: a stop requested while it blocks
+    on an XREAD waits for Redis's timeout tick (100 ms), which would slow the suite.
+    """
+
+    def observe(result: object, seconds: float) -> None:
+        if worker.offset == target:
+            for each in workers:
+                each.request_stop()
+        elif worker.totals.batches >= limit:
+            worker.request_stop()
+
+    worker.totals.observers.append(observe)
+    if limit == 0:
+        worker.request_stop()
+
+
+def _run_together(workers: list[Worker], target: str) -> None:
+    """Run the workers in threads at once until each has stopped; close their stores."""
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        for worker in workers:
+            if worker.keeper.held and worker.offset == target:
+                worker.request_stop()  # took over with nothing left to read
+        time.sleep(0.002)
+    for worker, thread in zip(workers, threads, strict=True):
+        worker.request_stop()
+        thread.join(timeout=10)
+        worker.db.close()
+    assert not any(t.is_alive() for t in threads)
 
 
 REDIS_URL: list[str] = []

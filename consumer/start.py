@@ -1,0 +1,77 @@
+"""Where a worker starts reading: the stored offset, or for a new label ``--start-from``.
+
+A label with no offset in a store that already holds others is refused unless
+``--start-from`` says where it begins: a mistyped ``--label`` would otherwise apply the
+whole stream again to live records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import redis
+import sqlite_utils
+
+from consumer.lag import stream_view
+from consumer.lease_keeper import LeaseKeeper
+from consumer.models import ConsumerSettings
+from statemachine.errors import HealthFsmError
+from store import offsets
+from store.stream_id import START_ID, StreamId
+
+log = logging.getLogger(__name__)
+
+
+class StartRefused(HealthFsmError):
+    """A label with no offset in a store that has others: a typo would replay the stream."""
+
+
+def refuse_an_unconfirmed_new_label(db: sqlite_utils.Database, s: ConsumerSettings) -> None:
+    """``StartRefused`` for a new label beside others, unless ``--start-from`` confirms it."""
+    if s.start_from is not None or offsets.load(db.conn, s.label) is not None:
+        return
+    others = [str(row["label"]) for row in offsets.list_all(db.conn)]
+    if others:
+        raise StartRefused(
+            f"label {s.label!r} has no stored offset, but this database has offsets"
+            f" for {', '.join(repr(o) for o in others)}; a new label would apply the"
+            " stream from its beginning again: check --label, or confirm with"
+            " --start-from beginning|end|ID"
+        )
+
+
+def starting_offset(
+    db: sqlite_utils.Database,
+    keeper: LeaseKeeper,
+    client: redis.Redis,
+    s: ConsumerSettings,
+    clock: Callable[[], int],
+) -> str:
+    """The stored offset; for a new label ``--start-from`` (stored at once, under the
+    lease), or the stream's beginning for the first label of a store."""
+    stored = offsets.load(db.conn, s.label)
+    if stored is not None:
+        if s.start_from is not None:
+            log.info("--start-from ignored: label %r has a stored offset %s", s.label, stored)
+        return stored
+    if s.start_from is None:
+        refuse_an_unconfirmed_new_label(db, s)
+        return START_ID
+    entry_id, known_read = _resolve(s.start_from, client, s.stream)
+    with keeper.fenced() as conn:
+        offsets.set_to(conn, s.label, entry_id, clock(), known_read)
+    log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
+    return entry_id
+
+
+def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, int]:
+    """(entry id, entries read before it when known) for ``--start-from``."""
+    if start_from == "beginning":
+        return START_ID, 0
+    if start_from == "end":
+        view = stream_view(client, stream)
+        if view is None:
+            return START_ID, 0
+        return view.last_generated_id, view.entries_added or 0
+    return str(StreamId.parse(start_from)), 0
