@@ -61,6 +61,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"healthfsm {version('healthfsm')}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Drive game runtime records from Redis Stream health events, through a state machine,
+    into SQLite; publish runtime snapshots for Game Lobby."""
+
+
 runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime")
 
@@ -167,11 +190,17 @@ def consume(
     try:
         worker = Worker(settings, database)
         worker.install_signal_handlers()
-        if drain and sys.stderr.isatty():
+        progress = drain and sys.stderr.isatty()
+        if progress:
             from consumer.render import drain_progress
 
             worker.totals.observers.append(drain_progress(worker))
-        raise typer.Exit(worker.run())
+        try:
+            code = worker.run()
+        finally:
+            if progress:
+                sys.stderr.write("\n")  # end the live line before anything else is printed
+        raise typer.Exit(code)
     finally:
         database.close()
 

@@ -278,7 +278,7 @@ def runtime_history(
     else:
         rows_table(
             rows,
-            ["seq", "entry_id", "cause", "from_status", "to_status", "engine_health", "at_ms"],
+            ["id", "entry_id", "cause", "from_status", "to_status", "engine_health", "at_ms"],
             f"history of {game_id}",
         )
 

@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 
 import redis
-from rich.console import Console
 
 from consumer import constants as c
 from consumer import embedded, logs
 from consumer.codec import decode_snapshot
 from consumer.models import ConsumerSettings
+from consumer.render import console as render_console
 from consumer.render import records_table, rows_table
 from consumer.worker import Worker, wall_clock_ms
 from statemachine import Status
@@ -84,7 +84,7 @@ def run_demo(db_path: Path | None) -> None:
     """Run the scenario and print what happened."""
     if db_path is not None:
         _refuse_a_real_store(db_path)
-    console = Console()
+    console = render_console()
     logs.configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="healthfsm-demo-") as tmp, embedded.running() as server:
         path = db_path or Path(tmp) / "demo.db"

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
 HEALTH_STYLES = {"healthy": "green", "": "dim"}
 
+PIPE_WIDTH = 4096
+"""Columns for output that is not a terminal: rows stay whole for grep and files."""
+
+
+def console() -> Console:
+    """Rich's console: the terminal's width, or a wide page when stdout is a pipe or file
+    (rich would otherwise fold every table at 80 columns and split ids across lines)."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+
 
 def records_table(rows: Sequence[dict[str, object]], title: str | None = None) -> None:
     """Print runtime records as a table on stdout."""
@@ -46,7 +57,7 @@ def records_table(rows: Sequence[dict[str, object]], title: str | None = None) -
             str(row["current_turn"]),
             str(row["updated_at_ms"]),
         )
-    Console().print(table)
+    console().print(table)
 
 
 def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title: str) -> None:
@@ -56,7 +67,7 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*(str(row.get(name, "")) for name in columns))
-    Console().print(table)
+    console().print(table)
 
 
 def bench_report(report: BenchReport) -> None:
@@ -107,10 +118,10 @@ def bench_report(report: BenchReport) -> None:
         )
     for name, value in rows:
         table.add_row(name, value)
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for target, held in report.targets.items():
-        console.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
+        out.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
 
 
 def drain_progress(worker: Worker) -> Callable[[BatchResult, float], None]:

@@ -61,8 +61,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "apply events twice after a crash: ignore the stored offset on start",
         "consumer/worker.py",
-        "self._offset = self._starting_offset()",
-        "self._offset = START_ID",
+        "        self._offset = starting_offset(self.db",
+        "        self._offset = START_ID or starting_offset(self.db",
     ),
     (
         "lose snapshots: delete the outbox chunk before publishing it",
@@ -94,6 +94,14 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            rejected.append("
         "(position, _dead_letter(entry_id, stream, error, fields, now_ms)))",
         "            raise",
+    ),
+    (
+        "apply each batch twice",
+        "consumer/worker.py",
+        "        self.relay.committed(result.snapshots)\n",
+        "        self.relay.committed(result.snapshots)\n"
+        "        apply_batch(self.db, self.machine, entries, stream=self.settings.stream,"
+        " label=self.settings.label, now_ms=self.clock(), fence=self.keeper.fence)\n",
     ),
     # -- one active worker (the lease) -----------------------------------------------------
     (
@@ -181,6 +189,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/relay.py",
         "        if rows[0][0] != self._last_seen + 1:\n            self._read_table()\n",
         "",
+    ),
+    (
+        "an idle worker never looks for rows other processes queued",
+        "consumer/worker.py",
+        "                self.relay.look_for_others_rows()\n",
+        "                pass\n",
     ),
     (
         "offsets set accepts Unicode digits",
@@ -282,6 +296,7 @@ def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[s
                 *tests,
             ],
             cwd=copy,
+            env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"},
             capture_output=True,
             text=True,
             timeout=900,

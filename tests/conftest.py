@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 import sqlite_utils
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from consumer import embedded, faults
 from consumer.models import ConsumerSettings
@@ -23,6 +23,13 @@ settings.register_profile(
 )
 settings.register_profile(
     "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(  # scripts/mutations.py: a failing example is enough, no shrinking
+    "mutation",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

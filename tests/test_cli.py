@@ -202,3 +202,31 @@ def test_consume_with_custom_names(
     )
     assert code == 0
     assert len(published(rclient, "out:x")) == 1 and published(rclient) == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and out == f"healthfsm {version('healthfsm')}\n" and err == ""
+
+
+def test_history_table_shows_each_row_id(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str]
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    run(capsys, "runtime", "set-status", "g", "--from", "running", "--to", "stopped", *dbarg)
+    code, out, _ = run(capsys, "runtime", "history", "g", "--json", *dbarg)
+    [row] = json.loads(out)
+    code, out, _ = run(capsys, "runtime", "history", "g", *dbarg)
+    assert code == 0 and f"│ {row['id']} " in out  # the first column carries the row id
+
+
+def test_tables_on_a_pipe_keep_rows_whole(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str]
+) -> None:
+    long_id = "game-" + "x" * 120
+    run(capsys, "runtime", "add", long_id, "--status", "generation_in_progress", *dbarg)
+    code, out, _ = run(capsys, "runtime", "list", *dbarg)
+    [row] = [line for line in out.splitlines() if long_id in line]
+    assert "generation_in_progress" in row  # one line, nothing folded at 80 columns

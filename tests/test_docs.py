@@ -40,6 +40,10 @@ def test_asyncapi_matches_the_codec() -> None:
     assert set(snapshot["required"]) == {k.decode() for k in wire}
     assert snapshot["properties"]["runtime_status"]["enum"] == [s.value for s in Status]
     assert snapshot["properties"]["engine_health_summary"]["enum"] == [s.value for s in Summary]
+    source = re.compile(snapshot["properties"]["source_entry_id"]["pattern"])
+    from store.admin import ADMIN_SOURCE_PREFIX
+
+    assert source.fullmatch("1700000000000-3") and source.fullmatch(f"{ADMIN_SOURCE_PREFIX}12")
 
 
 def test_readme_reaction_table_matches_the_code() -> None:

@@ -389,10 +389,20 @@ def test_demo_refuses_a_store_with_games(
 
 
 def test_lobby_stream_equal_to_the_input_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], db_path: Path, db: sqlite_utils.Database
+    capsys: pytest.CaptureFixture[str], db_path: Path, db: sqlite_utils.Database, redis_url: str
 ) -> None:
     code, _, err = cli(
-        capsys, "consume", "--drain", "--stream", "s", "--lobby-stream", "s", "--db", str(db_path)
+        capsys,
+        "consume",
+        "--drain",
+        "--stream",
+        "s",
+        "--lobby-stream",
+        "s",
+        "--redis-url",
+        redis_url,
+        "--db",
+        str(db_path),
     )
     assert code == 2 and "--lobby-stream" in err and err.count("\n") == 1
 
@@ -416,6 +426,15 @@ def test_a_huge_game_id_is_kept_and_logged_in_bounded_form(
     stored = sum(len(str(v)) for v in row.values())
     assert stored < 6000  # a few KiB in all
     assert len(caplog.text) < 20_000
+
+
+def test_any_rejection_reason_is_cut_before_it_is_stored() -> None:
+    from consumer.batch import _dead_letter
+    from statemachine.errors import DecodeError
+
+    error = DecodeError("invalid_field", "y" * 50_000)
+    dead = _dead_letter("1-0", STREAM, error, {b"game_id": b"g"}, FIXED_NOW_MS)
+    assert 1000 < len(dead.detail) <= 1100 and dead.detail.endswith("more chars)")
 
 
 @pytest.mark.parametrize(
