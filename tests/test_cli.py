@@ -228,5 +228,6 @@ def test_tables_on_a_pipe_keep_rows_whole(
     long_id = "game-" + "x" * 120
     run(capsys, "runtime", "add", long_id, "--status", "generation_in_progress", *dbarg)
     code, out, _ = run(capsys, "runtime", "list", *dbarg)
+    assert code == 0
     [row] = [line for line in out.splitlines() if long_id in line]
     assert "generation_in_progress" in row  # one line, nothing folded at 80 columns
