@@ -36,6 +36,7 @@ from consumer.worker import Worker
 from store import open_database
 from store.database import immediate
 from store.records import insert_new
+from store.stream_id import entry_id_key
 
 TERMINAL = ("container_exited", "container_oom", "container_disappeared")
 HEALTHY = ("container_started", "probe_recovered")
@@ -189,7 +190,7 @@ def steady_latency(
     commits: list[tuple[tuple[int, int], float]] = []
 
     def observe(result: BatchResult, _: float) -> None:
-        commits.append((_key(result.last_entry_id), time.perf_counter()))
+        commits.append((entry_id_key(result.last_entry_id), time.perf_counter()))
 
     worker.totals.observers.append(observe)
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -206,7 +207,7 @@ def steady_latency(
             for _ in range(per_tick):
                 pipe.xadd(stream, next(events))  # type: ignore[arg-type]
             now = time.perf_counter()
-            sent += [(_key(i.decode()), now) for i in pipe.execute()]
+            sent += [(entry_id_key(i.decode()), now) for i in pipe.execute()]
             time.sleep(max(0.0, started + tick * (len(sent) // per_tick) - time.perf_counter()))
     offered = len(sent) / (time.perf_counter() - started)
     deadline = time.perf_counter() + 30
@@ -223,11 +224,6 @@ def steady_latency(
         if index < len(commits):
             latencies.append((commits[index][1] - at) * 1000)
     return offered, latencies
-
-
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)
 
 
 def _percentile(values: list[float], share: float) -> float:
