@@ -320,8 +320,11 @@ def diagram(
     """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed)."""
     from consumer.diagram_files import write_diagrams
 
-    for path in write_diagrams(out):
+    written = write_diagrams(out)
+    for path in written:
         typer.echo(str(path))
+    if not any(path.suffix == ".svg" for path in written):
+        typer.echo("healthfsm: note: Graphviz's dot is not installed; SVG not written", err=True)
 
 
 @app.command()

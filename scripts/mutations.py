@@ -96,6 +96,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            raise",
     ),
     (
+        "the CAS guard always passes",
+        "statemachine/machine.py",
+        "    return cast(RuntimeRecord, event.model).state is transition.expected\n\n\n"
+        "def admin_pair",
+        "    return True\n\n\ndef admin_pair",
+    ),
+    (
+        "the admin pair guard always passes",
+        "statemachine/machine.py",
+        '        kwargs["effect"].pair_allowed = True\n        return True\n    return False\n',
+        '        kwargs["effect"].pair_allowed = True\n        return True\n    return True\n',
+    ),
+    (
         "apply each batch twice",
         "consumer/worker.py",
         "        self.relay.committed(result.snapshots)\n",

@@ -4,10 +4,18 @@ A single ``Machine(model=None)`` is built per process and records are driven wit
 ``machine.events[name].trigger(record, ...)``: building a machine per record, or
 ``add_model``, costs 10-300x more per record and keeps references alive.
 
-Each health trigger has two transitions, tried in order: the compare-and-swap status
-change (its source is the expected status, its guard checks it) and a catch-all
-``source='*', dest=None`` fallback that only writes the summary. Callbacks write the
-summary and decide whether a debounced snapshot is due.
+**The guards are the compare-and-swap.** Every status-changing transition is declared from
+*every* status (``source='*'``), so ``transitions`` never filters it by the record's state;
+its guard compares the record's status with the status the change expects, and only then
+does the change apply. For a health event the expected status comes from the reaction
+table, and a miss falls through to a ``source='*', dest=None`` fallback that only writes
+the summary. For an admin ``set_status`` each allowed pair is one transition whose guards
+check, in order, that the operator asked for that pair and that the record is in its
+source status; which guard refused tells a conflict from a pair the table does not allow.
+Declaring the edges from their source alone would have let the library do the check
+before any guard ran, and a guard that can never fail documents a rule it does not hold.
+
+Callbacks write the summary and decide whether a debounced snapshot is due.
 """
 
 from __future__ import annotations
@@ -30,41 +38,51 @@ ADMIN_TRIGGER = "set_status"
 
 @dataclass(slots=True)
 class Effect:
-    """What one trigger did to a record; filled in by the machine's callbacks."""
+    """What one trigger did to a record; filled in by the machine's guards and callbacks."""
 
     now_ms: int
-    from_status: Status | None = None
     status_changed: bool = False
     snapshot_due: bool = False
+    pair_allowed: bool = False
+    """Admin: some transition matched the requested pair (so a refusal is a conflict)."""
 
 
 class _Transition(LeanTransition):
-    """A transition that also knows its endpoints as ``Status`` members, for the guards."""
+    """A transition that knows the status it expects and the one it leads to, for guards.
+
+    Declared from every status, so ``source`` is whatever status it was expanded for; the
+    status the change *expects* is ``expected``, set from the tables.
+    """
+
+    expected: Status | None = None
 
     def __init__(self, source: str, dest: str | None, *args: Any, **kwargs: Any) -> None:
         super().__init__(source, dest, *args, **kwargs)  # type: ignore[arg-type]  # None: internal
-        self.source_status = Status[source] if source in Status.__members__ else None
         self.dest_status = Status[dest] if dest is not None else None
 
 
 def cas(event: EventData) -> bool:
-    """Health-event guard (compare-and-swap): the record is in the status the change expects.
-
-    A miss falls through to the summary-only fallback transition.
-    """
+    """Health-event guard, the compare-and-swap: the record is in the status the change
+    expects (the reaction table's CAS source). A miss falls through to the summary-only
+    fallback, which keeps the status."""
     transition = cast(_Transition, event.transition)
-    return bool(cast(RuntimeRecord, event.model).state is transition.source_status)
+    return cast(RuntimeRecord, event.model).state is transition.expected
+
+
+def admin_pair(event: EventData) -> bool:
+    """Admin guard 1: this edge is the change the operator asked for (``--from``/``--to``)."""
+    transition = cast(_Transition, event.transition)
+    kwargs = event.kwargs
+    if kwargs["expected"] is transition.expected and kwargs["to"] is transition.dest_status:
+        kwargs["effect"].pair_allowed = True
+        return True
+    return False
 
 
 def admin_cas(event: EventData) -> bool:
-    """Admin guard: the record is in the operator's ``--from`` and this edge leads to ``--to``."""
-    kwargs = event.kwargs
+    """Admin guard 2, the compare-and-swap: the record is in the operator's ``--from``."""
     transition = cast(_Transition, event.transition)
-    record = cast(RuntimeRecord, event.model)
-    return bool(
-        record.state == kwargs["expected"] == transition.source_status
-        and kwargs["to"] == transition.dest_status
-    )
+    return cast(RuntimeRecord, event.model).state is transition.expected
 
 
 SUMMARY_BY_TRIGGER: dict[str, str] = {e.value: r.summary.value for e, r in REACTIONS.items()}
@@ -108,50 +126,49 @@ class RuntimeMachine:
         for event_type, reaction in REACTIONS.items():
             if reaction.cas is not None:
                 source, dest = reaction.cas
-                self.machine.add_transition(
-                    event_type.value,
-                    source,
-                    dest,
-                    conditions=cas,
-                    after=write_summary,
-                )
+                self._add_guarded(event_type.value, source, dest, [cas], write_summary)
             self.machine.add_transition(event_type.value, "*", None, after=write_summary)
         for source, dest in sorted(ALLOWED_CHANGES):
-            self.machine.add_transition(
-                ADMIN_TRIGGER,
-                source,
-                dest,
-                conditions=admin_cas,
-                after=stamp_admin_change,
+            self._add_guarded(
+                ADMIN_TRIGGER, source, dest, [admin_pair, admin_cas], stamp_admin_change
             )
         self._triggers = {e: self.machine.events[e.value].trigger for e in EventType}
         self._admin_trigger = self.machine.events[ADMIN_TRIGGER].trigger
 
+    def _add_guarded(
+        self, trigger: str, expected: Status, dest: Status, guards: list[Any], after: Any
+    ) -> None:
+        """One status change declared from every status; ``guards`` decide when it applies."""
+        self.machine.add_transition(trigger, "*", dest, conditions=guards, after=after)
+        for transitions in self.machine.events[trigger].transitions.values():
+            newest = cast(_Transition, transitions[-1])
+            newest.expected = expected
+
     def apply(self, record: RuntimeRecord, event_type: EventType, now_ms: int) -> Effect:
         """Apply one health event: CAS status change when possible, summary always."""
-        effect = Effect(now_ms=now_ms, from_status=record.state)
+        effect = Effect(now_ms=now_ms)
         self._triggers[event_type](record, effect=effect)
         return effect
 
     def set_status(
         self, record: RuntimeRecord, expected: Status, to: Status, now_ms: int
     ) -> Effect:
-        """Admin compare-and-swap through the same table the health events use."""
-        if (expected, to) not in ALLOWED_CHANGES:
-            raise TransitionNotAllowed(
-                f"{expected.value} -> {to.value} is not an allowed status change"
-                f" (game {record.game_id!r} is {record.state.value})"
-            )
-        if record.state != expected:
+        """Admin compare-and-swap through the same table the health events use.
+
+        The machine decides: ``TransitionNotAllowed`` when no edge is the requested pair,
+        ``StatusConflict`` when the edge exists but the record is not in ``expected``.
+        """
+        effect = Effect(now_ms=now_ms)
+        if self._admin_trigger(record, expected=expected, to=to, effect=effect):
+            return effect
+        if effect.pair_allowed:
             raise StatusConflict(
                 f"game {record.game_id!r} is {record.state.value}, not {expected.value}"
             )
-        effect = Effect(now_ms=now_ms, from_status=record.state)
-        if not self._admin_trigger(record, expected=expected, to=to, effect=effect):
-            raise TransitionNotAllowed(  # unreachable while machine and table agree
-                f"the machine refused {expected.value} -> {to.value} for {record.game_id!r}"
-            )
-        return effect
+        raise TransitionNotAllowed(
+            f"{expected.value} -> {to.value} is not an allowed status change"
+            f" (game {record.game_id!r} is {record.state.value})"
+        )
 
 
 @functools.cache

@@ -164,6 +164,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"state machine coverage: {walked}/{total} (status x event type, admin from x to)"
             f" pairs checked against the model ({100 * walked / total:.0f}%);"
-            f" {fired}/{transitions} machine transitions fired, the other"
-            f" {transitions - fired} are catch-all fallbacks shadowed by an always-passing CAS"
+            f" {fired}/{transitions} machine transitions fired; the other"
+            f" {transitions - fired} are guarded changes declared from a status their guard"
+            " refuses, and fallbacks in the status where the CAS applies instead"
         )
