@@ -196,11 +196,10 @@ def consume(
 
             worker.totals.observers.append(drain_progress(worker))
         try:
-            code = worker.run()
+            worker.run()
         finally:
             if progress:
                 sys.stderr.write("\n")  # end the live line before anything else is printed
-        raise typer.Exit(code)
     finally:
         database.close()
 

@@ -21,9 +21,9 @@ from store.outbox import OutboxRow
 class DecodedEvent(NamedTuple):
     """A health event that passed every decode rule.
 
-    A plain tuple, not the pydantic ``HealthEvent``: this is the per-event hot path and the
-    checks above already do what validation would. ``tests/test_codec.py`` proves that every
-    ``DecodedEvent`` also validates as a ``HealthEvent``.
+    A plain tuple, not a pydantic model: this is the per-event hot path, and the checks
+    below are the contract's rules exactly (a model would accept more: ``tests/test_codec.py``
+    checks each rule and that the short path agrees with the precise one).
     """
 
     entry_id: str

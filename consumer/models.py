@@ -7,18 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from consumer import constants as c
-from statemachine import EventType, Status
-
-
-class HealthEvent(BaseModel):
-    """One decoded ``runtime:health_events`` entry."""
-
-    model_config = ConfigDict(frozen=True)
-
-    entry_id: str
-    game_id: str = Field(min_length=1)
-    event_type: EventType
-    occurred_at_ms: int = Field(gt=0, le=c.INT64_MAX)
+from statemachine import Status
 
 
 class RuntimeSnapshotUpdate(BaseModel):

@@ -97,7 +97,6 @@ class Totals:
 
     entries: int = 0
     applied: int = 0
-    snapshots_queued: int = 0
     snapshots_published: int = 0
     rejected: int = 0
     batches: int = 0
@@ -177,8 +176,8 @@ class Worker:
 
     # the loop --------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Consume until stopped (or, with ``drain``, until caught up); return the exit code.
+    def run(self) -> None:
+        """Consume until stopped (or, with ``drain``, until caught up); failures raise.
 
         The loop runs only while this worker holds its label's lease; without it, it stands
         by (``--drain`` raises ``LeaseHeld`` instead of waiting).
@@ -214,7 +213,6 @@ class Worker:
             self.totals.rejected,
             self.totals.snapshots_published,
         )
-        return 0
 
     # the lease -------------------------------------------------------------------------
 
@@ -467,7 +465,6 @@ class Worker:
         t.batches += 1
         t.entries += result.entries
         t.applied += result.applied
-        t.snapshots_queued += len(result.snapshots)
         t.rejected += sum(result.rejected.values())
         for observer in t.observers:
             observer(result, seconds)

@@ -57,12 +57,6 @@ def add_many(
     )
 
 
-def count_by_reason(conn: sqlite3.Connection) -> dict[str, int]:
-    """How many dead letters are kept per reason code."""
-    rows = conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall()
-    return {str(reason): int(n) for reason, n in rows}
-
-
 def list_recent(
     conn: sqlite3.Connection, reason: str | None = None, limit: int = 50
 ) -> list[dict[str, object]]:

@@ -25,8 +25,6 @@ class RecordCache:
         self.capacity = capacity
         self._records: dict[str, RuntimeRecord] = {}
         self._version: int | None = None
-        self.hits = 0
-        self.misses = 0
 
     def load(self, conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
         """The existing records among ``game_ids``. Call inside the batch's write transaction."""
@@ -43,8 +41,6 @@ class RecordCache:
                 missing.append(game_id)
             else:
                 found[game_id] = record
-        self.hits += len(found)
-        self.misses += len(missing)
         if missing:
             found.update(records.load_many(conn, missing))
         return found
