@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import sqlite_utils
 import typer
 
 from consumer import constants as c
 from consumer.models import ConsumerSettings
+from consumer.redis_client import redact_url
+from store.errors import StoreError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -53,6 +57,8 @@ def opened(
     database = open_database(path, read_only=read_only, create=create)
     try:
         yield database
+    except sqlite3.Error as error:
+        raise StoreError(f"database {path}: {error}") from error
     finally:
         database.close()
 
@@ -78,8 +84,47 @@ LabelOption = Annotated[str, typer.Option("--label", help="Offset label in strea
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_options(url: str, tls_files: dict[str, object]) -> None:
+    """Usage errors (exit 2) for a Redis URL or TLS files that cannot work, naming the culprit.
+
+    A scheme redis-py does not know, a database that is not a number (``redis://h/abc``),
+    TLS files with a plain ``redis://`` URL, or a TLS file that does not exist.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise typer.BadParameter(
+            f"{redact_url(url)!r} is not a Redis URL (redis://, rediss:// or unix://)",
+            param_hint="--redis-url",
+        )
+    database = parts.path.lstrip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise typer.BadParameter(
+            f"database {database!r} in {redact_url(url)!r} is not a number",
+            param_hint="--redis-url",
+        )
+    given = {flag: value for flag, value in tls_files.items() if value is not None}
+    if given and parts.scheme != "rediss":
+        raise typer.BadParameter(
+            f"{', '.join(given)} need a rediss:// URL", param_hint="--redis-url"
+        )
+    for flag, value in given.items():
+        if not Path(str(value)).is_file():
+            raise typer.BadParameter(f"file {value} does not exist", param_hint=flag)
+
+
 def settings_for(db: Path, redis_url: str, **options: object) -> ConsumerSettings:
     """Settings built at the CLI edge; the password comes from the environment if set."""
+    check_redis_options(
+        redis_url,
+        {
+            "--redis-ca": options.get("tls_ca"),
+            "--redis-cert": options.get("tls_cert"),
+            "--redis-key": options.get("tls_key"),
+        },
+    )
     return ConsumerSettings.model_validate(
         {
             "db_path": str(db),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumer.batch import BatchResult
+from statemachine.errors import HealthFsmError
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -129,5 +130,14 @@ class Metrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose ``/metrics`` over HTTP from a daemon thread; return the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise MetricsPortUnavailable(
+                f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror or error}"
+            ) from error
         return int(server.server_port)
+
+
+class MetricsPortUnavailable(HealthFsmError):
+    """``--metrics-port`` is taken or not allowed; the message names the address."""

@@ -111,7 +111,7 @@ def test_set_status_success_conflict_and_not_allowed(
         (["consume", "--log-format", "xml"], EXIT_USAGE, "--log-format"),
         (["consume", "--log-level", "loud"], EXIT_USAGE, "--log-level"),
         (["consume", "--stream", " "], EXIT_USAGE, "blank"),
-        (["consume", "--drain", "--redis-url", "ftp://x"], EXIT_ERROR, "scheme"),
+        (["consume", "--drain", "--redis-url", "ftp://x"], EXIT_USAGE, "not a Redis URL"),
         (["nonsense"], EXIT_USAGE, "No such command"),
         (["runtime", "show", "g", "--bogus"], EXIT_USAGE, "--bogus"),
     ],
@@ -231,3 +231,47 @@ def test_tables_on_a_pipe_keep_rows_whole(
     assert code == 0
     [row] = [line for line in out.splitlines() if long_id in line]
     assert "generation_in_progress" in row  # one line, nothing folded at 80 columns
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--redis-url", "http://127.0.0.1:6379/0"], "not a Redis URL"),
+        (["--redis-url", "redis://127.0.0.1:6379/abc"], "database 'abc'"),
+        (["--redis-url", "redis://127.0.0.1:6379/0", "--redis-ca", "ca.pem"], "rediss://"),
+        (
+            ["--redis-url", "rediss://127.0.0.1:6379/0", "--redis-ca", "/no/such/ca.pem"],
+            "/no/such/ca.pem",
+        ),
+    ],
+)
+def test_redis_options_that_cannot_work_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], extra: list[str], named: str
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    for command in (["consume", "--drain"], ["check"]):
+        code, _, err = run(capsys, *command, *extra, *dbarg)
+        assert code == EXIT_USAGE and named in err and err.count("\n") == 1, err
+
+
+def test_a_metrics_port_in_use_is_named(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], redis_url: str
+) -> None:
+    import socket
+
+    run(capsys, "runtime", "add", "g", *dbarg)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(
+            capsys,
+            "consume",
+            "--drain",
+            "--redis-url",
+            redis_url,
+            "--metrics-port",
+            str(port),
+            *dbarg,
+        )
+    assert code == EXIT_ERROR and f"127.0.0.1:{port}" in err and "--metrics-port" in err

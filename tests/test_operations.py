@@ -524,7 +524,7 @@ def test_rediss_url_with_ca(
             "--db",
             str(db_path),
         )
-        assert code == 1 and "rediss://" in err
+        assert code == 2 and "rediss://" in err  # TLS files with redis:// is a usage error
     finally:
         server.terminate()
         server.wait(timeout=10)
