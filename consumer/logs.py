@@ -52,7 +52,6 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # transitions logs every callback at INFO: keep it to warnings unless we debug.
-    logging.getLogger("transitions").setLevel(
-        logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    )
+    # The machine runs on statemachine.lean's classes, which log through
+    # ``statemachine.lean`` (a failed finalize callback, at ERROR) and never through the
+    # library's ``transitions`` logger, so that logger needs no taming here.

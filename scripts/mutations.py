@@ -109,6 +109,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '        kwargs["effect"].pair_allowed = True\n        return True\n    return True\n',
     ),
     (
+        "the lean transition checks only its first guard",
+        "statemachine/lean.py",
+        "        for condition in self.conditions:\n",
+        "        for condition in self.conditions[:1]:\n",
+    ),
+    (
         "apply each batch twice",
         "consumer/worker.py",
         "        self.relay.committed(result.snapshots)\n",

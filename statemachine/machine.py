@@ -24,7 +24,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
-from transitions import EventData
+from transitions import EventData, Machine, Transition
 
 from statemachine.enums import EventType, Status
 from statemachine.errors import StatusConflict, TransitionNotAllowed
@@ -47,18 +47,27 @@ class Effect:
     """Admin: some transition matched the requested pair (so a refusal is a conflict)."""
 
 
-class _Transition(LeanTransition):
-    """A transition that knows the status it expects and the one it leads to, for guards.
+class _Endpoints:
+    """What the guards read off a transition: the status it expects and the one it leads to.
 
     Declared from every status, so ``source`` is whatever status it was expanded for; the
     status the change *expects* is ``expected``, set from the tables.
     """
 
     expected: Status | None = None
+    dest_status: Status | None
 
     def __init__(self, source: str, dest: str | None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(source, dest, *args, **kwargs)  # type: ignore[arg-type]  # None: internal
+        super().__init__(source, dest, *args, **kwargs)  # type: ignore[call-arg]
         self.dest_status = Status[dest] if dest is not None else None
+
+
+class _Transition(_Endpoints, LeanTransition):
+    """The production transition: the lean execution path."""
+
+
+class _StockTransition(_Endpoints, Transition):
+    """The same endpoints on the library's own transition (``tests/test_lean.py``)."""
 
 
 def cas(event: EventData) -> bool:
@@ -111,11 +120,17 @@ class _StatusMachine(LeanMachine):
     transition_cls = _Transition
 
 
+class StockStatusMachine(Machine):
+    """The library's own machine with the same transitions, to prove the lean one equal."""
+
+    transition_cls = _StockTransition
+
+
 class RuntimeMachine:
     """Applies health events and admin status changes to records through one shared machine."""
 
-    def __init__(self) -> None:
-        self.machine = _StatusMachine(
+    def __init__(self, machine_cls: type[Machine] = _StatusMachine) -> None:
+        self.machine = machine_cls(
             model=None,
             states=Status,
             initial=None,
@@ -141,7 +156,7 @@ class RuntimeMachine:
         """One status change declared from every status; ``guards`` decide when it applies."""
         self.machine.add_transition(trigger, "*", dest, conditions=guards, after=after)
         for transitions in self.machine.events[trigger].transitions.values():
-            newest = cast(_Transition, transitions[-1])
+            newest = cast(_Endpoints, transitions[-1])
             newest.expected = expected
 
     def apply(self, record: RuntimeRecord, event_type: EventType, now_ms: int) -> Effect:

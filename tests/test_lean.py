@@ -14,7 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transitions import EventData, Machine, MachineError
 
+from statemachine import EventType, RuntimeMachine, RuntimeRecord, Status
+from statemachine.errors import StatusConflict, TransitionNotAllowed
 from statemachine.lean import LeanMachine
+from statemachine.machine import StockStatusMachine
 
 
 class Model:
@@ -172,3 +175,46 @@ def test_an_unregistered_model_state_is_a_clear_error() -> None:
     model.state = "nowhere"
     with pytest.raises(ValueError, match="nowhere"):
         machine.events["go"].trigger(model)
+
+
+PRODUCTION_STEP = st.one_of(
+    st.tuples(st.just("event"), st.integers(0, 2), st.sampled_from(list(EventType))),
+    st.tuples(
+        st.just("admin"),
+        st.integers(0, 2),
+        st.tuples(st.sampled_from(list(Status)), st.sampled_from(list(Status))),
+    ),
+)
+
+
+def _drive_production(machine: RuntimeMachine, starts: list[Status], steps: list[Any]) -> Any:
+    records = [RuntimeRecord(f"g{i}", status) for i, status in enumerate(starts)]
+    outcomes: list[Any] = []
+    for now, (kind, index, what) in enumerate(steps, start=1):
+        record = records[index]
+        try:
+            if kind == "event":
+                effect = machine.apply(record, what, now)
+            else:
+                effect = machine.set_status(record, what[0], what[1], now)
+            outcomes.append((effect.status_changed, effect.snapshot_due, effect.pair_allowed))
+        except (StatusConflict, TransitionNotAllowed) as error:
+            outcomes.append((type(error).__name__, str(error)))
+    return outcomes, [
+        (r.state, r.engine_health, r.updated_at_ms, r.last_emitted_summary) for r in records
+    ]
+
+
+@given(
+    starts=st.lists(st.sampled_from(list(Status)), min_size=3, max_size=3),
+    steps=st.lists(PRODUCTION_STEP, max_size=25),
+)
+def test_the_production_machine_matches_its_stock_twin(
+    starts: list[Status], steps: list[Any]
+) -> None:
+    """The configuration production runs (Enum states, ``model=None``, records passed to
+    ``trigger``, ``source='*'`` changes with guards, the Transition subclass) on the lean
+    classes and on the library's own, driven alike: same effects, errors and records."""
+    lean = _drive_production(RuntimeMachine(), starts, steps)
+    stock = _drive_production(RuntimeMachine(StockStatusMachine), starts, steps)
+    assert lean == stock
