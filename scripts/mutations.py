@@ -115,6 +115,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        for condition in self.conditions[:1]:\n",
     ),
     (
+        "the record cache ignores other writers",
+        "store/record_cache.py",
+        "        if version != self._version:\n",
+        "        if self._version is None:\n",
+    ),
+    (
         "apply each batch twice",
         "consumer/worker.py",
         "        self.relay.committed(result.snapshots)\n",
