@@ -388,8 +388,8 @@ class Worker:
             return False
         offset = self._offset
         entries = self._read()
-        self._backoff_s = s.backoff_initial_s
         if not entries:
+            self._backoff_s = s.backoff_initial_s
             if not s.drain:
                 self.relay.look_for_others_rows()
             return not s.drain or self._offset != offset  # a rewind or a gap moved it: go on
@@ -397,6 +397,7 @@ class Worker:
         if self._more_waiting(len(entries), last_id):
             self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
+        self._backoff_s = s.backoff_initial_s
         self.keeper.renew_if_due()  # paused past the TTL: publish nothing
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
@@ -433,29 +434,21 @@ class Worker:
         return target is None or entry_id_key(last_id) < entry_id_key(target)
 
     def _apply(self, entries: Sequence[RawEntry]) -> None:
+        """Apply and commit one batch. A busy database (``StoreBusy``) or a lost lease
+        (``LeaseLost``) leaves nothing written and goes to ``_guarded``, the one place that
+        backs off; the batch is read again from the unchanged offset."""
         started = time.perf_counter()
-        while True:
-            try:
-                result = apply_batch(
-                    self.db,
-                    self.machine,
-                    entries,
-                    stream=self.settings.stream,
-                    label=self.settings.label,
-                    now_ms=self.clock(),
-                    cache=self.cache,
-                    decoded_hook=self._confirm_published,
-                    fence=self.keeper.fence,
-                )
-                break
-            except StoreBusy as error:
-                # Keep the entries in hand: the offset did not move, nothing was written.
-                if self._stop.is_set():
-                    raise  # a stop request wins over a busy database: the batch is re-read
-                self.totals.busy_retries += 1
-                log.warning("%s; retrying the batch in %.1fs", error, self._backoff_s)
-                self._stop.wait(self._backoff_s)
-                self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
+        result = apply_batch(
+            self.db,
+            self.machine,
+            entries,
+            stream=self.settings.stream,
+            label=self.settings.label,
+            now_ms=self.clock(),
+            cache=self.cache,
+            decoded_hook=self._confirm_published,
+            fence=self.keeper.fence,
+        )
         self.relay.committed(result.snapshots)
         self._offset = result.last_entry_id
         self._count(result, time.perf_counter() - started)

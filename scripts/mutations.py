@@ -52,11 +52,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "advance the offset before the commit",
         "consumer/worker.py",
-        "        while True:\n            try:\n                result = apply_batch(",
+        "        started = time.perf_counter()\n        result = apply_batch(",
+        "        started = time.perf_counter()\n"
         "        from store.database import immediate\n"
         "        with immediate(self.db) as conn:\n"
         "            offsets.save(conn, self.settings.label, entries[-1][0].decode(), 0)\n"
-        "        while True:\n            try:\n                result = apply_batch(",
+        "        result = apply_batch(",
     ),
     (
         "apply events twice after a crash: ignore the stored offset on start",
@@ -119,6 +120,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "store/record_cache.py",
         "        if version != self._version:\n",
         "        if self._version is None:\n",
+    ),
+    (
+        "the backoff ignores a stop request",
+        "consumer/worker.py",
+        "        self._stop.wait(self._backoff_s)\n        self._backoff_s = min(",
+        "        time.sleep(self._backoff_s)\n        self._backoff_s = min(",
     ),
     (
         "apply each batch twice",

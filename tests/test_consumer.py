@@ -288,6 +288,35 @@ def test_busy_database_waits_and_never_advances_the_offset_alone(
     impatient.close()
 
 
+def test_a_stop_request_is_honoured_while_the_database_stays_locked(
+    db_path: object,
+    db: sqlite_utils.Database,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    from store import open_database
+
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "container_exited")
+    blocker = sqlite3.connect(str(db_path), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    impatient = open_database(str(db_path), busy_timeout_s=0.05)
+    worker = make_worker(impatient, backoff_initial_s=5.0, backoff_max_s=10.0)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while worker.totals.busy_retries < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    asked = time.monotonic()
+    worker.request_stop()  # SIGTERM's first effect: the 5 s backoff must not be sat out
+    thread.join(timeout=10)
+    assert not thread.is_alive() and time.monotonic() - asked < 2.0
+    assert offsets.load(blocker, "health_events") is None  # nothing half-done
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    impatient.close()
+
+
 def test_drain_on_an_empty_or_missing_stream_exits_at_once(
     db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
