@@ -64,7 +64,7 @@ def opened(
 
 
 def now_ms() -> int:
-    from consumer.worker import wall_clock_ms
+    from consumer.clock import wall_clock_ms
 
     return wall_clock_ms()
 

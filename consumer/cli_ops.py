@@ -86,7 +86,7 @@ def check(
 def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
     """Every stored offset (label, entry id, when it moved, entries read) and who holds
     each label's lease."""
-    from consumer.lease_keeper import wall_clock_ms
+    from consumer.clock import wall_clock_ms
     from consumer.operations import describe_lease
     from consumer.render import rows_table
     from store import lease, offsets

@@ -10,27 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 
 import sqlite_utils
 
+from consumer.clock import wall_clock_ms
 from store import lease as leases
 from store.database import immediate
 from store.errors import LeaseLost
 from store.lease import Lease
 
 log = logging.getLogger(__name__)
-
-
-def wall_clock_ms() -> int:
-    """Milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
-
-
-def format_ms(ms: int) -> str:
-    """An epoch-milliseconds time as ISO-8601 UTC, for messages."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
 class LeaseKeeper:

@@ -9,8 +9,8 @@ from pathlib import Path
 import redis
 import sqlite_utils
 
+from consumer.clock import format_ms, wall_clock_ms
 from consumer.lag import find_gap, find_reset, stream_view
-from consumer.lease_keeper import format_ms, wall_clock_ms
 from consumer.models import ConsumerSettings
 from consumer.position import reset_remedy
 from consumer.redis_client import client_for, redact_url

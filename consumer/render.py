@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from consumer.clock import format_ms
+
 STATUS_STYLES = {
     "starting": "cyan",
     "running": "green",
@@ -38,14 +40,29 @@ def console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 
 
+def _is_time(name: str) -> bool:
+    return name == "at_ms" or name.endswith("_at_ms")
+
+
+def _heading(name: str) -> str:
+    """``updated_at_ms`` is shown as ``updated_at (UTC)``: tables show times, not counts."""
+    return f"{name.removesuffix('_ms')} (UTC)" if _is_time(name) else name
+
+
+def _cell(name: str, value: object) -> str:
+    if _is_time(name) and isinstance(value, int) and value > 0:
+        return format_ms(value)
+    return "-" if value is None else str(value)
+
+
 def records_table(rows: Sequence[dict[str, object]], title: str | None = None) -> None:
-    """Print runtime records as a table on stdout."""
+    """Print runtime records as a table on stdout (``--json`` keeps epoch milliseconds)."""
     table = Table(title=title)
     for name in ("game_id", "status", "engine_health", "current_turn", "updated_at_ms"):
         table.add_column(
-            name,
-            justify="right" if name in {"current_turn", "updated_at_ms"} else "left",
-            overflow="fold",  # a narrow terminal (or a pipe: 80 columns) wraps, never cuts
+            _heading(name),
+            justify="right" if name == "current_turn" else "left",
+            overflow="fold",  # a narrow terminal wraps, never cuts
         )
     for row in rows:
         status = str(row["status"])
@@ -55,18 +72,18 @@ def records_table(rows: Sequence[dict[str, object]], title: str | None = None) -
             f"[{STATUS_STYLES.get(status, '')}]{status}[/]" if status in STATUS_STYLES else status,
             f"[{HEALTH_STYLES.get(health, 'yellow')}]{health or '-'}[/]",
             str(row["current_turn"]),
-            str(row["updated_at_ms"]),
+            _cell("updated_at_ms", row["updated_at_ms"]),
         )
     console().print(table)
 
 
 def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title: str) -> None:
-    """Print arbitrary rows (snapshots, dead letters) as a plain table."""
+    """Print arbitrary rows (snapshots, dead letters) as a plain table; times in UTC."""
     table = Table(title=title)
     for name in columns:
-        table.add_column(name, overflow="fold")
+        table.add_column(_heading(name), overflow="fold")
     for row in rows:
-        table.add_row(*(str(row.get(name, "")) for name in columns))
+        table.add_row(*(_cell(name, row.get(name, "")) for name in columns))
     console().print(table)
 
 

@@ -22,7 +22,8 @@ import redis
 import sqlite_utils
 
 from consumer.batch import BatchResult, RawEntry, apply_batch
-from consumer.lease_keeper import LeaseKeeper, format_ms, wall_clock_ms
+from consumer.clock import format_ms, wall_clock_ms
+from consumer.lease_keeper import LeaseKeeper
 from consumer.metrics import Metrics
 from consumer.models import ConsumerSettings
 from consumer.monitor import Monitor

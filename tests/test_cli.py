@@ -275,3 +275,19 @@ def test_a_metrics_port_in_use_is_named(
             *dbarg,
         )
     assert code == EXIT_ERROR and f"127.0.0.1:{port}" in err and "--metrics-port" in err
+
+
+def test_tables_show_times_in_utc_and_json_keeps_milliseconds(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str]
+) -> None:
+    from consumer.clock import format_ms
+
+    run(capsys, "runtime", "add", "g", *dbarg)
+    _, out, _ = run(capsys, "runtime", "list", "--json", *dbarg)
+    [row] = json.loads(out)
+    assert isinstance(row["updated_at_ms"], int)
+    code, out, _ = run(capsys, "runtime", "list", *dbarg)
+    assert code == 0 and "updated_at (UTC)" in out and format_ms(row["updated_at_ms"]) in out
+    run(capsys, "runtime", "set-status", "g", "--from", "running", "--to", "stopped", *dbarg)
+    _, out, _ = run(capsys, "runtime", "history", "g", *dbarg)
+    assert "at (UTC)" in out and format_ms(row["updated_at_ms"])[:10] in out
