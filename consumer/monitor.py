@@ -8,13 +8,45 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+import sqlite_utils
 
 from consumer.lag import lag, stream_view
+from consumer.metrics import Metrics
+from consumer.models import ConsumerSettings
 from store import offsets, outbox
 
-if TYPE_CHECKING:
-    from consumer.worker import Worker
+
+class TotalsView(Protocol):
+    """The running counts the progress line reports."""
+
+    entries: int
+    applied: int
+    rejected: int
+    snapshots_published: int
+    reconnects: int
+
+
+class Watched(Protocol):
+    """What the monitor reads from the loop it watches: the narrow side of ``Worker``."""
+
+    settings: ConsumerSettings
+    client: redis.Redis
+    db: sqlite_utils.Database
+    metrics: Metrics
+    clock: Callable[[], int]
+
+    @property
+    def totals(self) -> TotalsView: ...
+
+    @property
+    def offset(self) -> str: ...
+
+    def check_position(self) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +54,7 @@ log = logging.getLogger(__name__)
 class Monitor:
     """Updates lag and backlog gauges, logs one INFO progress line per interval, finds gaps."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Watched) -> None:
         self.worker = worker
         self.gap_check_due = True
         self._last_tick = time.monotonic()
