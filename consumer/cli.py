@@ -345,7 +345,9 @@ def bench(
     ] = None,
     events: Annotated[int, typer.Option(min=1000, help="Events in the drain workload.")] = 200_000,
     games: Annotated[int, typer.Option(min=1, help="Registered games they spread over.")] = 10_000,
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = c.DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Batch size of the timed drain.")
+    ] = c.DEFAULT_BATCH_SIZE,
     single_events: Annotated[
         int, typer.Option(min=100, help="Events drained with --batch-size 1 for the ratio.")
     ] = 20_000,

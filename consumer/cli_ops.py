@@ -212,7 +212,7 @@ def dead_letters_replay(
 
 @outbox_app.command("show")
 def outbox_show(
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N rows, oldest first.")] = 50,
     db: DbOption = DEFAULT_DB,
     as_json: JsonFlag = False,
 ) -> None:
