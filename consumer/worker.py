@@ -203,7 +203,6 @@ class Worker:
         finally:
             self._release_lease()  # first: a standby takes over at once
             checkpointer.stop()
-            self.db.conn.execute("PRAGMA wal_autocheckpoint=1000")
             self.metrics.up.set(0)
             self.close()
         log.info(

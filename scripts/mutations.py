@@ -128,6 +128,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        time.sleep(self._backoff_s)\n        self._backoff_s = min(",
     ),
     (
+        "the loop checkpoints the WAL itself",
+        "store/checkpointer.py",
+        '        writer.execute("PRAGMA wal_autocheckpoint=0")\n',
+        "",
+    ),
+    (
         "apply each batch twice",
         "consumer/worker.py",
         "        self.relay.committed(result.snapshots)\n",

@@ -29,9 +29,13 @@ class Checkpointer:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._writer_setting = 1000
 
     def start(self, writer: sqlite3.Connection) -> None:
-        """Take checkpoints off ``writer`` and run them here instead."""
+        """Take checkpoints off ``writer`` and run them here instead (``stop`` gives them back)."""
+        self._writer = writer
+        self._writer_setting = int(writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         writer.execute("PRAGMA wal_autocheckpoint=0")
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
         self._thread.start()
@@ -56,8 +60,12 @@ class Checkpointer:
             log.debug("checkpoint skipped: %s", error)
 
     def stop(self) -> None:
-        """Stop the thread after one last checkpoint; safe to call twice."""
+        """Stop the thread after one last checkpoint and give the writer back its own
+        auto-checkpoint setting; safe to call twice."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._writer is not None:
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={self._writer_setting}")
+            self._writer = None

@@ -412,8 +412,19 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
         xadd_event(
             rclient, f"g{i % 200}", "probe_failed" if (i // 200) % 2 else "container_started"
         )
-    make_worker(batch_size=50).run()
-    assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # restored
+    db.conn.execute("PRAGMA wal_autocheckpoint=777")  # the connection's own setting
+    worker = make_worker(batch_size=50)
+    seen: list[tuple[int, bool]] = []
+
+    def look(result: object, seconds: float) -> None:  # in the loop, after each batch
+        setting = int(db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        names = {t.name for t in threading.enumerate()}
+        seen.append((setting, "wal-checkpoint" in names))
+
+    worker.totals.observers.append(look)
+    worker.run()
+    assert seen and set(seen) == {(0, True)}  # the loop never checkpoints; a thread does
+    assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 777  # given back
     assert os.path.getsize(f"{db_path}-wal") == 0  # the final checkpoint truncated it
     assert len(published(rclient)) == 600
 
