@@ -176,6 +176,7 @@ def test_cas_conflict_with_concurrent_admin_set_status(
             for game in games:
                 kind = ("container_exited", "probe_recovered")[round_ % 2]
                 xadd_event(rclient, game, kind)
+            time.sleep(0.002)  # a stream that flows, so batches and operator changes interleave
         last = xadd_event(rclient, games[0], "probe_failed")
         deadline = time.monotonic() + 30
         while worker.offset != last and time.monotonic() < deadline:
