@@ -9,7 +9,6 @@ import pytest
 from statemachine import (
     ALLOWED_CHANGES,
     EventType,
-    RuntimeMachine,
     RuntimeRecord,
     Status,
     StatusConflict,
@@ -83,13 +82,3 @@ def test_machine_is_shared_and_holds_no_models() -> None:
     for index in range(1000):
         machine.apply(RuntimeRecord(f"g{index}", Status.RUNNING), EventType.PROBE_FAILED, 1)
     assert machine.machine.models == []
-
-
-def test_separate_machines_agree() -> None:
-    fresh = RuntimeMachine()
-    a = RuntimeRecord("a", Status.RUNNING)
-    b = RuntimeRecord("b", Status.RUNNING)
-    for event_type in EventType:
-        fresh.apply(a, event_type, 1)
-        get_machine().apply(b, event_type, 1)
-        assert (a.state, a.engine_health) == (b.state, b.engine_health)

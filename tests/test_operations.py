@@ -287,7 +287,7 @@ def test_outbox_show_and_flush(
     assert outbox.pending(db.conn) == 0
 
 
-def test_runtime_history_is_bounded_per_game(
+def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
     db_path: Path,
@@ -299,19 +299,24 @@ def test_runtime_history_is_bounded_per_game(
     for index in range(history.HISTORY_PER_GAME + 10):
         ids.append(xadd_event(rclient, "g", "probe_failed" if index % 2 else "container_started"))
     xadd_event(rclient, "g", "probe_failed")  # the same summary again: no change, no history
+    xadd_event(rclient, "quiet", "probe_failed")  # one change for the other game
     make_worker(batch_size=7).run()
     set_status(db, "g", Status.RUNNING, Status.STOPPED, FIXED_NOW_MS)
     code, out, _ = run_cli(capsys, "runtime", "history", "g", "--json", "--db", str(db_path))
     rows = json.loads(out)
-    assert len(rows) == history.HISTORY_PER_GAME
+    assert len(rows) == history.HISTORY_PER_GAME  # a game's newest 50, oldest first
     assert rows[-1]["cause"] == "admin" and rows[-1]["to_status"] == "stopped"
     assert [r["entry_id"] for r in rows[:-1]] == ids[-(history.HISTORY_PER_GAME - 1) :]
     assert all(r["from_status"] == r["to_status"] == "running" for r in rows[:-1])
-    with immediate(db) as conn:  # the table is bounded: the oldest rows go first
-        history.add_many(conn, [], keep=10)
+    code, out, _ = run_cli(capsys, "runtime", "history", "quiet", "--json", "--db", str(db_path))
+    assert [r["cause"] for r in json.loads(out)] == ["probe_failed"]  # only its own rows
+    # The log as a whole is bounded (HISTORY_ROWS; 10 here): the oldest rows go first.
+    newest = db.conn.execute("SELECT id FROM runtime_history ORDER BY id DESC LIMIT 9").fetchall()
+    with immediate(db) as conn:
         history.add_many(conn, [history.HistoryRow("x", "1-0", "c", "a", "b", "h", 1)], keep=10)
-    kept = db.conn.execute("SELECT count(*), min(entry_id) FROM runtime_history").fetchone()
-    assert kept[0] == 10
+    kept = db.conn.execute("SELECT id, game_id FROM runtime_history ORDER BY id").fetchall()
+    assert [row[0] for row in kept[:-1]] == sorted(i for (i,) in newest)
+    assert len(kept) == 10 and kept[-1][1] == "x"
     code, _, err = run_cli(capsys, "runtime", "history", "nope", "--db", str(db_path))
     assert code == 1 and "no runtime record" in err
 
