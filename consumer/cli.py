@@ -4,6 +4,7 @@ turn known errors into a one-line message and an exit code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -43,6 +44,8 @@ from statemachine.errors import (
 from store.stream_id import StreamId
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
+ENV_TEST_HOOKS = "HEALTHFSM_TEST_HOOKS"
+"""Test-only switch: ``HEALTHFSM_INJECT_FAULT`` is honoured only when this is ``1``."""
 """Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
 
 
@@ -86,6 +89,21 @@ def _options(
 
 runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime")
+
+
+def _arm_test_hooks() -> None:
+    """Arm ``HEALTHFSM_INJECT_FAULT`` for crash tests, only behind the test-only switch."""
+    spec = os.environ.get(ENV_INJECT_FAULT)
+    if not spec:
+        return
+    if os.environ.get(ENV_TEST_HOOKS) != "1":
+        raise typer.BadParameter(
+            f"{ENV_INJECT_FAULT} is a test hook that crashes the worker on purpose;"
+            f" it is honoured only with {ENV_TEST_HOOKS}=1",
+            param_hint=ENV_INJECT_FAULT,
+        )
+    faults.arm_from_spec(spec)
+    logging.getLogger("consumer.faults").warning("test hook armed: %s", spec)
 
 
 @app.command()
@@ -166,8 +184,7 @@ def consume(
                 f"{error} (or beginning, or end)", param_hint="--start-from"
             ) from error
     logs.configure(log_level, log_format)
-    if spec := os.environ.get(ENV_INJECT_FAULT):
-        faults.arm_from_spec(spec)
+    _arm_test_hooks()
     settings = settings_for(
         db,
         redis_url,

@@ -291,3 +291,12 @@ def test_tables_show_times_in_utc_and_json_keeps_milliseconds(
     run(capsys, "runtime", "set-status", "g", "--from", "running", "--to", "stopped", *dbarg)
     _, out, _ = run(capsys, "runtime", "history", "g", *dbarg)
     assert "at (UTC)" in out and format_ms(row["updated_at_ms"])[:10] in out
+
+
+def test_fault_injection_needs_the_test_only_switch(
+    capsys: pytest.CaptureFixture[str], dbarg: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(capsys, "runtime", "add", "g", *dbarg)
+    monkeypatch.setenv("HEALTHFSM_INJECT_FAULT", "before_commit:1:exit")
+    code, _, err = run(capsys, "consume", "--drain", *dbarg)
+    assert code == EXIT_USAGE and "HEALTHFSM_TEST_HOOKS=1" in err and err.count("\n") == 1

@@ -138,7 +138,7 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
         "10",
     ]
     for spec in ["before_commit:3:exit", "after_commit:2:exit", "after_publish:1:exit"]:
-        crashed = run_cli(*base, env={"HEALTHFSM_INJECT_FAULT": spec})
+        crashed = run_cli(*base, env={"HEALTHFSM_INJECT_FAULT": spec, "HEALTHFSM_TEST_HOOKS": "1"})
         assert crashed.returncode == 137, crashed.stderr
     done = run_cli(*base)
     assert done.returncode == 0, done.stderr

@@ -166,7 +166,9 @@ def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
     args = _consume_args(redis_url, db_path, "--lease-ttl", "1", "--batch-size", "50")
     db = open_database(db_path)
     paused = Consume(
-        tmp_path / "paused.log", *args, env={"HEALTHFSM_INJECT_FAULT": "after_commit:3:stop"}
+        tmp_path / "paused.log",
+        *args,
+        env={"HEALTHFSM_INJECT_FAULT": "after_commit:3:stop", "HEALTHFSM_TEST_HOOKS": "1"},
     )
     wait_for(lambda: _is_stopped(paused.pid), what="paused after its third commit")
     assert offsets.entries_read(db.conn, LABEL) == 150 and outbox.pending(db.conn) > 0
