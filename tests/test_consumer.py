@@ -14,6 +14,7 @@ import sqlite_utils
 
 from consumer import faults
 from consumer.faults import FaultPoint, InjectedFault
+from consumer.worker import Worker
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records
 from store.admin import set_status
@@ -322,22 +323,31 @@ def test_batch_size_changes_nothing(
     assert len(results[0][1]) > 10
 
 
+def _start_behind_a_write_lock(
+    db_path: object, make_worker: WorkerFactory, **overrides: object
+) -> tuple[sqlite3.Connection, sqlite_utils.Database, Worker, threading.Thread]:
+    """Another connection holds the write lock (an admin command); a worker with a short
+    busy timeout starts behind it in a thread."""
+    from store import open_database
+
+    blocker = sqlite3.connect(str(db_path), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    impatient = open_database(str(db_path), busy_timeout_s=0.05)
+    worker = make_worker(impatient, **overrides)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    return blocker, impatient, worker, thread
+
+
 def test_busy_database_waits_and_never_advances_the_offset_alone(
     db_path: object,
     db: sqlite_utils.Database,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
-    from store import open_database
-
     add_games(db, ("g", Status.RUNNING))
     last = xadd_event(rclient, "g", "container_exited")
-    blocker = sqlite3.connect(str(db_path), isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
-    impatient = open_database(str(db_path), busy_timeout_s=0.05)
-    worker = make_worker(impatient)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
+    blocker, impatient, worker, thread = _start_behind_a_write_lock(db_path, make_worker)
     deadline = time.monotonic() + 10
     while worker.totals.busy_retries < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -358,16 +368,11 @@ def test_a_stop_request_is_honoured_while_the_database_stays_locked(
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
-    from store import open_database
-
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")
-    blocker = sqlite3.connect(str(db_path), isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    impatient = open_database(str(db_path), busy_timeout_s=0.05)
-    worker = make_worker(impatient, backoff_initial_s=5.0, backoff_max_s=10.0)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
+    blocker, impatient, worker, thread = _start_behind_a_write_lock(
+        db_path, make_worker, backoff_initial_s=5.0, backoff_max_s=10.0
+    )
     deadline = time.monotonic() + 10
     while worker.totals.busy_retries < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
