@@ -79,7 +79,11 @@ def _options(
     show_version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            metavar="",
         ),
     ] = False,
 ) -> None:
@@ -109,11 +113,15 @@ def _arm_test_hooks() -> None:
 @app.command()
 def consume(
     redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
-    stream: Annotated[str, typer.Option(help="Input stream of health events.")] = c.HEALTH_STREAM,
+    stream: Annotated[
+        str, typer.Option(help="Input stream of health events.", metavar="NAME")
+    ] = c.HEALTH_STREAM,
     lobby_stream: Annotated[
-        str, typer.Option(help="Output stream for runtime snapshots.")
+        str, typer.Option(help="Output stream for runtime snapshots.", metavar="NAME")
     ] = c.LOBBY_STREAM,
-    label: Annotated[str, typer.Option(help="Offset label in stream_offsets.")] = c.OFFSET_LABEL,
+    label: Annotated[
+        str, typer.Option(help="Offset label in stream_offsets.", metavar="LABEL")
+    ] = c.OFFSET_LABEL,
     db: DbOption = Path(c.DEFAULT_DB_PATH),
     block_ms: Annotated[
         int, typer.Option(min=1, help="How long one XREAD waits for new entries.")
@@ -122,17 +130,22 @@ def consume(
         int, typer.Option(min=1, max=100_000, help="Entries per XREAD and per transaction.")
     ] = c.DEFAULT_BATCH_SIZE,
     drain: Annotated[
-        bool, typer.Option(help="Process everything past the offset, publish, and exit 0.")
+        bool,
+        typer.Option(help="Process everything past the offset, publish, and exit 0.", metavar=""),
     ] = False,
     log_level: Annotated[
-        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False)
+        str,
+        typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False, metavar="LEVEL"),
     ] = "INFO",
-    log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
+    log_format: Annotated[
+        str, typer.Option(help="text or json (one object per line).", metavar="FORMAT")
+    ] = "text",
     metrics_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port.")
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option(help="Address for --metrics-port (default: loopback only).")
+        str,
+        typer.Option(help="Address for --metrics-port (default: loopback only).", metavar="HOST"),
     ] = "127.0.0.1",
     redis_ca: TlsCa = None,
     redis_cert: TlsCert = None,
@@ -256,7 +269,7 @@ def runtime_show(
 def runtime_list(
     db: DbOption = Path(c.DEFAULT_DB_PATH),
     as_json: Annotated[
-        bool, typer.Option("--json", help="A JSON array instead of a table.")
+        bool, typer.Option("--json", help="A JSON array instead of a table.", metavar="")
     ] = False,
     status: Annotated[Status | None, typer.Option(help="Only records in this status.")] = None,
 ) -> None:
@@ -384,7 +397,9 @@ def bench(
             help="Repeat the throughput measurements and report medians (for noisy machines).",
         ),
     ] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
     from consumer.bench import BenchConfig, run_bench

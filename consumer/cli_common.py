@@ -29,11 +29,19 @@ EXIT_NOT_ALLOWED = 4
 """``set-status``: the transition table has no such change."""
 
 DbOption = Annotated[
-    Path, typer.Option("--db", envvar=c.ENV_DB, help="SQLite database file.", show_default=True)
+    Path,
+    typer.Option(
+        "--db", envvar=c.ENV_DB, metavar="PATH", help="SQLite database file.", show_default=True
+    ),
 ]
 RedisUrlOption = Annotated[
     str,
-    typer.Option("--redis-url", envvar=c.ENV_REDIS_URL, help="Redis URL (redis:// or rediss://)."),
+    typer.Option(
+        "--redis-url",
+        envvar=c.ENV_REDIS_URL,
+        metavar="URL",
+        help="Redis URL (redis:// or rediss://).",
+    ),
 ]
 
 
@@ -70,18 +78,28 @@ def now_ms() -> int:
 
 
 TlsCa = Annotated[
-    str | None, typer.Option("--redis-ca", help="CA bundle to verify a rediss:// server.")
+    str | None,
+    typer.Option("--redis-ca", metavar="FILE", help="CA bundle to verify a rediss:// server."),
 ]
 TlsCert = Annotated[
-    str | None, typer.Option("--redis-cert", help="Client certificate for rediss:// (mTLS).")
+    str | None,
+    typer.Option("--redis-cert", metavar="FILE", help="Client certificate for rediss:// (mTLS)."),
 ]
-TlsKey = Annotated[str | None, typer.Option("--redis-key", help="Key of --redis-cert.")]
-StreamOption = Annotated[str, typer.Option("--stream", help="Input stream of health events.")]
+TlsKey = Annotated[
+    str | None, typer.Option("--redis-key", metavar="FILE", help="Key of --redis-cert.")
+]
+StreamOption = Annotated[
+    str, typer.Option("--stream", metavar="NAME", help="Input stream of health events.")
+]
 LobbyOption = Annotated[
-    str, typer.Option("--lobby-stream", help="Output stream for runtime snapshots.")
+    str, typer.Option("--lobby-stream", metavar="NAME", help="Output stream for runtime snapshots.")
 ]
-LabelOption = Annotated[str, typer.Option("--label", help="Offset label in stream_offsets.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LabelOption = Annotated[
+    str, typer.Option("--label", metavar="LABEL", help="Offset label in stream_offsets.")
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table.", metavar="")
+]
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")

@@ -114,10 +114,13 @@ def offsets_set(
     label: Annotated[str, typer.Argument(help="The consumer's offset label.")],
     entry_id: Annotated[str, typer.Argument(help="Stream entry id, like 1700000000000-0.")],
     yes: Annotated[
-        bool, typer.Option("--yes", help="Confirm: entries after it are (re)applied.")
+        bool, typer.Option("--yes", help="Confirm: entries after it are (re)applied.", metavar="")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Move it even while a worker holds the label's lease.")
+        bool,
+        typer.Option(
+            "--force", help="Move it even while a worker holds the label's lease.", metavar=""
+        ),
     ] = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -242,7 +245,7 @@ def outbox_flush(
     redis_cert: TlsCert = None,
     redis_key: TlsKey = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Publish even while a worker holds a lease.")
+        bool, typer.Option("--force", help="Publish even while a worker holds a lease.", metavar="")
     ] = False,
 ) -> None:
     """Publish every pending snapshot now, in order (refused while a worker runs)."""
