@@ -110,6 +110,16 @@ class Metrics:
             registry=r,
         )
 
+        self.applied = Counter(
+            "healthfsm_events_applied_total",
+            "Health events applied to a record (consumed minus rejected).",
+            registry=r,
+        )
+        self.busy_retries = Counter(
+            "healthfsm_store_busy_retries_total",
+            "Times the database stayed locked by another writer and the worker waited.",
+            registry=r,
+        )
         self.lease_lost = Counter(
             "healthfsm_lease_lost_total",
             "Times this worker found its lease taken over (fenced off) and stood by again.",
@@ -119,6 +129,7 @@ class Metrics:
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
         self.consumed.inc(result.entries)
+        self.applied.inc(result.applied)
         self.batch_size.observe(result.entries)
         self.batch_duration.observe(seconds)
         for reason, n in result.rejected.items():
@@ -127,6 +138,28 @@ class Metrics:
             self.transitions.labels(before.value, after.value).inc(n)
         for event_type, n in result.cas_misses.items():
             self.cas_conflicts.labels(event_type).inc(n)
+
+    def total(self, counter: Counter) -> int:
+        """A counter's value summed over its label sets, read back from the registry."""
+        return int(
+            sum(
+                sample.value
+                for metric in counter.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+        )
+
+    def batches(self) -> int:
+        """Committed batches: the count of the batch-size histogram."""
+        return int(
+            sum(
+                sample.value
+                for metric in self.batch_size.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_count")
+            )
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose ``/metrics`` over HTTP from a daemon thread; return the bound port."""

@@ -23,11 +23,20 @@ from store import offsets, outbox
 class TotalsView(Protocol):
     """The running counts the progress line reports."""
 
-    entries: int
-    applied: int
-    rejected: int
-    snapshots_published: int
-    reconnects: int
+    @property
+    def entries(self) -> int: ...
+
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def rejected(self) -> int: ...
+
+    @property
+    def snapshots_published(self) -> int: ...
+
+    @property
+    def reconnects(self) -> int: ...
 
 
 class Watched(Protocol):

@@ -15,7 +15,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from types import FrameType
 
 import redis
@@ -92,18 +91,44 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
 __all__ = ["Totals", "Worker", "wall_clock_ms"]
 
 
-@dataclass(slots=True)
 class Totals:
-    """Running counts over the worker's lifetime."""
+    """Running counts over the worker's lifetime, read from its Prometheus metrics.
 
-    entries: int = 0
-    applied: int = 0
-    snapshots_published: int = 0
-    rejected: int = 0
-    batches: int = 0
-    reconnects: int = 0
-    busy_retries: int = 0
-    observers: list[Callable[[BatchResult, float], None]] = field(default_factory=list)
+    The metrics are the one place anything is counted; this is a view with plain names
+    for logs, tests and the bench. ``observers`` are called after each committed batch.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+        self.observers: list[Callable[[BatchResult, float], None]] = []
+
+    @property
+    def entries(self) -> int:
+        return self._m.total(self._m.consumed)
+
+    @property
+    def applied(self) -> int:
+        return self._m.total(self._m.applied)
+
+    @property
+    def rejected(self) -> int:
+        return self._m.total(self._m.rejected)
+
+    @property
+    def snapshots_published(self) -> int:
+        return self._m.total(self._m.published)
+
+    @property
+    def batches(self) -> int:
+        return self._m.batches()
+
+    @property
+    def reconnects(self) -> int:
+        return self._m.total(self._m.reconnects)
+
+    @property
+    def busy_retries(self) -> int:
+        return self._m.total(self._m.busy_retries)
 
 
 class Worker:
@@ -127,8 +152,8 @@ class Worker:
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
         self.read_ahead = ReadAhead(self.client)
         self.cache = RecordCache()
-        self.totals = Totals()
         self.metrics = metrics or Metrics()
+        self.totals = Totals(self.metrics)
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self)
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
@@ -312,14 +337,13 @@ class Worker:
             raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
             self.read_ahead.discard()
-            self.totals.reconnects += 1
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
             log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)
         except redis.exceptions.OutOfMemoryError as error:
             log.warning("redis refused a write (%s); retrying in %.1fs", error, self._backoff_s)
         except StoreBusy as error:
-            self.totals.busy_retries += 1
+            self.metrics.busy_retries.inc()
             log.warning("%s; retrying in %.1fs", error, self._backoff_s)
         except LeaseLost as error:
             self._lost_lease(error)
@@ -345,7 +369,6 @@ class Worker:
 
     def _count_published(self, sent: int) -> None:
         if sent:
-            self.totals.snapshots_published += sent
             self.metrics.published.inc(sent)
 
     def _caught_up(self) -> bool:
@@ -454,10 +477,6 @@ class Worker:
         self._count(result, time.perf_counter() - started)
 
     def _count(self, result: BatchResult, seconds: float) -> None:
-        t = self.totals
-        t.batches += 1
-        t.entries += result.entries
-        t.applied += result.applied
-        t.rejected += sum(result.rejected.values())
-        for observer in t.observers:
+        """Tell the observers (the metrics first: they are the counts) about a batch."""
+        for observer in self.totals.observers:
             observer(result, seconds)
