@@ -51,7 +51,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "advance the offset before the commit",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "        started = time.perf_counter()\n        result = apply_batch(",
         "        started = time.perf_counter()\n"
         "        from store.database import immediate\n"
@@ -61,13 +61,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "apply events twice after a crash: ignore the stored offset on start",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "        self._offset = starting_offset(self.db",
         "        self._offset = START_ID or starting_offset(self.db",
     ),
     (
         "lose snapshots: delete the outbox chunk before publishing it",
-        "consumer/relay.py",
+        "consumer/runtime/relay.py",
         '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
         "        with immediate(self.db) as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
@@ -76,7 +76,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "widen the duplicate window: confirm the previous snapshots after this batch commits",
-        "consumer/batch.py",
+        "consumer/runtime/batch.py",
         "    if decoded_hook is not None:\n        decoded_hook()\n    try:\n"
         "        touched = _commit(\n",
         "    try:\n"
@@ -85,13 +85,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",
-        "consumer/codec.py",
+        "consumer/contract/codec.py",
         "    if not raw.isdigit():",
         "    if not raw.strip().lstrip(b'+').isdigit():",
     ),
     (
         "dead letters block: a bad entry stops the batch",
-        "consumer/batch.py",
+        "consumer/runtime/batch.py",
         "            rejected.append("
         "(position, _dead_letter(entry_id, stream, error, fields, now_ms)))",
         "            raise",
@@ -123,7 +123,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "the backoff ignores a stop request",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "        self._stop.wait(self._backoff_s)\n        self._backoff_s = min(",
         "        time.sleep(self._backoff_s)\n        self._backoff_s = min(",
     ),
@@ -135,7 +135,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "apply each batch twice",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "        self.relay.committed(result.snapshots)\n",
         "        self.relay.committed(result.snapshots)\n"
         "        apply_batch(self.db, self.machine, entries, stream=self.settings.stream,"
@@ -150,50 +150,50 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "no fence: a batch commits without checking the lease",
-        "consumer/batch.py",
+        "consumer/runtime/batch.py",
         "        if fence is not None:\n            fence(conn)\n",
         "        pass\n",
     ),
     (
         "publish after a pause: no lease check between a commit and its snapshots",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "        self.keeper.renew_if_due()  # paused past the TTL: publish nothing\n",
         "",
     ),
     (
         "no handover: the lease is not released on stop",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "            self.keeper.release()\n",
         "            pass\n",
     ),
     (
         "outbox flush while a worker runs",
-        "consumer/operations.py",
+        "consumer/cli/operations.py",
         '    refuse_while_leased(db, None, "refusing to flush the outbox", force)\n',
         "",
     ),
     # -- the stream under the offset -------------------------------------------------------
     (
         "a reset is skipped silently: ids behind the offset are not noticed",
-        "consumer/lag.py",
+        "consumer/runtime/lag.py",
         "    if entry_id_key(view.last_generated_id) < entry_id_key(offset):",
         "    if False:",
     ),
     (
         "a recreated stream is not noticed (Redis 7 entries-added)",
-        "consumer/lag.py",
+        "consumer/runtime/lag.py",
         "and added < entries_read:",
         "and False:",
     ),
     (
         "a gap crossed by a batch goes unchecked: every read is taken as continuous",
-        "consumer/redis_client.py",
+        "consumer/runtime/redis_client.py",
         "    return entries[:count], False\n",
         "    return entries[:count], True\n",
     ),
     (
         "an emptied stream hides its gap",
-        "consumer/lag.py",
+        "consumer/runtime/lag.py",
         "        return Gap(None, max(estimate, 1) if estimate is not None else None)",
         "        return None",
     ),
@@ -206,13 +206,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "replays do not claim their rows",
-        "consumer/operations.py",
+        "consumer/cli/operations.py",
         "        dead_letters.claim(conn, [i for i, _ in chosen], claimer, now)\n",
         "",
     ),
     (
         "a refused XADD takes the accepted rows of its chunk back to the outbox",
-        "consumer/relay.py",
+        "consumer/runtime/relay.py",
         "                outbox.delete_seqs(conn_, accepted)\n",
         "                pass\n",
     ),
@@ -224,13 +224,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "a running worker never looks for rows other processes queued",
-        "consumer/relay.py",
+        "consumer/runtime/relay.py",
         "        if rows[0][0] != self._last_seen + 1:\n            self._read_table()\n",
         "",
     ),
     (
         "an idle worker never looks for rows other processes queued",
-        "consumer/worker.py",
+        "consumer/runtime/worker.py",
         "                self.relay.look_for_others_rows()\n",
         "                pass\n",
     ),
@@ -242,7 +242,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "a mistyped label silently starts from the beginning",
-        "consumer/start.py",
+        "consumer/runtime/start.py",
         "    if others:\n        raise StartRefused(",
         "    if False:\n        raise StartRefused(",
     ),
@@ -267,20 +267,20 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "lobby stream equal to the input is accepted",
-        "consumer/cli.py",
+        "consumer/cli/app.py",
         "    if lobby_stream == stream:",
         "    if False:",
     ),
     # -- bounded input -------------------------------------------------------------------------
     (
         "a dead letter keeps the whole reason, however long",
-        "consumer/batch.py",
+        "consumer/runtime/batch.py",
         "    detail = shorten(str(error), DETAIL_CHARS)",
         "    detail = str(error)",
     ),
     (
         "occurred_at_ms with leading zeros is too large",
-        "consumer/codec.py",
+        "consumer/contract/codec.py",
         '    significant = raw.lstrip(b"0")',
         "    significant = raw",
     ),

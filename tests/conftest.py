@@ -11,9 +11,10 @@ import redis
 import sqlite_utils
 from hypothesis import HealthCheck, Phase, settings
 
-from consumer import embedded, faults
-from consumer.models import ConsumerSettings
-from consumer.worker import Worker
+from consumer.contract.models import ConsumerSettings
+from consumer.devtools import embedded
+from consumer.runtime import faults
+from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import open_database
 from store.admin import add_game

@@ -7,9 +7,9 @@ import json
 import pytest
 import redis
 
-from consumer.bench import BenchConfig, run_bench, workload
 from consumer.cli import main
-from consumer.constants import DEFAULT_BATCH_SIZE
+from consumer.contract.constants import DEFAULT_BATCH_SIZE
+from consumer.devtools.bench import BenchConfig, run_bench, workload
 
 
 def test_workload_is_the_documented_hard_mix() -> None:

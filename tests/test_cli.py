@@ -280,7 +280,7 @@ def test_a_metrics_port_in_use_is_named(
 def test_tables_show_times_in_utc_and_json_keeps_milliseconds(
     capsys: pytest.CaptureFixture[str], dbarg: list[str]
 ) -> None:
-    from consumer.clock import format_ms
+    from consumer.runtime.clock import format_ms
 
     run(capsys, "runtime", "add", "g", *dbarg)
     _, out, _ = run(capsys, "runtime", "list", "--json", *dbarg)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.codec import decode_health_event, decode_snapshot, encode_snapshot
+from consumer.contract.codec import decode_health_event, decode_snapshot, encode_snapshot
 from statemachine import EventType, Status
 from statemachine.errors import DecodeError
 from store.outbox import OutboxRow
@@ -201,7 +201,7 @@ def test_arbitrary_fields_either_decode_or_raise_decode_error(raw: dict[bytes, b
 def test_the_short_path_agrees_with_the_precise_decoder(
     game_id: bytes | None, event_type: bytes | None, occurred: bytes | None
 ) -> None:
-    from consumer.codec import decode_precisely
+    from consumer.contract.codec import decode_precisely
 
     raw = fields(game_id, event_type, occurred)
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer import faults
-from consumer.faults import FaultPoint, InjectedFault
-from consumer.worker import Worker
+from consumer.runtime import faults
+from consumer.runtime.faults import FaultPoint, InjectedFault
+from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records
 from store.admin import set_status
@@ -501,7 +501,7 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
 def test_published_entries_are_exactly_the_codec_encoding(
     db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
-    from consumer.codec import encode_snapshot
+    from consumer.contract.codec import encode_snapshot
 
     add_games(db, ("g", Status.RUNNING))
     entry = xadd_event(rclient, "g", "container_disappeared")
@@ -516,7 +516,7 @@ def test_published_entries_are_exactly_the_codec_encoding(
 def test_the_loop_runs_with_fewer_gc_passes_and_restores_the_threshold() -> None:
     import gc
 
-    from consumer.worker import GC_GEN0_THRESHOLD, fewer_gc_passes
+    from consumer.runtime.worker import GC_GEN0_THRESHOLD, fewer_gc_passes
 
     before = gc.get_threshold()
     raised = (max(GC_GEN0_THRESHOLD, before[0]), *before[1:])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from consumer.diagram_files import MERMAID_FILE, write_diagrams
+from consumer.cli.diagram_files import MERMAID_FILE, write_diagrams
 from statemachine import get_machine
 from statemachine.diagram import render_mermaid
 from statemachine.machine import ADMIN_TRIGGER
@@ -59,7 +59,7 @@ def test_guards_admin_edges_and_the_legend() -> None:
 
 
 def test_committed_svg_was_drawn_from_the_current_source() -> None:
-    from consumer.diagram_files import SVG_FILE, SVG_SOURCE_MARK, dot_digest
+    from consumer.cli.diagram_files import SVG_FILE, SVG_SOURCE_MARK, dot_digest
 
     svg = (DIAGRAMS / SVG_FILE).read_text(encoding="utf-8")
     assert SVG_SOURCE_MARK.format(digest=dot_digest()) in svg, "run: healthfsm diagram"

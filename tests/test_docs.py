@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from consumer import constants as c
-from consumer.codec import encode_snapshot
+from consumer.contract import constants as c
+from consumer.contract.codec import encode_snapshot
 from statemachine import EventType, Status, Summary
 from store.outbox import OutboxRow
 

@@ -17,8 +17,8 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer.models import ConsumerSettings
-from consumer.worker import Worker
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import lease, offsets, open_database, outbox
 from store.database import immediate

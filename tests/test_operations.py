@@ -14,9 +14,10 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer import embedded, faults
 from consumer.cli import main
-from consumer.faults import FaultPoint, InjectedFault
+from consumer.devtools import embedded
+from consumer.runtime import faults
+from consumer.runtime.faults import FaultPoint, InjectedFault
 from statemachine import Status
 from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status
@@ -125,7 +126,7 @@ def test_progress_line_and_lag_gauges(
 
 
 def test_lag_counts_unread_entries(rclient: redis.Redis) -> None:
-    from consumer.lag import lag
+    from consumer.runtime.lag import lag
 
     first = xadd_event(rclient, "g", "probe_failed")
     for _ in range(3):
@@ -397,7 +398,7 @@ def test_drain_progress_line(
     make_worker: WorkerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from consumer.render import drain_progress
+    from consumer.cli.render import drain_progress
 
     add_games(db, ("g", Status.RUNNING))
     for _ in range(3):

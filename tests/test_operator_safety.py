@@ -15,9 +15,9 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer import embedded
 from consumer.cli import main
-from consumer.relay import OutboxRelay
+from consumer.devtools import embedded
+from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import dead_letters, migrations, offsets, outbox, records
 from store.database import immediate
@@ -429,7 +429,7 @@ def test_a_huge_game_id_is_kept_and_logged_in_bounded_form(
 
 
 def test_any_rejection_reason_is_cut_before_it_is_stored() -> None:
-    from consumer.batch import _dead_letter
+    from consumer.runtime.batch import _dead_letter
     from statemachine.errors import DecodeError
 
     error = DecodeError("invalid_field", "y" * 50_000)

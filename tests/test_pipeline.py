@@ -8,11 +8,11 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer import embedded
-from consumer.codec import encode_snapshot
-from consumer.read_ahead import ReadAhead
-from consumer.redis_client import connect
-from consumer.relay import OutboxRelay
+from consumer.contract.codec import encode_snapshot
+from consumer.devtools import embedded
+from consumer.runtime.read_ahead import ReadAhead
+from consumer.runtime.redis_client import connect
+from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import outbox
 from store.database import immediate

@@ -27,11 +27,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from consumer import faults
-from consumer.batch import apply_batch
-from consumer.faults import FaultPoint, InjectedFault
-from consumer.models import ConsumerSettings
-from consumer.worker import Worker
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime import faults
+from consumer.runtime.batch import apply_batch
+from consumer.runtime.faults import FaultPoint, InjectedFault
+from consumer.runtime.worker import Worker
 from statemachine import Status, get_machine
 from statemachine.errors import StatusConflict, TransitionNotAllowed
 from store import dead_letters, offsets, open_database, outbox, records

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import sqlite_utils
 import typer
 
-from consumer import constants as c
-from consumer.models import ConsumerSettings
-from consumer.redis_client import redact_url
+from consumer.contract import constants as c
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.redis_client import redact_url
 from store.errors import StoreError
 
 EXIT_OK = 0
@@ -72,7 +72,7 @@ def opened(
 
 
 def now_ms() -> int:
-    from consumer.clock import wall_clock_ms
+    from consumer.runtime.clock import wall_clock_ms
 
     return wall_clock_ms()
 

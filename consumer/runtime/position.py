@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from consumer.lag import Gap, Reset, find_gap, find_reset, stream_view
-from consumer.lease_keeper import LeaseKeeper
-from consumer.metrics import Metrics
-from consumer.models import ConsumerSettings
-from consumer.redis_client import Entries
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.lag import Gap, Reset, find_gap, find_reset, stream_view
+from consumer.runtime.lease_keeper import LeaseKeeper
+from consumer.runtime.metrics import Metrics
+from consumer.runtime.redis_client import Entries
 from statemachine.errors import HealthFsmError
 from store import offsets
 from store.stream_id import START_ID, entry_id_key

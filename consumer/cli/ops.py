@@ -12,8 +12,7 @@ import redis
 import sqlite_utils
 import typer
 
-from consumer import constants as c
-from consumer.cli_common import (
+from consumer.cli.common import (
     EXIT_USAGE,
     DbOption,
     JsonFlag,
@@ -29,8 +28,9 @@ from consumer.cli_common import (
     opened,
     settings_for,
 )
-from consumer.models import ConsumerSettings
-from consumer.operations import CheckFailed
+from consumer.cli.operations import CheckFailed
+from consumer.contract import constants as c
+from consumer.contract.models import ConsumerSettings
 
 __all__ = ["CheckFailed", "register"]
 
@@ -42,7 +42,7 @@ def store_and_redis(
     db: Path, settings: ConsumerSettings
 ) -> Iterator[tuple[sqlite_utils.Database, redis.Redis]]:
     """An existing database and a Redis client, both closed afterwards."""
-    from consumer.redis_client import client_for
+    from consumer.runtime.redis_client import client_for
 
     with opened(db) as database:
         client = client_for(settings)
@@ -68,7 +68,7 @@ def check(
 ) -> None:
     """Health probe: exit 0 when Redis answers, the schema is current and the offset is in the
     stream; otherwise exit 1 with a one-line reason."""
-    from consumer.operations import check as run_check
+    from consumer.cli.operations import check as run_check
 
     settings = settings_for(
         db,
@@ -86,9 +86,9 @@ def check(
 def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
     """Every stored offset (label, entry id, when it moved, entries read) and who holds
     each label's lease."""
-    from consumer.clock import wall_clock_ms
-    from consumer.operations import describe_lease
-    from consumer.render import rows_table
+    from consumer.cli.operations import describe_lease
+    from consumer.cli.render import rows_table
+    from consumer.runtime.clock import wall_clock_ms
     from store import lease, offsets
 
     now = wall_clock_ms()
@@ -125,7 +125,7 @@ def offsets_set(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
-    from consumer.operations import refuse_while_leased
+    from consumer.cli.operations import refuse_while_leased
     from store import offsets
     from store.database import immediate
     from store.stream_id import StreamId
@@ -163,7 +163,7 @@ def dead_letters_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The newest dead letters: entry id, reason, detail, raw fields."""
-    from consumer.render import rows_table
+    from consumer.cli.render import rows_table
     from store import dead_letters
 
     if reason is not None and reason not in c.REJECT_REASONS:
@@ -199,7 +199,7 @@ def dead_letters_replay(
 ) -> None:
     """Re-inject dead letters into the input stream once their cause is fixed (for example
     the missing game was registered); replayed rows leave the table."""
-    from consumer.operations import replay_dead_letters
+    from consumer.cli.operations import replay_dead_letters
 
     if reason is None and not ids:
         fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
@@ -220,7 +220,7 @@ def outbox_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Snapshots committed but not yet published (normally empty)."""
-    from consumer.render import rows_table
+    from consumer.cli.render import rows_table
     from store import outbox
 
     with opened(db, read_only=True) as database:
@@ -249,7 +249,7 @@ def outbox_flush(
     ] = False,
 ) -> None:
     """Publish every pending snapshot now, in order (refused while a worker runs)."""
-    from consumer.operations import flush_outbox
+    from consumer.cli.operations import flush_outbox
 
     settings = settings_for(
         db,
@@ -270,7 +270,7 @@ def runtime_history(
     as_json: JsonFlag = False,
 ) -> None:
     """The status transitions and summaries applied to a game, with the entry id of each."""
-    from consumer.render import rows_table
+    from consumer.cli.render import rows_table
     from store import history, records
 
     with opened(db, read_only=True) as database:

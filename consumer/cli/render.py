@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from consumer.clock import format_ms
+from consumer.runtime.clock import format_ms
 
 STATUS_STYLES = {
     "starting": "cyan",
@@ -22,9 +22,9 @@ STATUS_STYLES = {
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from consumer.batch import BatchResult
-    from consumer.bench import BenchReport
-    from consumer.worker import Worker
+    from consumer.devtools.bench import BenchReport
+    from consumer.runtime.batch import BatchResult
+    from consumer.runtime.worker import Worker
 
 HEALTH_STYLES = {"healthy": "green", "": "dim"}
 

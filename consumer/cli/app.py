@@ -16,9 +16,8 @@ import redis
 import typer
 from typer.exceptions import TyperException
 
-from consumer import constants as c
-from consumer import faults, logs
-from consumer.cli_common import (
+from consumer.cli import logs
+from consumer.cli.common import (
     EXIT_CONFLICT,
     EXIT_ERROR,
     EXIT_NOT_ALLOWED,
@@ -33,6 +32,8 @@ from consumer.cli_common import (
     opened,
     settings_for,
 )
+from consumer.contract import constants as c
+from consumer.runtime import faults
 from statemachine import Status
 from statemachine.errors import (
     GameExists,
@@ -107,7 +108,7 @@ def _arm_test_hooks() -> None:
             param_hint=ENV_INJECT_FAULT,
         )
     faults.arm_from_spec(spec)
-    logging.getLogger("consumer.faults").warning("test hook armed: %s", spec)
+    logging.getLogger("consumer.runtime.faults").warning("test hook armed: %s", spec)
 
 
 @app.command()
@@ -175,7 +176,7 @@ def consume(
     ] = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
-    from consumer.worker import Worker
+    from consumer.runtime.worker import Worker
     from store import open_database
 
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -222,7 +223,7 @@ def consume(
         worker.install_signal_handlers()
         progress = drain and sys.stderr.isatty()
         if progress:
-            from consumer.render import drain_progress
+            from consumer.cli.render import drain_progress
 
             worker.totals.observers.append(drain_progress(worker))
         try:
@@ -274,7 +275,7 @@ def runtime_list(
     status: Annotated[Status | None, typer.Option(help="Only records in this status.")] = None,
 ) -> None:
     """List runtime records (a table for people, --json for scripts)."""
-    from consumer.render import records_table
+    from consumer.cli.render import records_table
     from store import records
 
     with opened(db, read_only=True) as database:
@@ -347,7 +348,7 @@ def diagram(
     ),
 ) -> None:
     """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed)."""
-    from consumer.diagram_files import write_diagrams
+    from consumer.cli.diagram_files import write_diagrams
 
     written = write_diagrams(out)
     for path in written:
@@ -363,7 +364,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run the consumer on a built-in scenario against a private Redis, and show the result."""
-    from consumer.demo import run_demo
+    from consumer.devtools.demo import run_demo
 
     run_demo(db)
 
@@ -402,8 +403,8 @@ def bench(
     ] = False,
 ) -> None:
     """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
-    from consumer.bench import BenchConfig, run_bench
-    from consumer.render import bench_report
+    from consumer.cli.render import bench_report
+    from consumer.devtools.bench import BenchConfig, run_bench
 
     logs.configure("ERROR")
     cfg = BenchConfig(
@@ -419,7 +420,7 @@ def bench(
         bench_report(report)
 
 
-from consumer import cli_ops  # noqa: E402  (registers the operator commands on app)
+from consumer.cli import ops as cli_ops  # noqa: E402  (registers the operator commands)
 
 cli_ops.register(app, runtime_app)
 

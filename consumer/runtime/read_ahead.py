@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import redis
 
-from consumer.redis_client import (
+from consumer.runtime.redis_client import (
     Entries,
     OwnConnection,
     range_command,

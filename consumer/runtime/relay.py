@@ -23,9 +23,9 @@ from collections.abc import Iterator
 import redis
 import sqlite_utils
 
-from consumer import constants as c
-from consumer.faults import FaultPoint, hit
-from consumer.redis_client import OwnConnection
+from consumer.contract import constants as c
+from consumer.runtime.faults import FaultPoint, hit
+from consumer.runtime.redis_client import OwnConnection
 from store import outbox
 from store.database import immediate
 

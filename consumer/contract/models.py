@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumer import constants as c
+from consumer.contract import constants as c
 from statemachine import Status
 
 

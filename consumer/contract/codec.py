@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from consumer import constants as c
-from consumer.bounds import shorten
-from consumer.models import RuntimeSnapshotUpdate
+from consumer.contract import constants as c
+from consumer.contract.bounds import shorten
+from consumer.contract.models import RuntimeSnapshotUpdate
 from statemachine.enums import EVENT_TYPE_BY_VALUE, EventType
 from statemachine.errors import DecodeError
 from store.outbox import OutboxRow

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import redis
 
-from consumer import constants as c
-from consumer import embedded
-from consumer.batch import BatchResult
-from consumer.models import ConsumerSettings
-from consumer.worker import Worker
+from consumer.contract import constants as c
+from consumer.contract.models import ConsumerSettings
+from consumer.devtools import embedded
+from consumer.runtime.batch import BatchResult
+from consumer.runtime.worker import Worker
 from store import open_database
 from store.database import immediate
 from store.records import insert_new

@@ -9,12 +9,12 @@ from pathlib import Path
 import redis
 import sqlite_utils
 
-from consumer.clock import format_ms, wall_clock_ms
-from consumer.lag import find_gap, find_reset, stream_view
-from consumer.models import ConsumerSettings
-from consumer.position import reset_remedy
-from consumer.redis_client import client_for, redact_url
-from consumer.relay import OutboxRelay
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.clock import format_ms, wall_clock_ms
+from consumer.runtime.lag import find_gap, find_reset, stream_view
+from consumer.runtime.position import reset_remedy
+from consumer.runtime.redis_client import client_for, redact_url
+from consumer.runtime.relay import OutboxRelay
 from statemachine.errors import HealthFsmError
 from store import SCHEMA_VERSION, dead_letters, offsets, open_database
 from store import lease as leases

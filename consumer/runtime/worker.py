@@ -20,15 +20,15 @@ from types import FrameType
 import redis
 import sqlite_utils
 
-from consumer.batch import BatchResult, RawEntry, apply_batch
-from consumer.clock import format_ms, wall_clock_ms
-from consumer.lease_keeper import LeaseKeeper
-from consumer.metrics import Metrics
-from consumer.models import ConsumerSettings
-from consumer.monitor import Monitor
-from consumer.position import PositionWatch
-from consumer.read_ahead import ReadAhead
-from consumer.redis_client import (
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
+from consumer.runtime.clock import format_ms, wall_clock_ms
+from consumer.runtime.lease_keeper import LeaseKeeper
+from consumer.runtime.metrics import Metrics
+from consumer.runtime.monitor import Monitor
+from consumer.runtime.position import PositionWatch
+from consumer.runtime.read_ahead import ReadAhead
+from consumer.runtime.redis_client import (
     Entries,
     client_for,
     last_entry_id,
@@ -36,8 +36,8 @@ from consumer.redis_client import (
     read_range,
     redact_url,
 )
-from consumer.relay import OutboxRelay
-from consumer.start import refuse_an_unconfirmed_new_label, starting_offset
+from consumer.runtime.relay import OutboxRelay
+from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
 from statemachine import RuntimeMachine, get_machine
 from store.checkpointer import Checkpointer
 from store.database import database_file

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import redis
 
-from consumer import constants as c
-from consumer import embedded, logs
-from consumer.codec import decode_snapshot
-from consumer.models import ConsumerSettings
-from consumer.render import console as render_console
-from consumer.render import records_table, rows_table
-from consumer.worker import Worker, wall_clock_ms
+from consumer.cli import logs
+from consumer.cli.render import console as render_console
+from consumer.cli.render import records_table, rows_table
+from consumer.contract import constants as c
+from consumer.contract.codec import decode_snapshot
+from consumer.contract.models import ConsumerSettings
+from consumer.devtools import embedded
+from consumer.runtime.worker import Worker, wall_clock_ms
 from statemachine import Status
 from statemachine.errors import HealthFsmError
 from store import dead_letters, open_database, records

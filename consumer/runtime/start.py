@@ -13,9 +13,9 @@ from collections.abc import Callable
 import redis
 import sqlite_utils
 
-from consumer.lag import stream_view
-from consumer.lease_keeper import LeaseKeeper
-from consumer.models import ConsumerSettings
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.lag import stream_view
+from consumer.runtime.lease_keeper import LeaseKeeper
 from statemachine.errors import HealthFsmError
 from store import offsets
 from store.stream_id import START_ID, StreamId

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import sqlite_utils
 
-from consumer.clock import wall_clock_ms
+from consumer.runtime.clock import wall_clock_ms
 from store import lease as leases
 from store.database import immediate
 from store.errors import LeaseLost

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from consumer import constants as c
-from consumer.bounds import DETAIL_CHARS, shorten
-from consumer.codec import DecodedEvent, decode_health_event
-from consumer.faults import FaultPoint, hit
+from consumer.contract import constants as c
+from consumer.contract.bounds import DETAIL_CHARS, shorten
+from consumer.contract.codec import DecodedEvent, decode_health_event
+from consumer.runtime.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
 from statemachine.errors import DecodeError
 from store import dead_letters, history, offsets, outbox, records

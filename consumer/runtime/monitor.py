@@ -14,9 +14,9 @@ from typing import Protocol
 import redis
 import sqlite_utils
 
-from consumer.lag import lag, stream_view
-from consumer.metrics import Metrics
-from consumer.models import ConsumerSettings
+from consumer.contract.models import ConsumerSettings
+from consumer.runtime.lag import lag, stream_view
+from consumer.runtime.metrics import Metrics
 from store import offsets, outbox
 
 
