@@ -232,3 +232,10 @@ def test_password_from_environment(db_path: Path, tmp_path: Path) -> None:
             .startswith("healthfsm: error: redis authentication failed")
         ), wrong.stderr
         assert "wrong" not in wrong.stderr.replace("WRONGPASS", "")
+
+
+def test_settings_never_show_the_password() -> None:
+    settings = ConsumerSettings.model_validate({"redis_password": "s3cret-pw"})
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings.model_dump())
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == "s3cret-pw"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from consumer.contract import constants as c
 from statemachine import Status
@@ -31,7 +31,8 @@ class ConsumerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     redis_url: str = c.DEFAULT_REDIS_URL
-    redis_password: str | None = None
+    redis_password: SecretStr | None = None
+    """From ``HEALTHFSM_REDIS_PASSWORD``; a ``SecretStr``, so no repr or log shows it."""
     stream: str = Field(default=c.HEALTH_STREAM, min_length=1)
     lobby_stream: str = Field(default=c.LOBBY_STREAM, min_length=1)
     label: str = Field(default=c.OFFSET_LABEL, min_length=1)

@@ -70,7 +70,11 @@ def client_for(settings: ConsumerSettings) -> redis.Redis:
     return connect(
         settings.redis_url,
         block_ms=settings.block_ms,
-        password=settings.redis_password,
+        password=(
+            settings.redis_password.get_secret_value()
+            if settings.redis_password is not None
+            else None
+        ),
         tls_ca=settings.tls_ca,
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
