@@ -141,25 +141,11 @@ class Metrics:
 
     def total(self, counter: Counter) -> int:
         """A counter's value summed over its label sets, read back from the registry."""
-        return int(
-            sum(
-                sample.value
-                for metric in counter.collect()
-                for sample in metric.samples
-                if sample.name.endswith("_total")
-            )
-        )
+        return _sum_samples(counter, "_total")
 
     def batches(self) -> int:
         """Committed batches: the count of the batch-size histogram."""
-        return int(
-            sum(
-                sample.value
-                for metric in self.batch_size.collect()
-                for sample in metric.samples
-                if sample.name.endswith("_count")
-            )
-        )
+        return _sum_samples(self.batch_size, "_count")
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose ``/metrics`` over HTTP from a daemon thread; return the bound port."""
@@ -174,3 +160,15 @@ class Metrics:
 
 class MetricsPortUnavailable(HealthFsmError):
     """``--metrics-port`` is taken or not allowed; the message names the address."""
+
+
+def _sum_samples(metric: Counter | Histogram, suffix: str) -> int:
+    """The sum of a metric's samples whose name ends with ``suffix`` (all label sets)."""
+    return int(
+        sum(
+            sample.value
+            for family in metric.collect()
+            for sample in family.samples
+            if sample.name.endswith(suffix)
+        )
+    )
