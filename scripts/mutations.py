@@ -117,7 +117,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "the record cache ignores other writers",
-        "store/record_cache.py",
+        "store/sqlite/record_cache.py",
         "        if version != self._version:\n",
         "        if self._version is None:\n",
     ),
@@ -129,7 +129,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "the loop checkpoints the WAL itself",
-        "store/checkpointer.py",
+        "store/sqlite/checkpointer.py",
         '        writer.execute("PRAGMA wal_autocheckpoint=0")\n',
         "",
     ),
@@ -249,19 +249,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     # -- the database is never created or changed by mistake -------------------------------
     (
         "every command creates a missing database",
-        "store/database.py",
+        "store/sqlite/database.py",
         "        if not create or read_only:\n",
         "        if read_only:\n",
     ),
     (
         "a foreign file gets healthfsm's tables",
-        "store/database.py",
+        "store/sqlite/database.py",
         "    if not tables >= HEALTHFSM_MARKER_TABLES:\n",
         "    if False:\n",
     ),
     (
         "read-only commands switch the file to WAL and migrate it",
-        "store/database.py",
+        "store/sqlite/database.py",
         "        if read_only:\n            _require_current(db, path)\n            return db\n",
         "",
     ),

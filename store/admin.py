@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-
 from statemachine import RuntimeRecord, Status, get_machine
 from store import history, outbox, records
-from store.database import immediate
+from store.backend import Store
 
 
-def add_game(
-    db: sqlite_utils.Database, game_id: str, status: Status, turn: int, now_ms: int
-) -> RuntimeRecord:
+def add_game(db: Store, game_id: str, status: Status, turn: int, now_ms: int) -> RuntimeRecord:
     """Register ``game_id``; ``GameExists`` if it is already registered."""
     record = RuntimeRecord(game_id, status, "", turn, now_ms, None)
-    with immediate(db):
-        records.add(db, record)
+    with db.write() as sql:
+        records.add(sql, record)
     return record
 
 
@@ -28,18 +24,17 @@ published twice carries the same id both times.
 """
 
 
-def set_status(
-    db: sqlite_utils.Database, game_id: str, expected: Status, to: Status, now_ms: int
-) -> RuntimeRecord:
+def set_status(db: Store, game_id: str, expected: Status, to: Status, now_ms: int) -> RuntimeRecord:
     """Move ``game_id`` from ``expected`` to ``to`` through the shared transition table.
 
-    Runs in one IMMEDIATE transaction, so it cannot interleave with a consumer batch: the
-    status it compares is the status it replaces. The change's ``runtime_snapshot_update``
+    Runs in one write transaction holding the record (SQLite's write lock, PostgreSQL's
+    row lock), so it cannot interleave with a consumer batch or another service's update:
+    the status it compares is the status it replaces. The change's ``runtime_snapshot_update``
     is queued in the outbox in the same transaction; the worker publishes it. Raises
     ``GameNotFound``, ``StatusConflict`` (not in ``expected``) or ``TransitionNotAllowed``.
     """
-    with immediate(db) as conn:
-        record = records.get(db, game_id)
+    with db.write() as conn:
+        record = records.get(conn, game_id, for_update=True)
         get_machine().set_status(record, expected, to, now_ms)
         record.last_emitted_summary = record.engine_health
         snapshot = outbox.OutboxRow(
@@ -52,5 +47,5 @@ def set_status(
             game_id, source, "admin", expected.value, to.value, record.engine_health, now_ms
         )
         history.add_many(conn, [change])
-        records.save(db, record)
+        records.save(conn, record)
     return record

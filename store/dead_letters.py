@@ -6,9 +6,10 @@ The table is bounded: after each insert only the newest ``DEAD_LETTER_LIMIT`` ro
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
+
+from store.sql import Sql, as_dicts
 
 DEAD_LETTER_LIMIT = 10_000
 """Rows kept; older ones are pruned in the same transaction that adds new ones."""
@@ -41,9 +42,7 @@ def raw_fields_text(fields: Mapping[bytes, bytes]) -> str:
     return encoded[: RAW_FIELDS_LIMIT - 3].decode("utf-8", "ignore") + "..."
 
 
-def add_many(
-    conn: sqlite3.Connection, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT
-) -> None:
+def add_many(conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT) -> None:
     """Keep the rows and prune the oldest beyond ``limit``."""
     if not rows:
         return
@@ -57,49 +56,47 @@ def add_many(
     )
 
 
-def list_recent(
-    conn: sqlite3.Connection, reason: str | None = None, limit: int = 50
-) -> list[dict[str, object]]:
+def list_recent(conn: Sql, reason: str | None = None, limit: int = 50) -> list[dict[str, object]]:
     """The newest dead letters, optionally of one reason."""
     where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
     cursor = conn.execute(
         f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id DESC LIMIT ?", [*params, limit]
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 _COLUMNS = "id, entry_id, stream, reason, detail, fields, received_at_ms, claimed_by, claimed_at_ms"
 
 
-def _rows(cursor: sqlite3.Cursor) -> list[dict[str, object]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
-
-
-def oldest_unclaimed(
-    conn: sqlite3.Connection, reason: str | None, limit: int
-) -> list[dict[str, object]]:
+def oldest_unclaimed(conn: Sql, reason: str | None, limit: int) -> list[dict[str, object]]:
     """The oldest ``limit`` rows no replay has claimed, optionally of one reason."""
     where = "WHERE claimed_by IS NULL" + (" AND reason = ?" if reason else "")
     params: list[object] = [reason] if reason else []
+    # PostgreSQL: a concurrent replay skips the rows this one is choosing (SQLite's write
+    # lock already keeps them apart).
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgres" else ""
     cursor = conn.execute(
-        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?", [*params, limit]
+        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?{lock}",
+        [*params, limit],
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
-def by_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[dict[str, object]]:
+def by_ids(conn: Sql, ids: Sequence[int]) -> list[dict[str, object]]:
     """These rows (claimed or not), oldest first; ids that do not exist are left out."""
     found: list[dict[str, object]] = []
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        cursor = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id IN ({marks})", chunk)
-        found += _rows(cursor)
+        lock = " FOR UPDATE" if conn.dialect == "postgres" else ""
+        cursor = conn.execute(
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE id IN ({marks}){lock}", chunk
+        )
+        found += as_dicts(cursor)
     return sorted(found, key=lambda row: int(str(row["id"])))
 
 
-def claim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str, now_ms: int) -> None:
+def claim(conn: Sql, ids: Sequence[int], claimer: str, now_ms: int) -> None:
     """Mark rows as being replayed by ``claimer`` (in the transaction that chose them)."""
     conn.executemany(
         "UPDATE dead_letters SET claimed_by = ?, claimed_at_ms = ? WHERE id = ?",
@@ -107,7 +104,7 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str, now_ms: in
     )
 
 
-def unclaim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str) -> None:
+def unclaim(conn: Sql, ids: Sequence[int], claimer: str) -> None:
     """Give rows back (Redis refused them): the next replay may pick them again."""
     conn.executemany(
         "UPDATE dead_letters SET claimed_by = NULL, claimed_at_ms = NULL"
@@ -116,7 +113,7 @@ def unclaim(conn: sqlite3.Connection, ids: Sequence[int], claimer: str) -> None:
     )
 
 
-def delete_claimed(conn: sqlite3.Connection, ids: Sequence[int], claimer: str) -> None:
+def delete_claimed(conn: Sql, ids: Sequence[int], claimer: str) -> None:
     """Forget replayed rows, only while ``claimer`` still holds their claim."""
     conn.executemany(
         "DELETE FROM dead_letters WHERE id = ? AND claimed_by = ?", [(i, claimer) for i in ids]

@@ -29,3 +29,7 @@ class LeaseHeld(StoreError):
 
 class LeaseLost(StoreError):
     """This worker's lease was taken over: its batch rolled back, it must stand by."""
+
+
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached just now: back off and reconnect."""

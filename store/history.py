@@ -7,9 +7,10 @@ shows a game's newest ``HISTORY_PER_GAME`` rows.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
+
+from store.sql import Sql
 
 HISTORY_ROWS = 500_000
 """Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
@@ -30,9 +31,7 @@ class HistoryRow(NamedTuple):
     at_ms: int
 
 
-def add_many(
-    conn: sqlite3.Connection, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS
-) -> None:
+def add_many(conn: Sql, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS) -> None:
     """Append rows and drop the oldest beyond ``keep`` (inside the batch's transaction)."""
     if not rows:
         return
@@ -47,9 +46,7 @@ def add_many(
     )
 
 
-def for_game(
-    conn: sqlite3.Connection, game_id: str, limit: int = HISTORY_PER_GAME
-) -> list[dict[str, object]]:
+def for_game(conn: Sql, game_id: str, limit: int = HISTORY_PER_GAME) -> list[dict[str, object]]:
     """A game's newest ``limit`` changes, oldest first (a scan: an operator's query)."""
     cursor = conn.execute(
         "SELECT id, entry_id, cause, from_status, to_status, engine_health, at_ms"

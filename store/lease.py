@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sqlite3
 from pathlib import Path
 from typing import NamedTuple
+
+from store.sql import Sql
 
 DEFAULT_TTL_S = 15.0
 """How long a lease lasts without renewal: the longest a dead holder delays a standby."""
@@ -100,13 +101,13 @@ def process_gone(holder: str) -> bool:
 _COLUMNS = "label, holder, node, epoch, acquired_at_ms, expires_at_ms"
 
 
-def read(conn: sqlite3.Connection, label: str) -> Lease | None:
+def read(conn: Sql, label: str) -> Lease | None:
     """The lease row of ``label``, live or not, or None if no worker ever held it."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE label = ?", [label]).fetchone()
     return None if row is None else Lease(*row)
 
 
-def live_leases(conn: sqlite3.Connection, now_ms: int) -> list[Lease]:
+def live_leases(conn: Sql, now_ms: int) -> list[Lease]:
     """Every lease that binds at ``now_ms``, any label."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM leases WHERE expires_at_ms > ? ORDER BY label", [now_ms]
@@ -125,28 +126,48 @@ def binds(lease: Lease | None, holder: str, node: str, now_ms: int) -> bool:
 
 
 def try_acquire(
-    conn: sqlite3.Connection, label: str, holder: str, node: str, now_ms: int, ttl_ms: int
+    conn: Sql, label: str, holder: str, node: str, now_ms: int, ttl_ms: int
 ) -> tuple[Lease | None, Lease | None]:
     """Take the lease if it is free, released, expired or its holder died here.
 
     Returns (the lease now held, or None if another holds it; the row found before).
-    Call inside a write transaction, so two standbys cannot both take it.
+    The write is a compare-and-swap on the row as read (epoch and expiry): under SQLite's
+    write lock nothing can come in between anyway, but under PostgreSQL's READ COMMITTED
+    two standbys may read the same expired row, and a holder may renew it after the read;
+    then the update matches no row and the taker stands by.
     """
     before = read(conn, label)
     if binds(before, holder, node, now_ms):
         return None, before
     epoch = 1 if before is None else before.epoch + 1
     lease = Lease(label, holder, node, epoch, now_ms, now_ms + ttl_ms)
-    conn.execute(
-        f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO"
-        " UPDATE SET holder = excluded.holder, node = excluded.node, epoch = excluded.epoch,"
-        " acquired_at_ms = excluded.acquired_at_ms, expires_at_ms = excluded.expires_at_ms",
-        lease,
-    )
+    if before is None:
+        taken = conn.execute(
+            f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (label) DO NOTHING",
+            lease,
+        )
+    else:  # only the row as it was read: a renewal or another taker in between wins
+        taken = conn.execute(
+            "UPDATE leases SET holder = ?, node = ?, epoch = ?, acquired_at_ms = ?,"
+            " expires_at_ms = ? WHERE label = ? AND epoch = ? AND expires_at_ms = ?",
+            [
+                holder,
+                node,
+                epoch,
+                now_ms,
+                lease.expires_at_ms,
+                label,
+                before.epoch,
+                before.expires_at_ms,
+            ],
+        )
+    if taken.rowcount != 1:
+        return None, read(conn, label)
     return lease, before
 
 
-def renew(conn: sqlite3.Connection, lease: Lease, now_ms: int, ttl_ms: int) -> Lease | None:
+def renew(conn: Sql, lease: Lease, now_ms: int, ttl_ms: int) -> Lease | None:
     """Extend ``lease`` if the row still names its holder and epoch (the fence); else None.
 
     A lease that expired but was taken by nobody is still this worker's: the epoch did not
@@ -161,7 +182,7 @@ def renew(conn: sqlite3.Connection, lease: Lease, now_ms: int, ttl_ms: int) -> L
     return lease._replace(expires_at_ms=now_ms + ttl_ms)
 
 
-def release(conn: sqlite3.Connection, lease: Lease) -> None:
+def release(conn: Sql, lease: Lease) -> None:
     """Give the lease up (expiry 0), keeping holder and epoch for the record."""
     conn.execute(
         "UPDATE leases SET expires_at_ms = 0 WHERE label = ? AND holder = ? AND epoch = ?",

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+from store.sql import Sql
 from store.stream_id import START_ID, StreamId, entry_id_key
 
 __all__ = ["START_ID", "StreamId", "entry_id_key"]
 
 
-def load(conn: sqlite3.Connection, label: str) -> str | None:
+def load(conn: Sql, label: str) -> str | None:
     """The stored offset for ``label``, or None when this consumer never committed."""
     row = conn.execute("SELECT entry_id FROM stream_offsets WHERE label = ?", [label]).fetchone()
     return None if row is None else str(row[0])
 
 
-def save(
-    conn: sqlite3.Connection, label: str, entry_id: str, now_ms: int, entries: int = 0
-) -> None:
+def save(conn: Sql, label: str, entry_id: str, now_ms: int, entries: int = 0) -> None:
     """Store the offset and count ``entries`` more read; refuses to move it backwards."""
     current = load(conn, label)
     if current is not None and entry_id_key(entry_id) < entry_id_key(current):
@@ -31,9 +28,7 @@ def save(
     )
 
 
-def set_to(
-    conn: sqlite3.Connection, label: str, entry_id: str, now_ms: int, entries_read: int = 0
-) -> None:
+def set_to(conn: Sql, label: str, entry_id: str, now_ms: int, entries_read: int = 0) -> None:
     """Put the offset anywhere, backwards included (an operator, a rewind, ``--start-from``).
 
     ``entries_read`` is the stream's logical position there when it is known (``end`` on
@@ -49,14 +44,14 @@ def set_to(
     )
 
 
-def entries_read(conn: sqlite3.Connection, label: str) -> int | None:
+def entries_read(conn: Sql, label: str) -> int | None:
     """How many entries this label has committed in total, or None if it never did."""
     row = conn.execute("SELECT entries_read FROM stream_offsets WHERE label = ?", [label])
     found = row.fetchone()
     return None if found is None else int(found[0])
 
 
-def list_all(conn: sqlite3.Connection) -> list[dict[str, object]]:
+def list_all(conn: Sql) -> list[dict[str, object]]:
     """Every stored offset with its update time and entry count."""
     cursor = conn.execute(
         "SELECT label, entry_id, updated_at_ms, entries_read FROM stream_offsets ORDER BY label"

@@ -6,9 +6,10 @@ crash can duplicate a snapshot (consumers drop it by ``source_entry_id``) but ne
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
+
+from store.sql import Sql
 
 
 class OutboxRow(NamedTuple):
@@ -22,14 +23,18 @@ class OutboxRow(NamedTuple):
     occurred_at_ms: int
 
 
-def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]:
+def enqueue(conn: Sql, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]:
     """Append snapshots in the order of the events that caused them; return them with seqs.
 
-    Call inside the batch transaction: one writer, so the new sequence numbers are the
-    contiguous range ending at ``last_insert_rowid()``.
+    Call inside the batch transaction. Sequence numbers must grow in commit order (the relay
+    publishes in ``seq`` order and deletes confirmed rows up to a seq), so writers of the
+    outbox take turns: SQLite's write lock does that; on PostgreSQL the table is locked
+    against other writers (readers go on) until the transaction ends.
     """
     if not rows:
         return []
+    if conn.dialect == "postgres":
+        return _enqueue_postgres(conn, rows)
     conn.executemany(
         "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
         " current_turn, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
@@ -39,7 +44,20 @@ def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[tuple[i
     return list(zip(range(last - len(rows) + 1, last + 1), rows, strict=True))
 
 
-def peek(conn: sqlite3.Connection, limit: int, after: int = 0) -> list[tuple[int, OutboxRow]]:
+def _enqueue_postgres(conn: Sql, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]:
+    conn.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
+    columns = list(zip(*rows, strict=True))
+    cursor = conn.execute(
+        "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
+        " current_turn, occurred_at_ms) SELECT * FROM unnest(?::text[], ?::text[], ?::text[],"
+        " ?::text[], ?::bigint[], ?::bigint[]) RETURNING seq",
+        [list(column) for column in columns],
+    )
+    seqs = sorted(int(row[0]) for row in cursor)
+    return list(zip(seqs, rows, strict=True))
+
+
+def peek(conn: Sql, limit: int, after: int = 0) -> list[tuple[int, OutboxRow]]:
     """The oldest ``limit`` rows with a sequence number above ``after``, with their seqs."""
     cursor = conn.execute(
         "SELECT seq, source_entry_id, game_id, runtime_status, engine_health_summary,"
@@ -49,27 +67,32 @@ def peek(conn: sqlite3.Connection, limit: int, after: int = 0) -> list[tuple[int
     return [(row[0], OutboxRow(*row[1:])) for row in cursor]
 
 
-def delete_through(conn: sqlite3.Connection, seq: int) -> None:
+def delete_through(conn: Sql, seq: int) -> None:
     """Forget every row up to and including ``seq`` (they are on the stream now)."""
     conn.execute("DELETE FROM outbox WHERE seq <= ?", [seq])
 
 
-def set_source(conn: sqlite3.Connection, seq: int, source_entry_id: str) -> None:
+def set_source(conn: Sql, seq: int, source_entry_id: str) -> None:
     """Name a row's source once its sequence number is known (admin changes)."""
     conn.execute("UPDATE outbox SET source_entry_id = ? WHERE seq = ?", [source_entry_id, seq])
 
 
-def delete_seqs(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+def delete_seqs(conn: Sql, seqs: Sequence[int]) -> None:
     """Forget exactly these rows (Redis accepted them, but refused others of their chunk)."""
     conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
 
-def last_seq(conn: sqlite3.Connection) -> int:
-    """The highest sequence number ever given out (0 before the first row)."""
+def last_seq(conn: Sql) -> int:
+    """The highest sequence number given out (SQLite), or still in the table (PostgreSQL).
+
+    The relay asks whether rows above the last one it knows appeared; both answer that.
+    """
+    if conn.dialect == "postgres":  # the identity's last value needs a grant on it: use rows
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0])
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
     return 0 if row is None else int(row[0])
 
 
-def pending(conn: sqlite3.Connection) -> int:
+def pending(conn: Sql) -> int:
     """How many snapshots wait to be published."""
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
-
-import sqlite_utils
 
 from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
 from statemachine.errors import GameExists, GameNotFound
 from store.errors import SchemaError
+from store.sql import Sql
 
 _COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"
 _CHUNK = 900
@@ -24,10 +22,23 @@ def _record(row: tuple[str, str, str, int, int, str | None]) -> RuntimeRecord:
     return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5])
 
 
-def load_many(conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
-    """Load the records of ``game_ids`` that exist, a few queries per batch instead of one each."""
+def load_many(
+    conn: Sql, game_ids: Iterable[str], *, for_update: bool = False
+) -> dict[str, RuntimeRecord]:
+    """Load the records of ``game_ids`` that exist, a few queries per batch instead of one each.
+
+    ``for_update`` (PostgreSQL) locks the rows until the transaction ends, in game-id order
+    so that two batches, or a batch and an admin change, never wait on each other in a cycle.
+    """
     ids = list(game_ids)
     found: dict[str, RuntimeRecord] = {}
+    if conn.dialect == "postgres":
+        lock = " ORDER BY game_id FOR UPDATE" if for_update else ""
+        sql = f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ANY(?){lock}"
+        for row in conn.execute(sql, [ids]):
+            record = _record(row)
+            found[record.game_id] = record
+        return found
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
@@ -38,7 +49,7 @@ def load_many(conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, Ru
     return found
 
 
-def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> None:
+def save_many(conn: Sql, records: Iterable[RuntimeRecord]) -> None:
     """Write back status, summary, time and debounce state of already existing records."""
     conn.executemany(
         "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
@@ -56,7 +67,7 @@ def save_many(conn: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> Non
     )
 
 
-def insert_new(conn: sqlite3.Connection, game_ids: Iterable[str], status: str, now_ms: int) -> None:
+def insert_new(conn: Sql, game_ids: Iterable[str], status: str, now_ms: int) -> None:
     """Register many games at once (benchmarks, bulk imports); existing ids are an error."""
     conn.executemany(
         f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL)",
@@ -64,44 +75,45 @@ def insert_new(conn: sqlite3.Connection, game_ids: Iterable[str], status: str, n
     )
 
 
-def get(db: sqlite_utils.Database, game_id: str) -> RuntimeRecord:
-    """One record, or ``GameNotFound``."""
-    row = db.conn.execute(
-        f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ?", [game_id]
+def get(conn: Sql, game_id: str, *, for_update: bool = False) -> RuntimeRecord:
+    """One record, or ``GameNotFound``; ``for_update`` locks it (PostgreSQL) until commit."""
+    lock = " FOR UPDATE" if for_update and conn.dialect == "postgres" else ""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ?{lock}", [game_id]
     ).fetchone()
     if row is None:
         raise GameNotFound(f"no runtime record for game {game_id!r}")
     return _record(row)
 
 
-def add(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
-    """Register a new game; ``GameExists`` if the id is taken. Call inside ``immediate()``."""
-    try:
-        db.conn.execute(
-            f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                record.game_id,
-                record.state.value,
-                record.engine_health,
-                record.current_turn,
-                record.updated_at_ms,
-                record.last_emitted_summary,
-            ],
-        )
-    except sqlite3.IntegrityError as error:
-        raise GameExists(f"game {record.game_id!r} already has a runtime record") from error
+def add(conn: Sql, record: RuntimeRecord) -> None:
+    """Register a new game; ``GameExists`` if the id is taken. Call inside a write."""
+    inserted = conn.execute(
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (game_id) DO NOTHING",
+        [
+            record.game_id,
+            record.state.value,
+            record.engine_health,
+            record.current_turn,
+            record.updated_at_ms,
+            record.last_emitted_summary,
+        ],
+    )
+    if inserted.rowcount != 1:
+        raise GameExists(f"game {record.game_id!r} already has a runtime record")
 
 
-def save(db: sqlite_utils.Database, record: RuntimeRecord) -> None:
+def save(conn: Sql, record: RuntimeRecord) -> None:
     """Write back one record (admin path)."""
-    save_many(db.conn, [record])
+    save_many(conn, [record])
 
 
-def iter_all(db: sqlite_utils.Database, status: Status | None = None) -> Iterator[RuntimeRecord]:
+def iter_all(conn: Sql, status: Status | None = None) -> Iterator[RuntimeRecord]:
     """Every record in game-id order, optionally of one status."""
     where, params = ("WHERE status = ?", [status.value]) if status else ("", [])
     sql = f"SELECT {_COLUMNS} FROM runtime_records {where} ORDER BY game_id"
-    for row in db.conn.execute(sql, params):
+    for row in conn.execute(sql, params).fetchall():
         yield _record(row)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 from hypothesis import HealthCheck, Phase, settings
 
 from consumer.contract.models import ConsumerSettings
@@ -16,8 +15,9 @@ from consumer.devtools import embedded
 from consumer.runtime import faults
 from consumer.runtime.worker import Worker
 from statemachine import Status
-from store import open_database
+from store import Store, open_database
 from store.admin import add_game
+from tests import pg
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -68,10 +68,39 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "healthfsm.db"
 
 
+BOTH_BACKENDS = {
+    "test_store",
+    "test_consumer",
+    "test_operations",
+    "test_operator_safety",
+    "test_postgres",
+    "test_stateful",
+}
+"""Modules whose store-using tests run on SQLite and on PostgreSQL (``[sqlite]``/``[postgres]``)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``backend`` is ``sqlite`` and ``postgres`` in ``BOTH_BACKENDS`` (unless a test is
+    marked ``sqlite_only``), else ``sqlite``."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    both = module in BOTH_BACKENDS and metafunc.definition.get_closest_marker("sqlite_only") is None
+    metafunc.parametrize("backend", ["sqlite", "postgres"] if both else ["sqlite"])
+
+
 @pytest.fixture
-def db(db_path: Path) -> Iterator[sqlite_utils.Database]:
-    """An opened, migrated database."""
-    database = open_database(db_path, create=True)
+def db_location(backend: str, db_path: Path) -> str:
+    """What ``--db`` gets: a fresh SQLite file, or a URL to a fresh PostgreSQL schema."""
+    if backend == "postgres":
+        return pg.new_schema_url()
+    return str(db_path)
+
+
+@pytest.fixture
+def db(db_location: str) -> Iterator[Store]:
+    """An opened, migrated store on the test's backend."""
+    database = open_database(db_location, create=True)
     yield database
     database.close()
 
@@ -95,7 +124,7 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def add_games(db: sqlite_utils.Database, *games: tuple[str, Status]) -> None:
+def add_games(db: Store, *games: tuple[str, Status]) -> None:
     """Register games at the fixed test time."""
     for game_id, status in games:
         add_game(db, game_id, status, 0, FIXED_NOW_MS)
@@ -122,16 +151,14 @@ WorkerFactory = Callable[..., Worker]
 
 
 @pytest.fixture
-def make_worker(
-    redis_url: str, db: sqlite_utils.Database, db_path: Path
-) -> Iterator[WorkerFactory]:
+def make_worker(redis_url: str, db: Store, db_location: str) -> Iterator[WorkerFactory]:
     """Build drain-mode workers on the test database; closed on teardown."""
     made: list[Worker] = []
 
-    def build(database: sqlite_utils.Database | None = None, **overrides: object) -> Worker:
+    def build(database: Store | None = None, **overrides: object) -> Worker:
         options: dict[str, object] = {
             "redis_url": redis_url,
-            "db_path": str(db_path),
+            "db_path": db_location,
             "drain": True,
             "backoff_initial_s": 0.01,
             "backoff_max_s": 0.05,

@@ -7,6 +7,7 @@ import itertools
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -24,7 +25,7 @@ STREAM = "runtime:health_events"
 
 
 def record_of(db: sqlite_utils.Database, game_id: str) -> tuple[str, str]:
-    record = records.get(db, game_id)
+    record = records.get(db.conn, game_id)
     return record.state.value, record.engine_health
 
 
@@ -32,14 +33,14 @@ def test_events_update_records_and_publish_snapshots(
     db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g1", Status.RUNNING), ("g2", Status.ENGINE_UNREACHABLE))
-    records.save(db, records.get(db, "g1"))
+    records.save(db.conn, records.get(db.conn, "g1"))
     db.conn.execute("UPDATE runtime_records SET current_turn = 42 WHERE game_id = 'g1'")
     first = xadd_event(rclient, "g1", "container_exited")
     second = xadd_event(rclient, "g2", "probe_recovered")
     make_worker().run()
     assert record_of(db, "g1") == ("engine_unreachable", "exited")
     assert record_of(db, "g2") == ("running", "healthy")
-    assert records.get(db, "g1").updated_at_ms == FIXED_NOW_MS
+    assert records.get(db.conn, "g1").updated_at_ms == FIXED_NOW_MS
     assert published(rclient) == [
         {
             "event_type": "runtime_snapshot_update",
@@ -139,7 +140,7 @@ def test_oversized_dead_letter_fields_are_truncated(
 
 
 def test_cas_conflict_with_concurrent_admin_set_status(
-    db: sqlite_utils.Database, db_path: object, rclient: redis.Redis, make_worker: WorkerFactory
+    db: sqlite_utils.Database, db_location: str, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     """Health events and an operator holding statuses, truly at the same time: every change
     in the history is an allowed one, and each starts from the status the one before it
@@ -155,7 +156,7 @@ def test_cas_conflict_with_concurrent_admin_set_status(
     done = threading.Event()
 
     def operator() -> None:  # another process, in effect: its own connection
-        admin = open_database(str(db_path))
+        admin = open_database(db_location)
         holds = 0
         while not done.is_set():
             for game in games:
@@ -216,7 +217,7 @@ def _history_is_a_chain_of_allowed_changes(db: sqlite_utils.Database, games: lis
 
 
 def test_restart_resumes_from_offset_with_persisted_debounce(
-    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_location: str, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "probe_failed")
@@ -224,7 +225,7 @@ def test_restart_resumes_from_offset_with_persisted_debounce(
     db.close()
     from store import open_database
 
-    reopened = open_database(str(db_path))
+    reopened = open_database(db_location)
     try:
         xadd_event(rclient, "g", "probe_failed")  # same summary: no snapshot after restart
         last = xadd_event(rclient, "g", "container_started")
@@ -312,7 +313,7 @@ def test_batch_size_changes_nothing(
         make_worker(database, batch_size=size, lobby_stream=stream).run()
         results.append(
             (
-                [records.as_dict(r) for r in records.iter_all(database)],
+                [records.as_dict(r) for r in records.iter_all(database.conn)],
                 published(rclient, stream),
                 [(r["entry_id"], r["reason"]) for r in dead_letters.list_recent(database.conn)],
                 offsets.load(database.conn, "health_events"),
@@ -324,23 +325,24 @@ def test_batch_size_changes_nothing(
 
 
 def _start_behind_a_write_lock(
-    db_path: object, make_worker: WorkerFactory, **overrides: object
+    db_location: str, make_worker: WorkerFactory, **overrides: object
 ) -> tuple[sqlite3.Connection, sqlite_utils.Database, Worker, threading.Thread]:
     """Another connection holds the write lock (an admin command); a worker with a short
     busy timeout starts behind it in a thread."""
     from store import open_database
 
-    blocker = sqlite3.connect(str(db_path), isolation_level=None)
+    blocker = sqlite3.connect(db_location, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    impatient = open_database(str(db_path), busy_timeout_s=0.05)
+    impatient = open_database(db_location, busy_timeout_s=0.05)
     worker = make_worker(impatient, **overrides)
     thread = threading.Thread(target=worker.run)
     thread.start()
     return blocker, impatient, worker, thread
 
 
+@pytest.mark.sqlite_only
 def test_busy_database_waits_and_never_advances_the_offset_alone(
-    db_path: object,
+    db_path: Path,
     db: sqlite_utils.Database,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -362,8 +364,9 @@ def test_busy_database_waits_and_never_advances_the_offset_alone(
     impatient.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_stop_request_is_honoured_while_the_database_stays_locked(
-    db_path: object,
+    db_path: Path,
     db: sqlite_utils.Database,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -419,7 +422,7 @@ def test_stop_request_finishes_the_batch_in_hand(
 
 
 def test_record_cache_sees_writes_from_other_connections(
-    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_location: str, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     from store import open_database
 
@@ -432,7 +435,7 @@ def test_record_cache_sees_writes_from_other_connections(
         deadline = time.monotonic() + 10
         while worker.totals.applied < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        admin = open_database(str(db_path))  # another process's connection, in effect
+        admin = open_database(db_location)  # another process's connection, in effect
         set_status(admin, "g", Status.RUNNING, Status.GENERATION_IN_PROGRESS, FIXED_NOW_MS)
         from store.admin import add_game
 
@@ -471,8 +474,9 @@ def test_failed_batch_leaves_no_trace_in_the_cache(
     assert [s["runtime_status"] for s in published(rclient)] == ["running", "engine_unreachable"]
 
 
+@pytest.mark.sqlite_only
 def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
-    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_path: Path, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     import os
 

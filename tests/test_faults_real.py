@@ -69,7 +69,7 @@ def test_worker_survives_a_redis_restart(
         client = redis.Redis.from_url(own_redis.url)
         last = xadd_event(client, "g", "probe_recovered")
         wait_for(lambda: worker.totals.snapshots_published == 2)
-        assert records.get(db, "g").state is Status.RUNNING
+        assert records.get(db.conn, "g").state is Status.RUNNING
         assert offsets.load(db.conn, "health_events") == last
         assert [s["engine_health_summary"] for s in published(client)] == ["healthy"]
         assert worker.metrics.reconnects._value.get() == worker.totals.reconnects >= 2
@@ -143,7 +143,7 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
     done = run_cli(*base)
     assert done.returncode == 0, done.stderr
     db = open_database(db_path)
-    assert {r.state for r in records.iter_all(db)} == {Status.RUNNING}
+    assert {r.state for r in records.iter_all(db.conn)} == {Status.RUNNING}
     sources = [s["source_entry_id"] for s in published(rclient)]
     assert len(set(sources)) == 50
     assert outbox.pending(db.conn) == 0

@@ -21,7 +21,6 @@ from consumer.contract.models import ConsumerSettings
 from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import lease, offsets, open_database, outbox
-from store.database import immediate
 from store.errors import LeaseHeld, LeaseLost
 from store.records import insert_new
 from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
@@ -32,21 +31,21 @@ LABEL = "health_events"
 
 
 def test_lease_row_is_taken_renewed_fenced_and_released(db: sqlite_utils.Database) -> None:
-    with immediate(db) as conn:
+    with db.write() as conn:
         a, before = lease.try_acquire(conn, LABEL, "h:1:a", "node", 1000, 500)
     assert a is not None and a.epoch == 1 and before is None
-    with immediate(db) as conn:
+    with db.write() as conn:
         b, seen = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1200, 500)
     assert b is None and seen == a  # live: refused, and told who holds it
-    with immediate(db) as conn:
+    with db.write() as conn:
         renewed = lease.renew(conn, a, 1400, 500)
     assert renewed is not None and renewed.expires_at_ms == 1900
-    with immediate(db) as conn:
+    with db.write() as conn:
         b, _ = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1901, 500)  # expired: taken
     assert b is not None and b.epoch == 2
-    with immediate(db) as conn:
+    with db.write() as conn:
         assert lease.renew(conn, a, 1950, 500) is None  # the fence: epoch 1 is over
-    with immediate(db) as conn:
+    with db.write() as conn:
         lease.release(conn, b)
     released = lease.read(db.conn, LABEL)
     assert released is not None and not released.live(1950) and released.epoch == 2
@@ -64,7 +63,7 @@ def test_a_dead_holder_on_this_node_is_not_waited_for(db: sqlite_utils.Database)
 
 def _seed_games(db_path: Path, games: int) -> None:
     db = open_database(db_path, create=True)
-    with immediate(db) as conn:
+    with db.write() as conn:
         insert_new(conn, (f"g{i}" for i in range(games)), "running", 0)
     db.close()
 
@@ -243,7 +242,7 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
     add_games(db, ("g", Status.RUNNING))
     entry = xadd_event(rclient, "g", "container_exited")
     expires = int(time.time() * 1000) + 1500
-    with immediate(db) as conn:
+    with db.write() as conn:
         conn.execute(
             "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 7, 0, ?)",
             [LABEL, expires],
@@ -272,7 +271,7 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
 def test_drain_raises_when_the_lease_is_held(
     db: sqlite_utils.Database, db_path: Path, redis_url: str
 ) -> None:
-    with immediate(db) as conn:
+    with db.write() as conn:
         conn.execute(
             "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 1, 0, ?)",
             [LABEL, int(time.time() * 1000) + 60_000],
@@ -291,7 +290,7 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
     worker = _worker(redis_url, db_path)
     taken, _ = worker.keeper.try_acquire()
     assert taken is not None
-    with immediate(db) as conn:  # another worker takes over (the lease had expired)
+    with db.write() as conn:  # another worker takes over (the lease had expired)
         conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
     with pytest.raises(LeaseLost, match="other:1:x"):
         worker._apply(rclient.xrange(STREAM))

@@ -21,7 +21,6 @@ from consumer.runtime.faults import FaultPoint, InjectedFault
 from statemachine import Status
 from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status
-from store.database import immediate
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 
 STREAM = "runtime:health_events"
@@ -137,7 +136,7 @@ def test_lag_counts_unread_entries(rclient: redis.Redis) -> None:
 
 def test_gap_is_logged_counted_and_consumption_goes_on(
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -151,7 +150,7 @@ def test_gap_is_logged_counted_and_consumption_goes_on(
         xadd_event(rclient, "g", "container_started")
     rclient.xtrim(STREAM, maxlen=0, approximate=False)  # trimmed while the worker was down
     survivor = xadd_event(rclient, "g", "container_exited")
-    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", db_location)
     assert code == 1 and "trimmed" in err and err.count("\n") == 1
     caplog.set_level(logging.INFO)
     worker = make_worker()
@@ -163,38 +162,41 @@ def test_gap_is_logged_counted_and_consumption_goes_on(
         assert "about 4 entries" in errors[0].getMessage()
         assert worker.metrics.gap_entries._value.get() == 4
     assert worker.metrics.gaps._value.get() == 1
-    assert records.get(db, "g").state is Status.ENGINE_UNREACHABLE
+    assert records.get(db.conn, "g").state is Status.ENGINE_UNREACHABLE
     assert published(rclient)[-1]["source_entry_id"] == survivor
-    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", db_location)
     assert code == 0 and out.startswith("ok:")
 
 
 def test_check_fails_clearly(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "check", "--redis-url", redis_url, "--db", db_location)
     assert code == 0 and f"schema v{SCHEMA_VERSION}" in out
     code, _, err = run_cli(
-        capsys, "check", "--redis-url", "redis://127.0.0.1:1/0", "--db", str(db_path)
+        capsys, "check", "--redis-url", "redis://127.0.0.1:1/0", "--db", db_location
     )
     assert code == 1 and err.count("\n") == 1 and "redis at redis://127.0.0.1:1/0" in err
     code, _, err = run_cli(
         capsys, "check", "--redis-url", redis_url, "--db", str(tmp_path / "none.db")
     )
     assert code == 1 and "does not exist" in err
-    db.conn.execute("PRAGMA user_version=1")
-    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", str(db_path))
+    with db.write() as sql:  # back to schema version 1, as an old healthfsm left it
+        sql.execute("DELETE FROM schema_migrations WHERE version > 1")
+        if db.dialect == "sqlite":
+            sql.execute("PRAGMA user_version=1")
+    code, _, err = run_cli(capsys, "check", "--redis-url", redis_url, "--db", db_location)
     assert code == 1 and "schema version 1" in err and "healthfsm migrate" in err
 
 
 def test_offsets_show_and_set(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
@@ -202,13 +204,13 @@ def test_offsets_show_and_set(
     first = xadd_event(rclient, "g", "probe_failed")
     xadd_event(rclient, "g", "container_started")
     make_worker().run()
-    code, out, _ = run_cli(capsys, "offsets", "show", "--json", "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "offsets", "show", "--json", "--db", db_location)
     [row] = json.loads(out)
     assert row["label"] == "health_events" and row["entries_read"] == 2
-    code, _, err = run_cli(capsys, "offsets", "set", "health_events", first, "--db", str(db_path))
+    code, _, err = run_cli(capsys, "offsets", "set", "health_events", first, "--db", db_location)
     assert code == 2 and "--yes" in err
     code, out, _ = run_cli(
-        capsys, "offsets", "set", "health_events", first, "--yes", "--db", str(db_path)
+        capsys, "offsets", "set", "health_events", first, "--yes", "--db", db_location
     )
     assert code == 0 and json.loads(out)["entry_id"] == first
     worker = make_worker()
@@ -219,7 +221,7 @@ def test_offsets_show_and_set(
 def test_dead_letters_list_and_replay_after_the_game_is_registered(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -229,10 +231,10 @@ def test_dead_letters_list_and_replay_after_the_game_is_registered(
     rclient.xadd(STREAM, {"game_id": b"\xff", "event_type": "probe_failed", "occurred_at_ms": "1"})
     make_worker().run()
     code, out, _ = run_cli(
-        capsys, "dead-letters", "list", "--json", "--reason", "unknown_game", "--db", str(db_path)
+        capsys, "dead-letters", "list", "--json", "--reason", "unknown_game", "--db", db_location
     )
     assert [r["reason"] for r in json.loads(out)] == ["unknown_game"]
-    code, _, err = run_cli(capsys, "dead-letters", "list", "--reason", "nope", "--db", str(db_path))
+    code, _, err = run_cli(capsys, "dead-letters", "list", "--reason", "nope", "--db", db_location)
     assert code == 2 and "unknown reason" in err
     add_games(db, ("late", Status.RUNNING))
     code, out, _ = run_cli(
@@ -244,7 +246,7 @@ def test_dead_letters_list_and_replay_after_the_game_is_registered(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
     )
     assert code == 0 and json.loads(out)["replayed"] == 1
     code, out, _ = run_cli(
@@ -256,19 +258,19 @@ def test_dead_letters_list_and_replay_after_the_game_is_registered(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
     )
     assert json.loads(out)["replayed"] == 0 and len(json.loads(out)["skipped"]) == 1
     make_worker().run()
-    assert records.get(db, "late").state is Status.ENGINE_UNREACHABLE
-    code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", str(db_path))
+    assert records.get(db.conn, "late").state is Status.ENGINE_UNREACHABLE
+    code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", db_location)
     assert [r["reason"] for r in json.loads(out)] == ["invalid_field"]  # replayed row is gone
 
 
 def test_outbox_show_and_flush(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -278,11 +280,9 @@ def test_outbox_show_and_flush(
     faults.arm(FaultPoint.AFTER_COMMIT)
     with pytest.raises(InjectedFault):
         make_worker().run()
-    code, out, _ = run_cli(capsys, "outbox", "show", "--json", "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "outbox", "show", "--json", "--db", db_location)
     assert [r["source_entry_id"] for r in json.loads(out)] == [entry]
-    code, out, _ = run_cli(
-        capsys, "outbox", "flush", "--redis-url", redis_url, "--db", str(db_path)
-    )
+    code, out, _ = run_cli(capsys, "outbox", "flush", "--redis-url", redis_url, "--db", db_location)
     assert code == 0 and json.loads(out)["published"] == 1
     assert [s["source_entry_id"] for s in published(rclient)] == [entry]
     assert outbox.pending(db.conn) == 0
@@ -291,7 +291,7 @@ def test_outbox_show_and_flush(
 def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
@@ -303,29 +303,29 @@ def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
     xadd_event(rclient, "quiet", "probe_failed")  # one change for the other game
     make_worker(batch_size=7).run()
     set_status(db, "g", Status.RUNNING, Status.STOPPED, FIXED_NOW_MS)
-    code, out, _ = run_cli(capsys, "runtime", "history", "g", "--json", "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "runtime", "history", "g", "--json", "--db", db_location)
     rows = json.loads(out)
     assert len(rows) == history.HISTORY_PER_GAME  # a game's newest 50, oldest first
     assert rows[-1]["cause"] == "admin" and rows[-1]["to_status"] == "stopped"
     assert [r["entry_id"] for r in rows[:-1]] == ids[-(history.HISTORY_PER_GAME - 1) :]
     assert all(r["from_status"] == r["to_status"] == "running" for r in rows[:-1])
-    code, out, _ = run_cli(capsys, "runtime", "history", "quiet", "--json", "--db", str(db_path))
+    code, out, _ = run_cli(capsys, "runtime", "history", "quiet", "--json", "--db", db_location)
     assert [r["cause"] for r in json.loads(out)] == ["probe_failed"]  # only its own rows
     # The log as a whole is bounded (HISTORY_ROWS; 10 here): the oldest rows go first.
     newest = db.conn.execute("SELECT id FROM runtime_history ORDER BY id DESC LIMIT 9").fetchall()
-    with immediate(db) as conn:
+    with db.write() as conn:
         history.add_many(conn, [history.HistoryRow("x", "1-0", "c", "a", "b", "h", 1)], keep=10)
     kept = db.conn.execute("SELECT id, game_id FROM runtime_history ORDER BY id").fetchall()
     assert [row[0] for row in kept[:-1]] == sorted(i for (i,) in newest)
     assert len(kept) == 10 and kept[-1][1] == "x"
-    code, _, err = run_cli(capsys, "runtime", "history", "nope", "--db", str(db_path))
+    code, _, err = run_cli(capsys, "runtime", "history", "nope", "--db", db_location)
     assert code == 1 and "no runtime record" in err
 
 
 def test_worker_runs_under_the_minimal_acl(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     make_worker: WorkerFactory,
 ) -> None:
     with embedded.running() as server:
@@ -351,9 +351,9 @@ def test_worker_runs_under_the_minimal_acl(
         add_games(db, ("g", Status.RUNNING))
         worker = make_worker(redis_url=url, metrics_port=None)
         worker.run()
-        assert records.get(db, "g").state is Status.ENGINE_UNREACHABLE
+        assert records.get(db.conn, "g").state is Status.ENGINE_UNREACHABLE
         assert len(admin.xrange("gm:lobby_events")) == 1
-        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", str(db_path))
+        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", db_location)
         assert code == 0, err
         admin.close()
         producer.close()
@@ -362,7 +362,7 @@ def test_worker_runs_under_the_minimal_acl(
 def test_json_logs_carry_entry_and_game_ids(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
 ) -> None:
@@ -375,7 +375,7 @@ def test_json_logs_carry_entry_and_game_ids(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
         "--log-format",
         "json",
         "--log-level",
@@ -464,7 +464,7 @@ def _make_certs(directory: Path) -> None:
 
 
 def test_rediss_url_with_ca(
-    capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_path: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_location: str, tmp_path: Path
 ) -> None:
     import shutil
     import subprocess
@@ -512,13 +512,13 @@ def test_rediss_url_with_ca(
                 "--redis-ca",
                 str(tmp_path / "ca.crt"),
                 "--db",
-                str(db_path),
+                db_location,
             )
             if code == 0:
                 break
             time.sleep(0.1)
         assert code == 0, err
-        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", str(db_path))
+        code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", db_location)
         assert code == 1 and "certificate" in err.lower() and err.count("\n") == 1
         code, _, err = run_cli(
             capsys,
@@ -528,7 +528,7 @@ def test_rediss_url_with_ca(
             "--redis-ca",
             str(tmp_path / "ca.crt"),
             "--db",
-            str(db_path),
+            db_location,
         )
         assert code == 2 and "rediss://" in err  # TLS files with redis:// is a usage error
     finally:

@@ -19,8 +19,8 @@ from consumer.cli import main
 from consumer.devtools import embedded
 from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
-from store import dead_letters, migrations, offsets, outbox, records
-from store.database import immediate
+from store import dead_letters, offsets, outbox, records
+from store.sqlite import migrations
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 from tests.processes import HEALTHFSM, run_cli, wait_for
 
@@ -55,7 +55,7 @@ def _replayed_kinds(rclient: redis.Redis, after: str) -> list[str]:
 def test_replay_sends_the_oldest_rows_first_whatever_the_limit(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -64,19 +64,19 @@ def test_replay_sends_the_oldest_rows_first_whatever_the_limit(
     _dead_letters_for(rclient, make_worker, kinds)
     add_games(db, ("late", Status.RUNNING))
     mark = offsets.load(db.conn, LABEL) or "0-0"
-    args = ["--reason", "unknown_game", "--redis-url", redis_url, "--db", str(db_path)]
+    args = ["--reason", "unknown_game", "--redis-url", redis_url, "--db", db_location]
     for _ in range(2):
         code, out, _ = cli(capsys, "dead-letters", "replay", "--limit", "2", *args)
         assert code == 0 and json.loads(out)["replayed"] == 2
     assert _replayed_kinds(rclient, mark) == kinds  # in the order they first arrived
     make_worker().run()
-    record = records.get(db, "late")
+    record = records.get(db.conn, "late")
     assert (record.state, record.engine_health) == (Status.RUNNING, "healthy")
 
 
 def test_concurrent_replays_never_send_a_row_twice(
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -84,7 +84,7 @@ def test_concurrent_replays_never_send_a_row_twice(
     _dead_letters_for(rclient, make_worker, ["probe_failed"] * 300)
     mark = offsets.load(db.conn, LABEL) or "0-0"
     argv = [*HEALTHFSM, "dead-letters", "replay", "--reason", "unknown_game", "--limit", "100"]
-    argv += ["--redis-url", redis_url, "--db", str(db_path)]
+    argv += ["--redis-url", redis_url, "--db", db_location]
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
     assert sum(o["replayed"] for o in outputs) == 300
@@ -95,7 +95,7 @@ def test_concurrent_replays_never_send_a_row_twice(
 def test_a_row_claimed_by_a_crashed_replay_is_listed_and_sent_again_by_id(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -103,14 +103,14 @@ def test_a_row_claimed_by_a_crashed_replay_is_listed_and_sent_again_by_id(
     _dead_letters_for(rclient, make_worker, ["probe_failed", "container_exited"])
     first, second = dead_letters.list_recent(db.conn)[::-1]
     crashed = f"{__import__('socket').gethostname()}:{2**22 + 4321}:dead"  # no such pid
-    with immediate(db) as conn:
+    with db.write() as conn:
         dead_letters.claim(conn, [int(str(first["id"]))], crashed, FIXED_NOW_MS)
-    code, out, _ = cli(capsys, "dead-letters", "list", "--json", "--db", str(db_path))
+    code, out, _ = cli(capsys, "dead-letters", "list", "--json", "--db", db_location)
     listed = {r["id"]: r["claimed_by"] for r in json.loads(out)}
     assert listed == {first["id"]: crashed, second["id"]: None}
-    code, out, _ = cli(capsys, "dead-letters", "list", "--db", str(db_path))
+    code, out, _ = cli(capsys, "dead-letters", "list", "--db", db_location)
     assert code == 0 and "claimed" in out
-    args = ["--redis-url", redis_url, "--db", str(db_path)]
+    args = ["--redis-url", redis_url, "--db", db_location]
     code, out, _ = cli(capsys, "dead-letters", "replay", "--reason", "unknown_game", *args)
     assert json.loads(out)["replayed"] == 1  # the claimed row is not taken by --reason
     code, out, _ = cli(capsys, "dead-letters", "replay", "--id", str(first["id"]), *args)
@@ -121,7 +121,7 @@ def test_a_row_claimed_by_a_crashed_replay_is_listed_and_sent_again_by_id(
 def test_replay_by_id_skips_a_row_another_live_replay_claimed(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -129,7 +129,7 @@ def test_replay_by_id_skips_a_row_another_live_replay_claimed(
     _dead_letters_for(rclient, make_worker, ["probe_failed"])
     [row] = dead_letters.list_recent(db.conn)
     alive = f"{__import__('socket').gethostname()}:1:live"  # pid 1 runs
-    with immediate(db) as conn:
+    with db.write() as conn:
         dead_letters.claim(conn, [int(str(row["id"]))], alive, 2**62)
     _, out, _ = cli(
         capsys,
@@ -140,7 +140,7 @@ def test_replay_by_id_skips_a_row_another_live_replay_claimed(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
     )
     result = json.loads(out)
     assert result["replayed"] == 0 and "another replay" in result["skipped"][0]
@@ -158,7 +158,7 @@ def test_rows_redis_accepted_before_a_refusal_are_not_published_again(
             outbox.OutboxRow(f"{i + 1}-0", f"g{i}", "running", "x" * 200, i, FIXED_NOW_MS)
             for i in range(3000)
         ]
-        with immediate(db) as conn:
+        with db.write() as conn:
             outbox.enqueue(conn, rows)
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", used + 300_000)  # room for some of the XADDs, not all
@@ -182,7 +182,7 @@ def test_rows_redis_accepted_before_a_refusal_are_not_published_again(
 def test_admin_status_changes_reach_lobby_through_the_running_worker(
     capsys: pytest.CaptureFixture[str],
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -194,7 +194,7 @@ def test_admin_status_changes_reach_lobby_through_the_running_worker(
     try:
         first = xadd_event(rclient, "h", "probe_failed")
         wait_for(lambda: len(published(rclient)) == 1, what="worker active")
-        args = ["--db", str(db_path)]
+        args = ["--db", db_location]
         code, _, _ = cli(
             capsys,
             "runtime",
@@ -245,17 +245,17 @@ def test_admin_status_changes_reach_lobby_through_the_running_worker(
     "bad", ["99999999999999999999-0", "1-", "1-99999999999999999999", "\u0663-0", "17", "-1-0", ""]
 )
 def test_offsets_set_accepts_only_ids_redis_accepts(
-    capsys: pytest.CaptureFixture[str], db_path: Path, db: sqlite_utils.Database, bad: str
+    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database, bad: str
 ) -> None:
-    code, _, err = cli(capsys, "offsets", "set", LABEL, bad, "--yes", "--db", str(db_path))
+    code, _, err = cli(capsys, "offsets", "set", LABEL, bad, "--yes", "--db", db_location)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert offsets.load(db.conn, LABEL) is None
 
 
 def test_offsets_set_edges(
-    capsys: pytest.CaptureFixture[str], db_path: Path, db: sqlite_utils.Database
+    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database
 ) -> None:
-    args = ["--yes", "--db", str(db_path)]
+    args = ["--yes", "--db", db_location]
     code, _, err = cli(capsys, "offsets", "set", "", "1-0", *args)
     assert code == 2 and "LABEL" in err
     code, out, err = cli(capsys, "offsets", "set", "fresh", "18446744073709551615-0", *args)
@@ -266,7 +266,7 @@ def test_offsets_set_edges(
 
 def test_a_new_label_in_a_store_with_other_offsets_needs_start_from(
     db: sqlite_utils.Database,
-    db_path: Path,
+    db_location: str,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -275,7 +275,7 @@ def test_a_new_label_in_a_store_with_other_offsets_needs_start_from(
     first = xadd_event(rclient, "g", "container_exited")
     make_worker().run()
     second = xadd_event(rclient, "g", "probe_recovered")
-    args = ["consume", "--drain", "--redis-url", redis_url, "--db", str(db_path)]
+    args = ["consume", "--drain", "--redis-url", redis_url, "--db", db_location]
     typo = run_cli(*args, "--label", "health_event")
     assert typo.returncode == 1 and typo.stderr.count("\n") == 1, typo.stderr
     assert "'health_events'" in typo.stderr and "--start-from" in typo.stderr
@@ -377,6 +377,7 @@ def test_init_creates_only_when_asked_and_runtime_add_needs_the_folder(
     assert code == 1 and "does not exist" in err and not nested.parent.exists()
 
 
+@pytest.mark.sqlite_only
 def test_demo_refuses_a_store_with_games(
     capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_path: Path
 ) -> None:
@@ -389,7 +390,7 @@ def test_demo_refuses_a_store_with_games(
 
 
 def test_lobby_stream_equal_to_the_input_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], db_path: Path, db: sqlite_utils.Database, redis_url: str
+    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database, redis_url: str
 ) -> None:
     code, _, err = cli(
         capsys,
@@ -402,7 +403,7 @@ def test_lobby_stream_equal_to_the_input_is_a_usage_error(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
     )
     assert code == 2 and "--lobby-stream" in err and err.count("\n") == 1
 
@@ -456,5 +457,5 @@ def test_occurred_at_ms_follows_its_rule_exactly(
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "probe_failed", occurred_at_ms=raw)
     make_worker().run()
-    assert (records.get(db, "g").engine_health == "probe_failed") is applied
+    assert (records.get(db.conn, "g").engine_health == "probe_failed") is applied
     assert (dead_letters.list_recent(db.conn) == []) is applied

@@ -15,7 +15,6 @@ from consumer.runtime.redis_client import connect
 from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import outbox
-from store.database import immediate
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 
 STREAM = "runtime:health_events"
@@ -103,7 +102,7 @@ def _rows(db: sqlite_utils.Database, n: int, first: int = 0) -> list[tuple[int, 
         outbox.OutboxRow(f"{i + 1}-0", f"g{i}", "running", "healthy", i, FIXED_NOW_MS)
         for i in range(first, first + n)
     ]
-    with immediate(db) as conn:
+    with db.write() as conn:
         return outbox.enqueue(conn, rows)
 
 
@@ -202,7 +201,7 @@ def test_connections_killed_mid_backlog_lose_nothing(
     assert list(dict.fromkeys(sources)) == ids  # every snapshot, first sightings in order
     assert outbox.pending(db.conn) == 0
     last = "probe_recovered" if (3999 // len(games)) % 2 else "probe_failed"
-    summaries = {r["engine_health"] for r in db.query("SELECT engine_health FROM runtime_records")}
+    summaries = {row[0] for row in db.conn.execute("SELECT engine_health FROM runtime_records")}
     assert summaries == {"healthy" if last == "probe_recovered" else "probe_failed"}
 
 

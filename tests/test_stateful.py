@@ -37,8 +37,7 @@ from statemachine.errors import StatusConflict, TransitionNotAllowed
 from store import dead_letters, offsets, open_database, outbox, records
 from store.admin import add_game, set_status
 from store.offsets import entry_id_key
-from store.record_cache import RecordCache
-from tests import model
+from tests import model, pg
 from tests.conftest import FIXED_NOW_MS
 
 MALFORMED = [
@@ -87,14 +86,18 @@ class InProcessComparison(RuleBasedStateMachine):
 
     games = Bundle("games")
 
+    BACKEND = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.db = open_database(Path(self.tmp.name) / "model.db", create=True)
+        location = new_location(self.BACKEND, Path(self.tmp.name) / "model.db")
+        self.db = open_database(location, create=True)
         # operators write through a connection of their own, as another process would, so
-        # the worker's record cache must notice them (PRAGMA data_version)
-        self.operator = open_database(Path(self.tmp.name) / "model.db")
-        self.cache = RecordCache()
+        # the worker's record cache must notice them (PRAGMA data_version), and on
+        # PostgreSQL the batch must see their committed status (SELECT ... FOR UPDATE)
+        self.operator = open_database(location)
+        self.cache = self.db.record_loader()
         self.model = model.Model()
         self.pending: list[
             tuple[bytes, dict[bytes, bytes], tuple[str | None, str | None, bool]]
@@ -193,7 +196,7 @@ class InProcessComparison(RuleBasedStateMachine):
 
     @invariant()
     def store_equals_model(self) -> None:
-        stored = {r.game_id: r for r in records.iter_all(self.db)}
+        stored = {r.game_id: r for r in records.iter_all(self.db.conn)}
         assert set(stored) == set(self.model.records)
         for game_id, want in self.model.records.items():
             got = stored[game_id]
@@ -232,13 +235,31 @@ InProcessComparison.TestCase.settings = settings(
 TestInProcess = InProcessComparison.TestCase
 
 
+class InProcessComparisonPostgres(InProcessComparison):
+    """The same machine on PostgreSQL, each example in a schema of its own."""
+
+    BACKEND = "postgres"
+
+
+# A third of SQLite's examples: each costs a schema and more round trips (CI time).
+InProcessComparisonPostgres.TestCase.settings = settings(
+    max_examples=settings.default.max_examples, stateful_step_count=40
+)
+TestInProcessPostgres = InProcessComparisonPostgres.TestCase
+
+
+def new_location(backend: str, path: Path) -> str:
+    """``path`` on SQLite; a new schema's URL on PostgreSQL."""
+    return pg.new_schema_url() if backend == "postgres" else str(path)
+
+
 class CrashComparison(RuleBasedStateMachine):
     """The real worker on the real Redis, crashed at random points and restarted."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.path = Path(self.tmp.name) / "crash.db"
+        self.path = new_location(BACKEND[0], Path(self.tmp.name) / "crash.db")
         self.client = redis.Redis.from_url(REDIS_URL[0])
         self.client.flushall()
         self.model = model.Model()
@@ -328,7 +349,7 @@ class CrashComparison(RuleBasedStateMachine):
         db = open_database(self.path)
         try:
             for game_id, want in self.model.records.items():
-                got = records.get(db, game_id)
+                got = records.get(db.conn, game_id)
                 assert (got.state.value, got.engine_health) == (want.status, want.engine_health)
             assert outbox.pending(db.conn) == 0
             kept = dead_letters.list_recent(db.conn, limit=10_000)[::-1]
@@ -357,7 +378,9 @@ class CrashComparison(RuleBasedStateMachine):
         db = open_database(self.path)
         try:
             offset = offsets.load(db.conn, "health_events") or "0-0"
-            stored = {r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db)}
+            stored = {
+                r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db.conn)
+            }
         finally:
             db.close()
         assert stored == self.history[offset]
@@ -390,7 +413,7 @@ class CrashComparison(RuleBasedStateMachine):
         assert firsts == sorted(firsts, key=entry_id_key)
 
 
-def _standby_capable_worker(path: Path, batch_size: int) -> Worker:
+def _standby_capable_worker(path: str, batch_size: int) -> Worker:
     settings_ = ConsumerSettings(
         redis_url=REDIS_URL[0],
         db_path=str(path),
@@ -440,21 +463,25 @@ def _run_together(workers: list[Worker], target: str) -> None:
 
 
 REDIS_URL: list[str] = []
+BACKEND: list[str] = ["sqlite"]
 
 
 @pytest.fixture
-def crash_redis(redis_url: str) -> str:
+def crash_redis(redis_url: str, backend: str) -> str:
     REDIS_URL[:] = [redis_url]
+    BACKEND[:] = [backend]
     return redis_url
 
 
 @pytest.mark.slow
-def test_crash_comparison(crash_redis: str) -> None:
+def test_crash_comparison(crash_redis: str, backend: str) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
+    examples = settings.default.max_examples
+    if backend == "postgres":  # a third: its steps cost about three times as much (CI time)
+        examples = max(1, examples // 3)
     run_state_machine_as_test(
-        CrashComparison,
-        settings=settings(max_examples=settings.default.max_examples, stateful_step_count=15),
+        CrashComparison, settings=settings(max_examples=examples, stateful_step_count=15)
     )
 
 
@@ -474,35 +501,40 @@ entries_strategy = st.lists(
     initial=st.lists(statuses, min_size=6, max_size=6),
 )
 def test_batch_size_invariance(
-    entries: list[dict[bytes, bytes]], batch_size: int, initial: list[str]
+    backend: str, entries: list[dict[bytes, bytes]], batch_size: int, initial: list[str]
 ) -> None:
     outcomes = []
     for size in (1, batch_size):  # the second run also keeps records in the cache
-        cache = RecordCache() if size == batch_size else None
         with tempfile.TemporaryDirectory() as tmp:
-            db = open_database(Path(tmp) / "b.db", create=True)
-            for i, status in enumerate(initial):
-                add_game(db, f"g{i}", Status(status), i, FIXED_NOW_MS)
-            raw = [(f"{n + 1}-0".encode(), fields) for n, fields in enumerate(entries)]
-            published = []
-            for start in range(0, len(raw), size):
-                result = apply_batch(
-                    db,
-                    get_machine(),
-                    raw[start : start + size],
-                    stream="s",
-                    label="l",
-                    now_ms=FIXED_NOW_MS,
-                    cache=cache,
+            db = open_database(new_location(backend, Path(tmp) / "b.db"), create=True)
+            try:
+                cache = db.record_loader() if size == batch_size else None
+                for i, status in enumerate(initial):
+                    add_game(db, f"g{i}", Status(status), i, FIXED_NOW_MS)
+                raw = [(f"{n + 1}-0".encode(), fields) for n, fields in enumerate(entries)]
+                published = []
+                for start in range(0, len(raw), size):
+                    result = apply_batch(
+                        db,
+                        get_machine(),
+                        raw[start : start + size],
+                        stream="s",
+                        label="l",
+                        now_ms=FIXED_NOW_MS,
+                        cache=cache,
+                    )
+                    published += [row for _, row in result.snapshots]
+                outcomes.append(
+                    (
+                        [records.as_dict(r) for r in records.iter_all(db.conn)],
+                        published,
+                        [
+                            (r["entry_id"], r["reason"])
+                            for r in dead_letters.list_recent(db.conn, limit=100)
+                        ],
+                        offsets.load(db.conn, "l"),
+                    )
                 )
-                published += [row for _, row in result.snapshots]
-            outcomes.append(
-                (
-                    [records.as_dict(r) for r in records.iter_all(db)],
-                    published,
-                    [(r["entry_id"], r["reason"]) for r in dead_letters.list_recent(db.conn, 100)],
-                    offsets.load(db.conn, "l"),
-                )
-            )
-            db.close()
+            finally:
+                db.close()
     assert outcomes[0] == outcomes[1]

@@ -1,20 +1,18 @@
-"""The SQLite store: file safety, the contract's tables, migrations, bounded dead letters."""
+"""The store on both backends: file safety (SQLite), tables, migrations, bounded dead letters."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
-from store import SCHEMA_VERSION, dead_letters, offsets, open_database, schema_version
-from store.database import immediate
+from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database, schema_version
 from store.errors import SchemaError
 
 
+@pytest.mark.sqlite_only
 def test_new_file_is_private_and_in_wal_mode(db_path: Path) -> None:
     db = open_database(db_path, create=True)
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
@@ -22,55 +20,94 @@ def test_new_file_is_private_and_in_wal_mode(db_path: Path) -> None:
     db.close()
 
 
-def test_contract_tables_and_columns(db: sqlite_utils.Database) -> None:
-    assert {"game_id", "status", "engine_health", "current_turn", "updated_at_ms"} <= set(
-        db["runtime_records"].columns_dict
-    )
-    assert db.table("runtime_records").pks == ["game_id"]
-    assert {"label", "entry_id"} <= set(db["stream_offsets"].columns_dict)
-    assert db.table("stream_offsets").pks == ["label"]
+def _columns(db: Store, table: str) -> dict[str, str]:
+    """Column name -> declared type, from each backend's own catalogue."""
+    if db.dialect == "sqlite":
+        rows = db.conn.execute(f"SELECT name, type FROM pragma_table_info('{table}')")
+    else:
+        rows = db.conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            [table],
+        )
+    return {str(name): str(kind).lower() for name, kind in rows}
 
 
-def test_migrations_are_recorded_and_idempotent(db_path: Path) -> None:
-    open_database(db_path, create=True).close()
-    db = open_database(db_path)
+def _primary_key(db: Store, table: str) -> list[str]:
+    if db.dialect == "sqlite":
+        rows = db.conn.execute(f"SELECT name FROM pragma_table_info('{table}') WHERE pk > 0")
+    else:
+        rows = db.conn.execute(
+            "SELECT k.column_name FROM information_schema.table_constraints c"
+            " JOIN information_schema.key_column_usage k USING (constraint_schema, constraint_name)"
+            " WHERE c.table_schema = current_schema() AND c.table_name = ?"
+            " AND c.constraint_type = 'PRIMARY KEY'",
+            [table],
+        )
+    return [str(name) for (name,) in rows]
+
+
+def test_contract_tables_and_columns(db: Store) -> None:
+    text, integer = ("text", "integer") if db.dialect == "sqlite" else ("text", "bigint")
+    records = _columns(db, "runtime_records")
+    assert {
+        "game_id": text,
+        "status": text,
+        "engine_health": text,
+        "current_turn": integer,
+        "updated_at_ms": integer,
+    }.items() <= records.items()
+    assert _primary_key(db, "runtime_records") == ["game_id"]
+    assert {"label": text, "entry_id": text}.items() <= _columns(db, "stream_offsets").items()
+    assert _primary_key(db, "stream_offsets") == ["label"]
+
+
+def test_migrations_are_recorded_and_idempotent(db_location: str) -> None:
+    open_database(db_location, create=True).close()
+    db = open_database(db_location)
     assert schema_version(db) == SCHEMA_VERSION
-    assert db["schema_migrations"].count == SCHEMA_VERSION
+    count = db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+    assert count == SCHEMA_VERSION
     db.close()
 
 
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    open_database(db_path, create=True).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.close()
+def test_newer_schema_is_refused(db_location: str) -> None:
+    db = open_database(db_location, create=True)
+    with db.write() as sql:
+        sql.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, 'future', 0)",
+            [SCHEMA_VERSION + 1],
+        )
+        if db.dialect == "sqlite":
+            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
     with pytest.raises(SchemaError, match="newer"):
-        open_database(db_path)
+        open_database(db_location)
 
 
-def test_offset_never_moves_backwards(db: sqlite_utils.Database) -> None:
-    with immediate(db) as conn:
+def test_offset_never_moves_backwards(db: Store) -> None:
+    with db.write() as conn:
         offsets.save(conn, "l", "10-2", 1)
         offsets.save(conn, "l", "10-10", 1)  # numeric, not string, comparison
-    with pytest.raises(ValueError, match="backwards"), immediate(db) as conn:
+    with pytest.raises(ValueError, match="backwards"), db.write() as conn:
         offsets.save(conn, "l", "9-99", 1)
     assert offsets.load(db.conn, "l") == "10-10"
 
 
-def test_failed_transaction_leaves_nothing(db: sqlite_utils.Database) -> None:
-    with pytest.raises(RuntimeError), immediate(db) as conn:
+def test_failed_transaction_leaves_nothing(db: Store) -> None:
+    with pytest.raises(RuntimeError), db.write() as conn:
         offsets.save(conn, "l", "1-1", 1)
         raise RuntimeError("crash")
     assert offsets.load(db.conn, "l") is None
 
 
-def test_dead_letters_are_bounded_newest_kept(db: sqlite_utils.Database) -> None:
+def test_dead_letters_are_bounded_newest_kept(db: Store) -> None:
     for batch in range(5):
         rows = [
             dead_letters.DeadLetter(f"{batch}-{i}", "s", "unknown_game", "d", "{}", 1)
             for i in range(10)
         ]
-        with immediate(db) as conn:
+        with db.write() as conn:
             dead_letters.add_many(conn, rows, limit=25)
     kept = dead_letters.list_recent(db.conn, limit=100)
     assert len(kept) == 25

@@ -86,7 +86,7 @@ def test_rewind_reads_a_reset_stream_from_its_start(
     worker.run()
     assert any("was reset" in e and "5000-1" in e for e in _errors(caplog))
     assert worker.metrics.stream_resets._value.get() == 1
-    assert records.get(db, "g").state is Status.ENGINE_UNREACHABLE  # the new entries applied
+    assert records.get(db.conn, "g").state is Status.ENGINE_UNREACHABLE  # the new entries applied
     assert new[0] in [s["source_entry_id"] for s in published(rclient)]
     assert offsets.entries_read(db.conn, LABEL) == 2  # counted afresh from the rewind
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -123,7 +124,7 @@ def consume(
     label: Annotated[
         str, typer.Option(help="Offset label in stream_offsets.", metavar="LABEL")
     ] = c.OFFSET_LABEL,
-    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    db: DbOption = c.DEFAULT_DB_PATH,
     block_ms: Annotated[
         int, typer.Option(min=1, help="How long one XREAD waits for new entries.")
     ] = c.DEFAULT_BLOCK_MS,
@@ -176,8 +177,8 @@ def consume(
     ] = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
+    from consumer.runtime.start import open_when_reachable
     from consumer.runtime.worker import Worker
-    from store import open_database
 
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
@@ -217,7 +218,7 @@ def consume(
         on_stream_reset=on_stream_reset.value,
         start_from=start_from,
     )
-    database = open_database(db)
+    database = open_when_reachable(settings, time.sleep)
     try:
         worker = Worker(settings, database)
         worker.install_signal_handlers()
@@ -240,7 +241,7 @@ def runtime_add(
     game_id: Annotated[str, typer.Argument(help="The game's id, used verbatim.")],
     status: Annotated[Status, typer.Option(help="Initial status.")] = Status.RUNNING,
     turn: Annotated[int, typer.Option(min=0, help="Current turn.")] = 0,
-    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    db: DbOption = c.DEFAULT_DB_PATH,
 ) -> None:
     """Register a game's runtime record."""
     from store.admin import add_game
@@ -256,19 +257,19 @@ def runtime_add(
 @runtime_app.command("show")
 def runtime_show(
     game_id: Annotated[str, typer.Argument(help="The game's id.")],
-    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    db: DbOption = c.DEFAULT_DB_PATH,
 ) -> None:
     """Print one runtime record as a JSON object."""
     from store import records
 
     with opened(db, read_only=True) as database:
-        record = records.get(database, game_id)
+        record = records.get(database.conn, game_id)
     typer.echo(json.dumps(records.as_dict(record)))
 
 
 @runtime_app.command("list")
 def runtime_list(
-    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    db: DbOption = c.DEFAULT_DB_PATH,
     as_json: Annotated[
         bool, typer.Option("--json", help="A JSON array instead of a table.", metavar="")
     ] = False,
@@ -279,7 +280,7 @@ def runtime_list(
     from store import records
 
     with opened(db, read_only=True) as database:
-        rows = [records.as_dict(r) for r in records.iter_all(database, status)]
+        rows = [records.as_dict(r) for r in records.iter_all(database.conn, status)]
     if as_json:
         typer.echo(json.dumps(rows))
     else:
@@ -291,7 +292,7 @@ def runtime_set_status(
     game_id: Annotated[str, typer.Argument(help="The game's id.")],
     from_status: Annotated[Status, typer.Option("--from", help="The status it must be in now.")],
     to_status: Annotated[Status, typer.Option("--to", help="The status to move it to.")],
-    db: DbOption = Path(c.DEFAULT_DB_PATH),
+    db: DbOption = c.DEFAULT_DB_PATH,
 ) -> None:
     """Admin compare-and-swap of a game's status through the transition table; the change
     is published to Game Lobby by the running worker."""
@@ -304,39 +305,67 @@ def runtime_set_status(
 
 
 @app.command()
-def init(db: DbOption = Path(c.DEFAULT_DB_PATH)) -> None:
-    """Create an empty healthfsm store (or confirm that the file already is one)."""
-    from store import SCHEMA_VERSION
+def init(db: DbOption = c.DEFAULT_DB_PATH) -> None:
+    """Create an empty healthfsm store (or confirm that the file or schema already is one)."""
+    from store import SCHEMA_VERSION, is_postgres_url
 
-    existed = db.exists()
-    with opened(db, create=True):
-        pass
+    existed = _store_exists(db)
+    with opened(db, create=True) as database:
+        location = database.location
     state = "already a healthfsm store" if existed else "created"
-    typer.echo(json.dumps({"db": str(db), "state": state, "schema_version": SCHEMA_VERSION}))
+    shown = location if is_postgres_url(db) else db
+    typer.echo(json.dumps({"db": shown, "state": state, "schema_version": SCHEMA_VERSION}))
+
+
+def _store_exists(db: str) -> bool:
+    from store import is_postgres_url, open_database
+    from store.errors import StoreMissing
+
+    if not is_postgres_url(db):
+        return Path(db).exists()
+    try:
+        open_database(db, upgrade=False).close()
+    except StoreMissing:
+        return False
+    return True
 
 
 @app.command()
-def migrate(db: DbOption = Path(c.DEFAULT_DB_PATH)) -> None:
-    """Bring an existing store's schema up to this healthfsm's version (needs write access)."""
-    from store import SCHEMA_VERSION, open_database, schema_version
-    from store.database import immediate
-    from store.migrations import migrate as apply_migrations
+def migrate(
+    db: DbOption = c.DEFAULT_DB_PATH,
+    from_sqlite: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-sqlite",
+            metavar="PATH",
+            help="Copy this SQLite store into --db (a postgresql:// URL): records, offsets,"
+            " dead letters, history and the debounce state.",
+        ),
+    ] = None,
+) -> None:
+    """Bring a store's schema up to this healthfsm's version (needs CREATE on PostgreSQL),
+    or move a SQLite store into PostgreSQL with --from-sqlite."""
+    from store import SCHEMA_VERSION, is_postgres_url, open_database, schema_version
+    from store import migrate as apply_migrations
 
-    database = open_database(db, upgrade=False)
+    if from_sqlite is not None:
+        if not is_postgres_url(db):
+            raise typer.BadParameter("--from-sqlite needs a postgresql:// URL", param_hint="--db")
+        from store.transfer import copy_sqlite_store
+
+        typer.echo(json.dumps(copy_sqlite_store(from_sqlite, db)))
+        return
+    database = open_database(db, upgrade=False, create=is_postgres_url(db))
     try:
         before = schema_version(database)
-        with immediate(database):
-            applied = apply_migrations(database)
+        applied = apply_migrations(database)
+        location = database.location
     finally:
         database.close()
+    shown = location if is_postgres_url(db) else db
     typer.echo(
         json.dumps(
-            {
-                "db": str(db),
-                "from_version": before,
-                "to_version": SCHEMA_VERSION,
-                "applied": applied,
-            }
+            {"db": shown, "from_version": before, "to_version": SCHEMA_VERSION, "applied": applied}
         )
     )
 

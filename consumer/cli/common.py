@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
-import sqlite_utils
 import typer
 
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.redis_client import redact_url
+from store.backend import Store
 from store.errors import StoreError
 
 EXIT_OK = 0
@@ -29,9 +29,13 @@ EXIT_NOT_ALLOWED = 4
 """``set-status``: the transition table has no such change."""
 
 DbOption = Annotated[
-    Path,
+    str,
     typer.Option(
-        "--db", envvar=c.ENV_DB, metavar="PATH", help="SQLite database file.", show_default=True
+        "--db",
+        envvar=c.ENV_DB,
+        metavar="PATH|URL",
+        help="SQLite database file, or a postgresql:// URL.",
+        show_default=True,
     ),
 ]
 RedisUrlOption = Annotated[
@@ -52,21 +56,20 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 @contextlib.contextmanager
-def opened(
-    path: Path, *, read_only: bool = False, create: bool = False
-) -> Iterator[sqlite_utils.Database]:
-    """The store at ``path`` for one command, closed afterwards.
+def opened(location: str, *, read_only: bool = False, create: bool = False) -> Iterator[Store]:
+    """The store ``--db`` names for one command, closed afterwards.
 
-    Only ``create`` makes a new file; ``read_only`` commands never write (not even the WAL
-    switch or a migration). A missing, foreign or out-of-date file is a one-line error.
+    Only ``create`` makes a new file (or tables); ``read_only`` commands never write (not
+    even the WAL switch or a migration). A missing, foreign or out-of-date store is a
+    one-line error.
     """
     from store import open_database
 
-    database = open_database(path, read_only=read_only, create=create)
+    database = open_database(location, read_only=read_only, create=create)
     try:
         yield database
     except sqlite3.Error as error:
-        raise StoreError(f"database {path}: {error}") from error
+        raise StoreError(f"database {database.location}: {error}") from error
     finally:
         database.close()
 
@@ -133,7 +136,7 @@ def check_redis_options(url: str, tls_files: dict[str, object]) -> None:
             raise typer.BadParameter(f"file {value} does not exist", param_hint=flag)
 
 
-def settings_for(db: Path, redis_url: str, **options: object) -> ConsumerSettings:
+def settings_for(db: str, redis_url: str, **options: object) -> ConsumerSettings:
     """Settings built at the CLI edge; the password comes from the environment if set."""
     check_redis_options(
         redis_url,

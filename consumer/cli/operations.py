@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 import redis
-import sqlite_utils
 
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.clock import format_ms, wall_clock_ms
@@ -18,8 +15,9 @@ from consumer.runtime.relay import OutboxRelay
 from statemachine.errors import HealthFsmError
 from store import SCHEMA_VERSION, dead_letters, offsets, open_database
 from store import lease as leases
-from store.database import immediate
+from store.backend import Store
 from store.errors import LeaseHeld
+from store.sql import Sql
 
 REPLAY_CLAIM_TIMEOUT_MS = 10 * 60 * 1000
 """A replay claim older than this may be taken by ``--id`` even if its claimer may live."""
@@ -29,7 +27,7 @@ class CheckFailed(HealthFsmError):
     """``healthfsm check`` found a problem; the message is the one-line reason."""
 
 
-def binding_leases(conn: sqlite3.Connection, label: str | None, now_ms: int) -> list[leases.Lease]:
+def binding_leases(conn: Sql, label: str | None, now_ms: int) -> list[leases.Lease]:
     """Live leases (of ``label``, or of any label) whose holder is not known to be dead."""
     node = leases.this_node()
     found = leases.live_leases(conn, now_ms)
@@ -40,9 +38,7 @@ def binding_leases(conn: sqlite3.Connection, label: str | None, now_ms: int) -> 
     ]
 
 
-def refuse_while_leased(
-    db: sqlite_utils.Database, label: str | None, what: str, force: bool
-) -> None:
+def refuse_while_leased(db: Store, label: str | None, what: str, force: bool) -> None:
     """``LeaseHeld`` naming the holder while a live worker owns what ``what`` would change."""
     held = binding_leases(db.conn, label, wall_clock_ms())
     if held and not force:
@@ -65,12 +61,12 @@ def describe_lease(lease: leases.Lease | None, now_ms: int) -> str:
 
 def check(settings: ConsumerSettings) -> str:
     """Redis answers, the database opens at the current schema, the offset is in the stream."""
-    path = Path(settings.db_path)
-    db = open_database(path, read_only=True)
+    db = open_database(settings.db_path, read_only=True)
     try:
         offset = offsets.load(db.conn, settings.label) or offsets.START_ID
         read = offsets.entries_read(db.conn, settings.label)
         lease = leases.read(db.conn, settings.label)
+        location = db.location
     finally:
         db.close()
     client = client_for(settings)
@@ -85,7 +81,7 @@ def check(settings: ConsumerSettings) -> str:
     if reset is not None:
         raise CheckFailed(
             f"stream {settings.stream} was reset: {reset.why};"
-            f" {reset_remedy(settings.label, settings.db_path)}"
+            f" {reset_remedy(settings.label, location)}"
         )
     gap = find_gap(view, offset, read)
     if gap is not None:
@@ -126,7 +122,7 @@ def _claim_is_free(row: dict[str, object], now_ms: int) -> bool:
 
 
 def _choose_and_claim(
-    db: sqlite_utils.Database,
+    db: Store,
     claimer: str,
     reason: str | None,
     ids: list[int],
@@ -136,7 +132,7 @@ def _choose_and_claim(
     now = wall_clock_ms()
     skipped: list[str] = []
     chosen: list[tuple[int, dict[str, str]]] = []
-    with immediate(db) as conn:
+    with db.write() as conn:
         if ids:
             rows = dead_letters.by_ids(conn, ids)
             if reason is not None:
@@ -160,7 +156,7 @@ def _choose_and_claim(
 
 
 def replay_dead_letters(
-    db: sqlite_utils.Database,
+    db: Store,
     client: redis.Redis,
     stream: str,
     *,
@@ -186,7 +182,7 @@ def replay_dead_letters(
     replies = pipe.execute(raise_on_error=False)
     sent = [i for (i, _), reply in zip(chosen, replies, strict=True) if not _failed(reply)]
     refused = [i for (i, _), reply in zip(chosen, replies, strict=True) if _failed(reply)]
-    with immediate(db) as conn:
+    with db.write() as conn:
         dead_letters.delete_claimed(conn, sent, claimer)
         dead_letters.unclaim(conn, refused, claimer)
     if refused:
@@ -202,9 +198,7 @@ def _failed(reply: object) -> bool:
     return isinstance(reply, Exception)
 
 
-def flush_outbox(
-    db: sqlite_utils.Database, client: redis.Redis, lobby_stream: str, *, force: bool = False
-) -> int:
+def flush_outbox(db: Store, client: redis.Redis, lobby_stream: str, *, force: bool = False) -> int:
     """Publish every pending snapshot now (what the worker does on start).
 
     Refused while a worker holds a lease: it publishes the same rows, and two publishers

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 import redis
-import sqlite_utils
 import typer
 
 from consumer.cli.common import (
@@ -31,16 +29,15 @@ from consumer.cli.common import (
 from consumer.cli.operations import CheckFailed
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
+from store.backend import Store
 
 __all__ = ["CheckFailed", "register"]
 
-DEFAULT_DB = Path(c.DEFAULT_DB_PATH)
+DEFAULT_DB = c.DEFAULT_DB_PATH
 
 
 @contextlib.contextmanager
-def store_and_redis(
-    db: Path, settings: ConsumerSettings
-) -> Iterator[tuple[sqlite_utils.Database, redis.Redis]]:
+def store_and_redis(db: str, settings: ConsumerSettings) -> Iterator[tuple[Store, redis.Redis]]:
     """An existing database and a Redis client, both closed afterwards."""
     from consumer.runtime.redis_client import client_for
 
@@ -127,7 +124,6 @@ def offsets_set(
     """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
     from consumer.cli.operations import refuse_while_leased
     from store import offsets
-    from store.database import immediate
     from store.stream_id import StreamId
 
     if not label.strip():
@@ -140,7 +136,7 @@ def offsets_set(
         fail("moving an offset skips or re-applies entries; add --yes to confirm", EXIT_USAGE)
     with opened(db) as database:
         refuse_while_leased(database, label, "refusing to move the offset", force)
-        with immediate(database) as conn:
+        with database.write() as conn:
             before = offsets.load(conn, label)
             offsets.set_to(conn, label, entry_id, now_ms())
     if before is None:
@@ -274,7 +270,7 @@ def runtime_history(
     from store import history, records
 
     with opened(db, read_only=True) as database:
-        records.get(database, game_id)  # GameNotFound for an unknown id
+        records.get(database.conn, game_id)  # GameNotFound for an unknown id
         rows = history.for_game(database.conn, game_id)
     if as_json:
         typer.echo(json.dumps(rows))

@@ -34,7 +34,6 @@ from consumer.devtools import embedded
 from consumer.runtime.batch import BatchResult
 from consumer.runtime.worker import Worker
 from store import open_database
-from store.database import immediate
 from store.records import insert_new
 from store.stream_id import entry_id_key
 
@@ -123,7 +122,7 @@ def seed_stream(client: redis.Redis, stream: str, events: Iterator[dict[str, str
 def fresh_database(path: Path, games: int, distinct_prefix: str = "game-") -> None:
     """A new database with ``games`` running games registered."""
     db = open_database(path, create=True)
-    with immediate(db) as conn:
+    with db.write() as conn:
         insert_new(conn, (f"{distinct_prefix}{i}" for i in range(games)), "running", 0)
     db.close()
 
@@ -162,7 +161,7 @@ def bare_floor(url: str, stream: str, path: Path) -> float:
             (f.get(b"event_type", b"").decode(), f.get(b"game_id", b"").decode())
             for _, f in entries
         ]
-        with immediate(db) as conn:
+        with db.write() as conn:
             conn.executemany("UPDATE runtime_records SET engine_health = ? WHERE game_id = ?", rows)
         last = entries[-1][0].decode()
         count += len(entries)

@@ -93,7 +93,7 @@ def run_demo(db_path: Path | None) -> None:
         for game_id, status, turn in GAMES:
             add_game(db, game_id, status, turn, wall_clock_ms())
         console.print(f"[bold]healthfsm demo[/]: private Redis at {server.url}, database {path}")
-        records_table([records.as_dict(r) for r in records.iter_all(db)], "registered games")
+        records_table([records.as_dict(r) for r in records.iter_all(db.conn)], "registered games")
         client = redis.Redis.from_url(server.url)
         _seed_stream(client)
         console.print(f"wrote {client.xlen(c.HEALTH_STREAM)} entries to {c.HEALTH_STREAM}")
@@ -105,7 +105,7 @@ def run_demo(db_path: Path | None) -> None:
             f"consumed {t.entries} entries: {t.applied} applied, {t.rejected} rejected,"
             f" {t.snapshots_published} snapshots published"
         )
-        records_table([records.as_dict(r) for r in records.iter_all(db)], "runtime records")
+        records_table([records.as_dict(r) for r in records.iter_all(db.conn)], "runtime records")
         published: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(c.LOBBY_STREAM)  # type: ignore[assignment]
         snapshots = [decode_snapshot(fields).model_dump(mode="json") for _, fields in published]
         rows_table(

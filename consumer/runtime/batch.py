@@ -2,7 +2,7 @@
 
 The protocol per batch: decode every entry (no I/O), load all the records it names in a few
 queries, drive each event through the shared machine in stream order, then write records,
-outbox rows, dead letters and the new offset inside one ``BEGIN IMMEDIATE`` transaction.
+outbox rows, dead letters and the new offset inside one write transaction.
 The same entries give the same result whatever the batch size.
 
 This is the per-event hot path: the loop avoids per-event allocations it does not need and
@@ -12,12 +12,9 @@ logs per event only at DEBUG.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import sqlite_utils
 
 from consumer.contract import constants as c
 from consumer.contract.bounds import DETAIL_CHARS, shorten
@@ -26,8 +23,8 @@ from consumer.runtime.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
 from statemachine.errors import DecodeError
 from store import dead_letters, history, offsets, outbox, records
-from store.database import immediate
-from store.record_cache import RecordCache
+from store.backend import RecordLoader, Store
+from store.sql import Sql
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +74,7 @@ def _dead_letter(
     return dead_letters.DeadLetter(entry_id, stream, error.reason, detail, text, now_ms)
 
 
-Fence = Callable[[sqlite3.Connection], None]
+Fence = Callable[[Sql], None]
 """Checks, inside the batch's transaction, that the batch may still commit (or raises)."""
 
 Decoded = tuple[int, DecodedEvent, Mapping[bytes, bytes]]
@@ -182,21 +179,22 @@ def _drive(
 
 
 def apply_batch(
-    db: sqlite_utils.Database,
+    db: Store,
     machine: RuntimeMachine,
     entries: Sequence[RawEntry],
     *,
     stream: str,
     label: str,
     now_ms: int,
-    cache: RecordCache | None = None,
+    cache: RecordLoader | None = None,
     decoded_hook: Callable[[], object] | None = None,
     fence: Fence | None = None,
 ) -> BatchResult:
     """Apply ``entries`` (non-empty, in stream order) and commit them with the offset.
 
-    ``cache`` keeps records between batches; it is emptied if the batch fails, because the
-    machine has already changed its records in memory. ``decoded_hook`` runs after the
+    ``cache`` is how the store loads records (SQLite keeps them between batches, PostgreSQL
+    locks them); it is emptied if the batch fails, because the machine has already changed
+    its records in memory. ``decoded_hook`` runs after the
     decoding, before the write transaction: the worker confirms the previous batch's
     snapshots there, so Redis appends them while this batch decodes.
     """
@@ -221,7 +219,7 @@ def apply_batch(
 
 
 def _commit(
-    db: sqlite_utils.Database,
+    db: Store,
     machine: RuntimeMachine,
     decoded: list[Decoded],
     rejected: list[Rejected],
@@ -229,11 +227,11 @@ def _commit(
     stream: str,
     label: str,
     now_ms: int,
-    cache: RecordCache | None,
+    cache: RecordLoader | None,
     fence: Fence | None,
 ) -> dict[str, RuntimeRecord]:
     """The batch's one write transaction; returns the records it changed."""
-    with immediate(db) as conn:
+    with db.write() as conn:
         if fence is not None:
             fence(conn)
         game_ids = {event.game_id for _, event, _ in decoded}

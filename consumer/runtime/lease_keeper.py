@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
-
-import sqlite_utils
 
 from consumer.runtime.clock import wall_clock_ms
 from store import lease as leases
-from store.database import immediate
+from store.backend import Store
 from store.errors import LeaseLost
 from store.lease import Lease
+from store.sql import Sql
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +26,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: Store,
         label: str,
         ttl_s: float,
         clock: Callable[[], int] = wall_clock_ms,
@@ -55,14 +53,14 @@ class LeaseKeeper:
         seen = leases.read(self.db.conn, self.label)
         if leases.binds(seen, self.holder, self.node, self.clock()):
             return None, seen
-        with immediate(self.db) as conn:
+        with self.db.write() as conn:
             taken, before = leases.try_acquire(
                 conn, self.label, self.holder, self.node, self.clock(), self.ttl_ms
             )
         self.lease = taken
         return taken, before
 
-    def fence(self, conn: sqlite3.Connection) -> None:
+    def fence(self, conn: Sql) -> None:
         """Inside a write transaction: renew, or raise ``LeaseLost`` (the caller rolls back)."""
         lease = self.lease
         if lease is None:
@@ -78,9 +76,9 @@ class LeaseKeeper:
         self.lease = renewed
 
     @contextlib.contextmanager
-    def fenced(self) -> Iterator[sqlite3.Connection]:
+    def fenced(self) -> Iterator[Sql]:
         """A write transaction that commits only while this worker still holds the lease."""
-        with immediate(self.db) as conn:
+        with self.db.write() as conn:
             self.fence(conn)
             yield conn
 
@@ -98,7 +96,7 @@ class LeaseKeeper:
         """Give the lease up so a standby takes over at once; safe to call when not held."""
         lease, self.lease = self.lease, None
         if lease is not None:
-            with immediate(self.db) as conn:
+            with self.db.write() as conn:
                 leases.release(conn, lease)
             log.info("released the lease for label %r (epoch %d)", self.label, lease.epoch)
 

@@ -120,6 +120,11 @@ class Metrics:
             "Times the database stayed locked by another writer and the worker waited.",
             registry=r,
         )
+        self.store_reconnects = Counter(
+            "healthfsm_store_reconnects_total",
+            "Times the database server was unreachable and the worker backed off to reconnect.",
+            registry=r,
+        )
         self.lease_lost = Counter(
             "healthfsm_lease_lost_total",
             "Times this worker found its lease taken over (fenced off) and stood by again.",

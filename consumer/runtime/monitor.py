@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import redis
-import sqlite_utils
 
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.lag import lag, stream_view
 from consumer.runtime.metrics import Metrics
 from store import offsets, outbox
+from store.backend import Store
 
 
 class TotalsView(Protocol):
@@ -44,7 +44,7 @@ class Watched(Protocol):
 
     settings: ConsumerSettings
     client: redis.Redis
-    db: sqlite_utils.Database
+    db: Store
     metrics: Metrics
     clock: Callable[[], int]
 

@@ -80,7 +80,7 @@ class PositionWatch:
             if s.on_stream_reset == "stop":
                 raise StreamReset(
                     f"stream {s.stream} was reset: {found.why} (label {s.label!r});"
-                    f" {reset_remedy(s.label, s.db_path)}"
+                    f" {reset_remedy(s.label, self.keeper.db.location)}"
                 )
             log.error(
                 "--on-stream-reset rewind: reading %s again from its start (was at %s)",

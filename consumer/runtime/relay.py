@@ -21,13 +21,12 @@ from collections import deque
 from collections.abc import Iterator
 
 import redis
-import sqlite_utils
 
 from consumer.contract import constants as c
 from consumer.runtime.faults import FaultPoint, hit
 from consumer.runtime.redis_client import OwnConnection
 from store import outbox
-from store.database import immediate
+from store.backend import Store
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: Store,
         client: redis.Redis,
         stream: str,
         chunk: int = PUBLISH_CHUNK,
@@ -237,7 +236,7 @@ class OutboxRelay:
                 accepted.append(seq)
         self._in_flight.popleft()
         if refusal is not None:
-            with immediate(self.db) as conn_:
+            with self.db.write() as conn_:
                 outbox.delete_seqs(conn_, accepted)
             taken = set(accepted)
             first_refused = next(seq for seq in seqs if seq not in taken)
@@ -246,7 +245,7 @@ class OutboxRelay:
         self.published_through = seqs[-1]
         log.debug("published %d snapshots to %s", len(seqs), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
-        with immediate(self.db) as conn_:
+        with self.db.write() as conn_:
             outbox.delete_through(conn_, seqs[-1])
         return len(seqs)
 

@@ -11,13 +11,14 @@ import logging
 from collections.abc import Callable
 
 import redis
-import sqlite_utils
 
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
 from statemachine.errors import HealthFsmError
-from store import offsets
+from store import offsets, open_database
+from store.backend import Store
+from store.errors import StoreUnavailable
 from store.stream_id import START_ID, StreamId
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class StartRefused(HealthFsmError):
     """A label with no offset in a store that has others: a typo would replay the stream."""
 
 
-def refuse_an_unconfirmed_new_label(db: sqlite_utils.Database, s: ConsumerSettings) -> None:
+def refuse_an_unconfirmed_new_label(db: Store, s: ConsumerSettings) -> None:
     """``StartRefused`` for a new label beside others, unless ``--start-from`` confirms it."""
     if s.start_from is not None or offsets.load(db.conn, s.label) is not None:
         return
@@ -42,7 +43,7 @@ def refuse_an_unconfirmed_new_label(db: sqlite_utils.Database, s: ConsumerSettin
 
 
 def starting_offset(
-    db: sqlite_utils.Database,
+    db: Store,
     keeper: LeaseKeeper,
     client: redis.Redis,
     s: ConsumerSettings,
@@ -75,3 +76,18 @@ def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, in
             return START_ID, 0
         return view.last_generated_id, view.entries_added or 0
     return str(StreamId.parse(start_from)), 0
+
+
+def open_when_reachable(s: ConsumerSettings, sleep: Callable[[float], object]) -> Store:
+    """The worker's store; a database server that is not up yet is waited for, not fatal.
+
+    Everything else (a wrong password, a missing or foreign store) fails at once.
+    """
+    delay = s.backoff_initial_s
+    while True:
+        try:
+            return open_database(s.db_path)
+        except StoreUnavailable as error:
+            log.warning("%s; retrying in %.1fs", error, delay)
+            sleep(delay)
+            delay = min(delay * 2, s.backoff_max_s)

@@ -11,14 +11,12 @@ import contextlib
 import gc
 import logging
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import redis
-import sqlite_utils
 
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
@@ -39,11 +37,9 @@ from consumer.runtime.redis_client import (
 from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
 from statemachine import RuntimeMachine, get_machine
-from store.checkpointer import Checkpointer
-from store.database import database_file
-from store.errors import LeaseHeld, LeaseLost, StoreBusy
+from store.backend import Store
+from store.errors import LeaseHeld, LeaseLost, StoreBusy, StoreError, StoreUnavailable
 from store.lease import Lease
-from store.record_cache import RecordCache
 from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
@@ -137,7 +133,7 @@ class Worker:
     def __init__(
         self,
         settings: ConsumerSettings,
-        db: sqlite_utils.Database,
+        db: Store,
         *,
         client: redis.Redis | None = None,
         machine: RuntimeMachine | None = None,
@@ -151,7 +147,7 @@ class Worker:
         self.clock = clock
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
         self.read_ahead = ReadAhead(self.client)
-        self.cache = RecordCache()
+        self.cache = db.record_loader()
         self.metrics = metrics or Metrics()
         self.totals = Totals(self.metrics)
         self.totals.observers.append(self.metrics.observe_batch)
@@ -214,20 +210,13 @@ class Worker:
             self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         self.metrics.up.set(1)
-        checkpointer = Checkpointer(database_file(self.db))
-        checkpointer.start(self.db.conn)
         try:
-            with fewer_gc_passes():
-                while not self._stop.is_set():
-                    if not self.keeper.held and not self._guarded(self._become_active):
-                        break
-                    if self.keeper.held and not self._guarded(self._iteration):
-                        break
-            if self.keeper.held:
-                self._final_publish()
+            with fewer_gc_passes(), self.db.background():
+                try:
+                    self._loop()
+                finally:
+                    self._release_lease()  # first: a standby takes over at once
         finally:
-            self._release_lease()  # first: a standby takes over at once
-            checkpointer.stop()
             self.metrics.up.set(0)
             self.close()
         log.info(
@@ -238,6 +227,15 @@ class Worker:
             self.totals.rejected,
             self.totals.snapshots_published,
         )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.keeper.held and not self._guarded(self._become_active):
+                break
+            if self.keeper.held and not self._guarded(self._iteration):
+                break
+        if self.keeper.held:
+            self._final_publish()
 
     # the lease -------------------------------------------------------------------------
 
@@ -283,7 +281,7 @@ class Worker:
             s.stream,
             s.lobby_stream,
             s.label,
-            s.db_path,
+            self.db.location,
             redact_url(s.redis_url),
             s.batch_size,
             self._block_ms,
@@ -322,7 +320,7 @@ class Worker:
         self.metrics.lease_held.set(0)
         try:
             self.keeper.release()
-        except (StoreBusy, sqlite3.Error) as error:
+        except StoreError as error:
             log.warning("lease not released (%s); a standby takes over when it expires", error)
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
@@ -345,6 +343,11 @@ class Worker:
         except StoreBusy as error:
             self.metrics.busy_retries.inc()
             log.warning("%s; retrying in %.1fs", error, self._backoff_s)
+        except StoreUnavailable as error:
+            self.read_ahead.discard()
+            self.relay.close()
+            self.metrics.store_reconnects.inc()
+            log.warning("%s; reconnecting in %.1fs", error, self._backoff_s)
         except LeaseLost as error:
             self._lost_lease(error)
             return True
@@ -356,7 +359,7 @@ class Worker:
         """Publish what the outbox holds before exiting; if Redis is away, the rows wait."""
         try:
             self._publish()
-        except (*REDIS_ERRORS, StoreBusy) as error:
+        except (*REDIS_ERRORS, StoreBusy, StoreUnavailable) as error:
             log.warning("outbox not published on exit (%s); it is published on next start", error)
 
     def _publish(self) -> None:

@@ -8,11 +8,11 @@ always go to the database, so a game registered a second ago is found.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from statemachine import RuntimeRecord
 from store import records
+from store.sql import Sql
 
 DEFAULT_CAPACITY = 50_000
 """Records kept at most (about 10 MB); past it the cache starts over, so memory stays flat."""
@@ -26,7 +26,7 @@ class RecordCache:
         self._records: dict[str, RuntimeRecord] = {}
         self._version: int | None = None
 
-    def load(self, conn: sqlite3.Connection, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
+    def load(self, conn: Sql, game_ids: Iterable[str]) -> dict[str, RuntimeRecord]:
         """The existing records among ``game_ids``. Call inside the batch's write transaction."""
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
 
-from store.errors import NotAStore, SchemaError, StoreBusy, StoreError, StoreMissing
-from store.migrations import (
+from store.errors import NotAStore, SchemaError, StoreError, StoreMissing
+from store.sqlite.migrations import (
     HEALTHFSM_MARKER_TABLES,
     SCHEMA_VERSION,
     migrate,
     needs_migration,
     schema_version,
 )
+from store.sqlite.store import SqliteStore, immediate
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 """How long a writer waits for another writer (an admin command, say) before giving up."""
@@ -78,15 +78,15 @@ def _connect(path: Path, busy_timeout_s: float, read_only: bool) -> sqlite3.Conn
         raise StoreError(f"cannot open database {path}: {error}") from error
 
 
-def open_database(
+def open_sqlite(
     path: str | Path,
     *,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     create: bool = False,
     upgrade: bool = True,
     read_only: bool = False,
-) -> sqlite_utils.Database:
-    """Open the healthfsm database at ``path``: the one way every command gets a store.
+) -> SqliteStore:
+    """Open the healthfsm database file at ``path``.
 
     - Only ``create=True`` (``runtime add``, ``init``, the demo) makes a new file; every
       other caller gets ``StoreMissing`` naming the path.
@@ -124,16 +124,16 @@ def open_database(
         db = sqlite_utils.Database(conn, execute_plugins=False)
         if read_only:
             _require_current(db, path)
-            return db
+            return SqliteStore(db, str(path))
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         if upgrade and needs_migration(db):
-            with immediate(db):
+            with immediate(conn):
                 migrate(db)  # re-checks under the write lock: another process may have won
     except BaseException:
         conn.close()
         raise
-    return db
+    return SqliteStore(db, str(path))
 
 
 def _require_current(db: sqlite_utils.Database, path: Path) -> None:
@@ -142,47 +142,3 @@ def _require_current(db: sqlite_utils.Database, path: Path) -> None:
             f"database {path} has schema version {schema_version(db)}, this healthfsm needs"
             f" {SCHEMA_VERSION}; upgrade it with 'healthfsm migrate --db {path}'"
         )
-
-
-def is_busy_error(error: sqlite3.OperationalError) -> bool:
-    """Whether SQLite gave up waiting for another writer."""
-    text = str(error).lower()
-    return "locked" in text or "busy" in text
-
-
-@contextlib.contextmanager
-def immediate(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
-    """One ``BEGIN IMMEDIATE`` transaction: all of its writes commit together or not at all.
-
-    IMMEDIATE takes the write lock up front, so a concurrent writer makes us wait (up to
-    the busy timeout) at BEGIN instead of failing halfway through the batch.
-    """
-    conn = db.conn
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if is_busy_error(error):
-            raise StoreBusy(f"database is locked by another writer: {error}") from error
-        raise
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError as error:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if is_busy_error(error):
-            raise StoreBusy(f"database is locked by another writer: {error}") from error
-        raise
-
-
-def database_file(db: sqlite_utils.Database) -> str:
-    """The file behind an open database (for a second connection to the same file)."""
-    for _, name, path in db.conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return str(path)
-    raise ValueError("no main database")

@@ -1,0 +1,53 @@
+"""Opening a store on PostgreSQL with the same rules as a SQLite file."""
+
+from __future__ import annotations
+
+from store.errors import NotAStore, SchemaError, StoreMissing
+from store.postgres.schema import SCHEMA_VERSION, migrate, needs_migration, schema_version, tables
+from store.postgres.store import PostgresStore
+
+
+def open_postgres(
+    url: str,
+    *,
+    lock_timeout_s: float,
+    create: bool = False,
+    upgrade: bool = True,
+    read_only: bool = False,
+) -> PostgresStore:
+    """Open the healthfsm tables in the URL's default schema.
+
+    - A schema without them is ``StoreMissing`` unless ``create`` (``init``, ``runtime add``,
+      ``migrate``) makes them; other tables beside them are the platform's and are fine.
+    - A ``runtime_records`` table without ``schema_migrations`` belongs to someone else:
+      ``NotAStore``, untouched.
+    - ``read_only`` refuses writes in the server and an out-of-date schema.
+    """
+    store = PostgresStore(url, lock_timeout_s=lock_timeout_s, read_only=read_only)
+    try:
+        found = tables(store.conn)
+        if "schema_migrations" not in found:
+            if found:
+                raise NotAStore(
+                    f"{store.location}: table {sorted(found)[0]} exists but is not healthfsm's"
+                    " (no schema_migrations); refusing to touch it"
+                )
+            if not create or read_only:
+                raise StoreMissing(
+                    f"database {store.location} has no healthfsm tables in its default"
+                    f" schema (create them with 'healthfsm init --db URL')"
+                )
+        if read_only:
+            if needs_migration(store.conn):
+                raise SchemaError(
+                    f"database {store.location} has schema version {schema_version(store.conn)},"
+                    f" this healthfsm needs {SCHEMA_VERSION}; upgrade it with"
+                    " 'healthfsm migrate --db URL'"
+                )
+        elif upgrade and needs_migration(store.conn):
+            with store.write() as sql:
+                migrate(sql)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,46 @@
+"""The one shape of SQL access the table modules use, whichever database is behind it.
+
+Table modules (records, offsets, outbox, ...) write their SQL once, with ``?`` placeholders,
+against ``Sql``; each backend adapts it (PostgreSQL turns ``?`` into ``%s``). Where the two
+dialects differ the module asks ``sql.dialect``; that SQL stays in ``store/`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, Protocol
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+class Cursor(Protocol):
+    """What both drivers' cursors offer: rows, a row count, column names."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Sql(Protocol):
+    """A connection inside (or, for reads, outside) a transaction."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+def as_dicts(cursor: Cursor) -> list[dict[str, object]]:
+    """The cursor's rows as dicts keyed by column name."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]

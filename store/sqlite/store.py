@@ -1,0 +1,105 @@
+"""``Store`` on one SQLite file: IMMEDIATE transactions, a record cache, WAL checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from store.errors import StoreBusy
+from store.sql import Cursor, Dialect
+from store.sqlite.checkpointer import Checkpointer
+from store.sqlite.record_cache import RecordCache
+
+
+def is_busy_error(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another writer."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction: all of its writes commit together or not at all.
+
+    IMMEDIATE takes the write lock up front, so a concurrent writer makes us wait (up to
+    the busy timeout) at BEGIN instead of failing halfway through the batch.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if is_busy_error(error):
+            raise StoreBusy(f"database is locked by another writer: {error}") from error
+        raise
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if is_busy_error(error):
+            raise StoreBusy(f"database is locked by another writer: {error}") from error
+        raise
+
+
+class SqliteSql:
+    """``Sql`` over a ``sqlite3.Connection``: the table modules' ``?`` is SQLite's own."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self.raw.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.raw.executemany(sql, rows)
+
+
+class SqliteStore:
+    """An open store file. ``utils`` is the sqlite-utils view of the same connection."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, utils: sqlite_utils.Database, path: str) -> None:
+        self.utils = utils
+        self.raw: sqlite3.Connection = utils.conn
+        self.path = path
+        self._sql = SqliteSql(self.raw)
+
+    @property
+    def location(self) -> str:
+        return self.path
+
+    @property
+    def conn(self) -> SqliteSql:
+        return self._sql
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[SqliteSql]:
+        with immediate(self.raw):
+            yield self._sql
+
+    def record_loader(self) -> RecordCache:
+        return RecordCache()
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        checkpointer = Checkpointer(self.path)
+        checkpointer.start(self.raw)
+        try:
+            yield
+        finally:
+            checkpointer.stop()
+
+    def close(self) -> None:
+        self.raw.close()

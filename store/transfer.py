@@ -1,0 +1,126 @@
+"""Moving a SQLite store into PostgreSQL: ``healthfsm migrate --from-sqlite PATH --db URL``.
+
+Everything a worker needs to go on where the SQLite one stopped is copied in one
+transaction with ``COPY``: records (with the debounce state), offsets (with
+``entries_read``), dead letters (with their claims), history, and the outbox's sequence, so
+an admin snapshot's ``admin-<seq>`` is never given out twice. Leases are not copied: they
+bind workers of the old store.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from store.errors import LeaseHeld, StoreError
+from store.lease import live_leases
+from store.outbox import last_seq, pending
+from store.postgres import open_postgres
+from store.postgres.store import PgSql
+from store.sqlite import DEFAULT_BUSY_TIMEOUT_S, SqliteStore, open_sqlite
+
+TABLES: dict[str, tuple[str, ...]] = {
+    "runtime_records": (
+        "game_id",
+        "status",
+        "engine_health",
+        "current_turn",
+        "updated_at_ms",
+        "last_emitted_summary",
+    ),
+    "stream_offsets": ("label", "entry_id", "updated_at_ms", "entries_read"),
+    "dead_letters": (
+        "id",
+        "entry_id",
+        "stream",
+        "reason",
+        "detail",
+        "fields",
+        "received_at_ms",
+        "claimed_by",
+        "claimed_at_ms",
+    ),
+    "runtime_history": (
+        "id",
+        "game_id",
+        "entry_id",
+        "cause",
+        "from_status",
+        "to_status",
+        "engine_health",
+        "at_ms",
+    ),
+}
+"""What is copied, in this order; the identity columns keep their values."""
+
+IDENTITIES = {"dead_letters": "id", "runtime_history": "id"}
+
+
+class TransferRefused(StoreError):
+    """The source still has work in flight, or the target already holds records."""
+
+
+def copy_sqlite_store(source: Path, url: str) -> dict[str, object]:
+    """Copy the SQLite store at ``source`` into the (new or empty) store at ``url``.
+
+    Refuses while the source outbox holds unpublished snapshots (publish them first: the
+    copy would publish them a second time from PostgreSQL), while a worker holds a lease on
+    the source, and when the target already holds records. Returns the counts copied.
+    """
+    lite = open_sqlite(source, read_only=True)
+    try:
+        waiting = pending(lite.conn)
+        if waiting:
+            raise TransferRefused(
+                f"{source} has {waiting} unpublished snapshots in its outbox; publish them"
+                f" first ('healthfsm outbox flush --db {source}') and stop its worker"
+            )
+        held = live_leases(lite.conn, int(time.time() * 1000))
+        if held:
+            raise LeaseHeld(
+                f"{source} is in use: a worker holds the lease for label {held[0].label!r}"
+                f" ({held[0].describe()}); stop it first"
+            )
+        target = open_postgres(url, lock_timeout_s=DEFAULT_BUSY_TIMEOUT_S, create=True)
+        try:
+            with target.write() as sql:
+                assert isinstance(sql, PgSql)
+                return _copy(lite, sql, source, target.location)
+        finally:
+            target.close()
+    finally:
+        lite.close()
+
+
+def _copy(lite: SqliteStore, sql: PgSql, source: Path, location: str) -> dict[str, object]:
+    sql.execute("LOCK TABLE runtime_records IN EXCLUSIVE MODE")
+    existing = int(sql.execute("SELECT count(*) FROM runtime_records").fetchone()[0])
+    if existing:
+        raise TransferRefused(
+            f"{location} already holds {existing} runtime records; copy into an empty store"
+        )
+    counts: dict[str, object] = {"from": str(source), "to": location}
+    with sql.raw.cursor() as cursor:
+        for table, columns in TABLES.items():
+            names = ", ".join(columns)
+            rows = lite.raw.execute(f"SELECT {names} FROM {table} ORDER BY 1")
+            copied = 0
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    copied += 1
+            counts[table] = copied
+    for table, column in IDENTITIES.items():
+        _continue_identity(sql, table, column, None)
+    outbox_seq = last_seq(lite.conn)
+    _continue_identity(sql, "outbox", "seq", outbox_seq)
+    counts["outbox_seq"] = outbox_seq
+    return counts
+
+
+def _continue_identity(sql: PgSql, table: str, column: str, floor: int | None) -> None:
+    """Let the identity go on after the copied values (and after ``floor``, if given)."""
+    top = int(sql.execute(f"SELECT coalesce(max({column}), 0) FROM {table}").fetchone()[0])
+    top = max(top, floor or 0)
+    if top:
+        sql.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), ?)", [top])
