@@ -75,6 +75,7 @@ BOTH_BACKENDS = {
     "test_operator_safety",
     "test_postgres",
     "test_stateful",
+    "test_lease",
 }
 """Modules whose store-using tests run on SQLite and on PostgreSQL (``[sqlite]``/``[postgres]``)."""
 

@@ -1,6 +1,7 @@
 """One active worker per store and label: the lease, standby, handover, takeover, fencing.
 
-Real ``healthfsm consume`` processes on a real Redis and one SQLite file, signalled the way
+Real ``healthfsm consume`` processes on a real Redis and one store (a SQLite file, or one
+PostgreSQL schema shared as two machines would share it), signalled the way
 deploys and machines do: SIGTERM (handover), SIGKILL (takeover), SIGSTOP past the TTL and
 SIGCONT (fencing: the paused worker writes and publishes nothing more).
 """
@@ -15,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.worker import Worker
 from statemachine import Status
-from store import lease, offsets, open_database, outbox
+from store import Store, lease, offsets, open_database, outbox
 from store.errors import LeaseHeld, LeaseLost
 from store.records import insert_new
 from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
@@ -30,7 +30,7 @@ STREAM = "runtime:health_events"
 LABEL = "health_events"
 
 
-def test_lease_row_is_taken_renewed_fenced_and_released(db: sqlite_utils.Database) -> None:
+def test_lease_row_is_taken_renewed_fenced_and_released(db: Store) -> None:
     with db.write() as conn:
         a, before = lease.try_acquire(conn, LABEL, "h:1:a", "node", 1000, 500)
     assert a is not None and a.epoch == 1 and before is None
@@ -51,7 +51,7 @@ def test_lease_row_is_taken_renewed_fenced_and_released(db: sqlite_utils.Databas
     assert released is not None and not released.live(1950) and released.epoch == 2
 
 
-def test_a_dead_holder_on_this_node_is_not_waited_for(db: sqlite_utils.Database) -> None:
+def test_a_dead_holder_on_this_node_is_not_waited_for(db: Store) -> None:
     node = lease.this_node()
     dead_pid = 2**22 + 12345  # above any pid_max here: no such process
     held = lease.Lease(LABEL, f"{__import__('socket').gethostname()}:{dead_pid}:x", node, 3, 0, 0)
@@ -61,22 +61,22 @@ def test_a_dead_holder_on_this_node_is_not_waited_for(db: sqlite_utils.Database)
     assert not lease.holder_is_dead_here(alive, node)  # pid 1 runs
 
 
-def _seed_games(db_path: Path, games: int) -> None:
-    db = open_database(db_path, create=True)
+def _seed_games(db_location: str, games: int) -> None:
+    db = open_database(db_location, create=True)
     with db.write() as conn:
         insert_new(conn, (f"g{i}" for i in range(games)), "running", 0)
     db.close()
 
 
-def _consume_args(redis_url: str, db_path: Path, *extra: str) -> list[str]:
-    return ["--redis-url", redis_url, "--db", str(db_path), "--block-ms", "100", *extra]
+def _consume_args(redis_url: str, db_location: str, *extra: str) -> list[str]:
+    return ["--redis-url", redis_url, "--db", db_location, "--block-ms", "100", *extra]
 
 
 def test_two_workers_on_one_store_apply_and_publish_everything_once(
-    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str, tmp_path: Path
 ) -> None:
     """Case 1 of the issue: a deploy that starts the new worker before stopping the old."""
-    _seed_games(db_path, 200)
+    _seed_games(db_location, 200)
     pipe = rclient.pipeline(transaction=False)
     for i in range(20_000):
         game = f"g{i % 200}" if i % 100 else "ghost"  # 1% dead letters
@@ -84,9 +84,9 @@ def test_two_workers_on_one_store_apply_and_publish_everything_once(
         pipe.xadd(STREAM, {"game_id": game, "event_type": kind, "occurred_at_ms": "1"})
     pipe.execute()
     last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
-    args = _consume_args(redis_url, db_path, "--batch-size", "500")
+    args = _consume_args(redis_url, db_location, "--batch-size", "500")
     workers = [Consume(tmp_path / f"w{n}.log", *args) for n in range(2)]
-    db = open_database(db_path)
+    db = open_database(db_location)
     try:
         wait_for(lambda: offsets.load(db.conn, LABEL) == last, what="drained")
         wait_for(lambda: outbox.pending(db.conn) == 0, what="published")
@@ -103,11 +103,11 @@ def test_two_workers_on_one_store_apply_and_publish_everything_once(
 
 
 def test_sigterm_hands_over_at_once_and_sigkill_within_the_ttl(
-    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str, tmp_path: Path
 ) -> None:
-    _seed_games(db_path, 1)
-    args = _consume_args(redis_url, db_path, "--lease-ttl", "5")
-    db = open_database(db_path)
+    _seed_games(db_location, 1)
+    args = _consume_args(redis_url, db_location, "--lease-ttl", "5")
+    db = open_database(db_location)
     first = Consume(tmp_path / "first.log", *args)
     wait_for(lambda: "holding the lease" in first.stderr(), what="first is active")
     second = Consume(tmp_path / "second.log", *args)
@@ -145,25 +145,25 @@ def _is_stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "T"
 
 
-def _lobby_history_read(rclient: redis.Redis, db: sqlite_utils.Database) -> tuple[int, int, int]:
+def _lobby_history_read(rclient: redis.Redis, db: Store) -> tuple[int, int, int]:
     history = db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0]
     return rclient.xlen("gm:lobby_events"), history, offsets.entries_read(db.conn, LABEL) or 0
 
 
 def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
-    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str, tmp_path: Path
 ) -> None:
     """Paused right after committing a batch, before publishing it (the worst moment): a
     standby takes over after the TTL; resumed, the paused worker is fenced off."""
-    _seed_games(db_path, 100)
+    _seed_games(db_location, 100)
     pipe = rclient.pipeline(transaction=False)
     for i in range(5000):
         kind = ("container_started", "probe_failed")[(i // 100) % 2]
         pipe.xadd(STREAM, {"game_id": f"g{i % 100}", "event_type": kind, "occurred_at_ms": "1"})
     pipe.execute()
     last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
-    args = _consume_args(redis_url, db_path, "--lease-ttl", "1", "--batch-size", "50")
-    db = open_database(db_path)
+    args = _consume_args(redis_url, db_location, "--lease-ttl", "1", "--batch-size", "50")
+    db = open_database(db_location)
     paused = Consume(
         tmp_path / "paused.log",
         *args,
@@ -191,15 +191,16 @@ def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
     assert len(sources) == len(set(sources))  # the batch committed before the pause: once
 
 
+@pytest.mark.sqlite_only  # operator commands on PostgreSQL: test_operator_safety
 def test_commands_that_change_what_the_worker_owns_refuse_while_it_runs(
-    redis_url: str, rclient: redis.Redis, db_path: Path, tmp_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str, tmp_path: Path
 ) -> None:
-    _seed_games(db_path, 1)
+    _seed_games(db_location, 1)
     xadd_event(rclient, "g0", "probe_failed")
-    worker = Consume(tmp_path / "w.log", *_consume_args(redis_url, db_path))
+    worker = Consume(tmp_path / "w.log", *_consume_args(redis_url, db_location))
     try:
         wait_for(lambda: "holding the lease" in worker.stderr(), what="active")
-        db_args = ["--db", str(db_path)]
+        db_args = ["--db", db_location]
         drain = run_cli("consume", "--drain", "--redis-url", redis_url, *db_args)
         assert drain.returncode == 1 and drain.stderr.count("\n") == 1, drain.stderr
         assert str(worker.pid) in drain.stderr and "does not wait" in drain.stderr
@@ -218,26 +219,28 @@ def test_commands_that_change_what_the_worker_owns_refuse_while_it_runs(
         assert forced.returncode == 0, forced.stderr
     finally:
         assert worker.stop() == 0
-    after = run_cli("offsets", "set", LABEL, "0-0", "--yes", "--db", str(db_path))
+    after = run_cli("offsets", "set", LABEL, "0-0", "--yes", "--db", db_location)
     assert after.returncode == 0, after.stderr  # released on SIGTERM: no --force needed
 
 
-def _worker(redis_url: str, db_path: Path, **overrides: object) -> Worker:
+def _worker(redis_url: str, db_location: str, **overrides: object) -> Worker:
     options: dict[str, object] = {
         "redis_url": redis_url,
-        "db_path": str(db_path),
+        "db_location": db_location,
         "block_ms": 50,
         "lease_poll_s": 0.02,
         "backoff_initial_s": 0.01,
     }
     options.update(overrides)
     return Worker(
-        ConsumerSettings.model_validate(options), open_database(db_path), clock=lambda: FIXED_NOW_MS
+        ConsumerSettings.model_validate(options),
+        open_database(db_location),
+        clock=lambda: FIXED_NOW_MS,
     )
 
 
 def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+    db: Store, db_location: str, redis_url: str, rclient: redis.Redis
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     entry = xadd_event(rclient, "g", "container_exited")
@@ -247,7 +250,7 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
             "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 7, 0, ?)",
             [LABEL, expires],
         )
-    worker = _worker(redis_url, db_path)
+    worker = _worker(redis_url, db_location)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -268,26 +271,24 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
     assert released is not None and released.expires_at_ms == 0  # handed over on stop
 
 
-def test_drain_raises_when_the_lease_is_held(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str
-) -> None:
+def test_drain_raises_when_the_lease_is_held(db: Store, db_location: str, redis_url: str) -> None:
     with db.write() as conn:
         conn.execute(
             "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 1, 0, ?)",
             [LABEL, int(time.time() * 1000) + 60_000],
         )
-    worker = _worker(redis_url, db_path, drain=True)
+    worker = _worker(redis_url, db_location, drain=True)
     with pytest.raises(LeaseHeld, match="elsewhere:42:ab"):
         worker.run()
     worker.db.close()
 
 
 def test_a_batch_after_a_takeover_rolls_back_whole(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+    db: Store, db_location: str, redis_url: str, rclient: redis.Redis
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")
-    worker = _worker(redis_url, db_path)
+    worker = _worker(redis_url, db_location)
     taken, _ = worker.keeper.try_acquire()
     assert taken is not None
     with db.write() as conn:  # another worker takes over (the lease had expired)
