@@ -54,8 +54,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/runtime/worker.py",
         "        started = time.perf_counter()\n        result = apply_batch(",
         "        started = time.perf_counter()\n"
-        "        from store.database import immediate\n"
-        "        with immediate(self.db) as conn:\n"
+        "        from store import offsets\n"
+        "        with self.db.write() as conn:\n"
         "            offsets.save(conn, self.settings.label, entries[-1][0].decode(), 0)\n"
         "        result = apply_batch(",
     ),
@@ -262,7 +262,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "read-only commands switch the file to WAL and migrate it",
         "store/sqlite/database.py",
-        "        if read_only:\n            _require_current(db, path)\n            return db\n",
+        "        if read_only:\n            _require_current(db, path)\n"
+        "            return SqliteStore(db, str(path))\n",
         "",
     ),
     (
@@ -270,6 +271,49 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/cli/app.py",
         "    if lobby_stream == stream:",
         "    if False:",
+    ),
+    # -- PostgreSQL -----------------------------------------------------------------------------
+    (
+        "PostgreSQL: a batch reads its records without locking them (lost updates)",
+        "store/postgres/store.py",
+        "records.load_many(sql, game_ids, for_update=True)",
+        "records.load_many(sql, game_ids, for_update=False)",
+    ),
+    (
+        "PostgreSQL: outbox writers do not take turns (seq order is not commit order)",
+        "store/outbox.py",
+        '    conn.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")\n',
+        "",
+    ),
+    (
+        "PostgreSQL: a takeover overwrites a lease renewed after the standby read it",
+        "store/lease.py",
+        " WHERE label = ? AND epoch = ? AND expires_at_ms = ?",
+        " WHERE label = ? AND epoch = ? AND ? IS NOT NULL",
+    ),
+    (
+        "PostgreSQL: concurrent replays choose the same rows",
+        "store/dead_letters.py",
+        '" FOR UPDATE SKIP LOCKED" if conn.dialect == "postgres" else ""',
+        '""',
+    ),
+    (
+        "PostgreSQL: a lock timeout is fatal instead of retried",
+        "store/postgres/connect.py",
+        "    pg_errors.LockNotAvailable,  # lock_timeout",
+        "    pg_errors.UniqueViolation,  # lock_timeout",
+    ),
+    (
+        "PostgreSQL: a server that went away is fatal instead of waited for",
+        "consumer/runtime/worker.py",
+        "        except StoreUnavailable as error:\n",
+        "        except ZeroDivisionError as error:\n",
+    ),
+    (
+        "PostgreSQL: a migrated store restarts the outbox sequence (admin ids repeat)",
+        "store/transfer.py",
+        '    _continue_identity(sql, "outbox", "seq", outbox_seq)\n',
+        "",
     ),
     # -- bounded input -------------------------------------------------------------------------
     (

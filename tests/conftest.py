@@ -73,7 +73,6 @@ BOTH_BACKENDS = {
     "test_consumer",
     "test_operations",
     "test_operator_safety",
-    "test_postgres",
     "test_stateful",
     "test_lease",
 }

@@ -25,6 +25,11 @@ def open_postgres(
     """
     store = PostgresStore(url, lock_timeout_s=lock_timeout_s, read_only=read_only)
     try:
+        if store.conn.execute("SELECT current_schema()").fetchone()[0] is None:
+            raise StoreMissing(
+                f"database {store.location}: its search_path names no schema this role can"
+                " use (does the schema exist, and does the role have USAGE on it?)"
+            )
         found = tables(store.conn)
         if "schema_migrations" not in found:
             if found:
