@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from store.sql import Sql
+from store.sql import Sql, insert_unnest
 
 HISTORY_ROWS = 500_000
 """Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
@@ -31,15 +31,21 @@ class HistoryRow(NamedTuple):
     at_ms: int
 
 
+_POSTGRES_COLUMNS = [(name, "text") for name in HistoryRow._fields[:-1]] + [("at_ms", "bigint")]
+
+
 def add_many(conn: Sql, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS) -> None:
     """Append rows and drop the oldest beyond ``keep`` (inside the batch's transaction)."""
     if not rows:
         return
-    conn.executemany(
-        "INSERT INTO runtime_history (game_id, entry_id, cause, from_status, to_status,"
-        " engine_health, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    if conn.dialect == "postgres":
+        insert_unnest(conn, "runtime_history", _POSTGRES_COLUMNS, rows)
+    else:
+        conn.executemany(
+            "INSERT INTO runtime_history (game_id, entry_id, cause, from_status, to_status,"
+            " engine_health, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     conn.execute(
         "DELETE FROM runtime_history WHERE id <= (SELECT max(id) FROM runtime_history) - ?",
         [keep],

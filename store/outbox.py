@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from store.sql import Sql
+from store.sql import Sql, insert_unnest
 
 
 class OutboxRow(NamedTuple):
@@ -44,15 +44,19 @@ def enqueue(conn: Sql, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]
     return list(zip(range(last - len(rows) + 1, last + 1), rows, strict=True))
 
 
+_POSTGRES_COLUMNS = [
+    ("source_entry_id", "text"),
+    ("game_id", "text"),
+    ("runtime_status", "text"),
+    ("engine_health_summary", "text"),
+    ("current_turn", "bigint"),
+    ("occurred_at_ms", "bigint"),
+]
+
+
 def _enqueue_postgres(conn: Sql, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]:
     conn.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
-    columns = list(zip(*rows, strict=True))
-    cursor = conn.execute(
-        "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
-        " current_turn, occurred_at_ms) SELECT * FROM unnest(?::text[], ?::text[], ?::text[],"
-        " ?::text[], ?::bigint[], ?::bigint[]) RETURNING seq",
-        [list(column) for column in columns],
-    )
+    cursor = insert_unnest(conn, "outbox", _POSTGRES_COLUMNS, rows, returning="seq")
     seqs = sorted(int(row[0]) for row in cursor)
     return list(zip(seqs, rows, strict=True))
 

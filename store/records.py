@@ -51,20 +51,36 @@ def load_many(
 
 def save_many(conn: Sql, records: Iterable[RuntimeRecord]) -> None:
     """Write back status, summary, time and debounce state of already existing records."""
+    rows = [
+        (
+            r.state._value_,  # not .value: a property, ten times the cost per record
+            r.engine_health,
+            r.updated_at_ms,
+            r.last_emitted_summary,
+            r.game_id,
+        )
+        for r in records
+    ]
+    if conn.dialect == "postgres":
+        if rows:
+            conn.execute(_SAVE_POSTGRES, [list(column) for column in zip(*rows, strict=True)])
+        return
     conn.executemany(
         "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
         " last_emitted_summary = ? WHERE game_id = ?",
-        [
-            (
-                r.state._value_,  # not .value: a property, ten times the cost per record
-                r.engine_health,
-                r.updated_at_ms,
-                r.last_emitted_summary,
-                r.game_id,
-            )
-            for r in records
-        ],
+        rows,
     )
+
+
+_SAVE_POSTGRES = (
+    "UPDATE runtime_records AS r SET status = v.status, engine_health = v.engine_health,"
+    " updated_at_ms = v.updated_at_ms, last_emitted_summary = v.last_emitted_summary"
+    " FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[])"
+    " AS v(status, engine_health, updated_at_ms, last_emitted_summary, game_id)"
+    " WHERE r.game_id = v.game_id"
+)
+"""One statement per batch, the columns as arrays: measured against executemany in
+pipeline mode and COPY in docs/performance.md."""
 
 
 def insert_new(conn: Sql, game_ids: Iterable[str], status: str, now_ms: int) -> None:

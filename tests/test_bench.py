@@ -93,3 +93,32 @@ def test_bench_refuses_zero_rounds_in_one_line(capsys: pytest.CaptureFixture[str
     assert main(["bench", "--rounds", "0"]) == 2
     _, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and "--rounds" in err
+
+
+def test_bench_on_postgres_uses_scratch_schemas_and_drops_them(
+    capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    import psycopg
+
+    from tests import pg
+
+    base = pg.server().url()
+    argv = ["bench", "--db", base, "--redis-url", redis_url, "--events", "2000", "--games", "50"]
+    argv += ["--single-events", "200", "--steady-seconds", "0", "--memory-events", "1000"]
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["backend"] == "postgres" and report["drain_events_per_s"] > 0
+    assert "drain >= 15,000 events/s" in report["targets"]
+    assert pg.server().url().split("@")[0].split(":")[-1] not in out  # the password is not shown
+    with psycopg.connect(base) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'healthfsm_bench_%'"
+        ).fetchone()
+    assert left == (0,)
+
+
+def test_bench_db_takes_only_a_postgres_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--db", "some.db"]) == 2
+    assert "postgresql:// URL" in capsys.readouterr().err

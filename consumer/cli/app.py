@@ -430,14 +430,37 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON.", metavar="")
     ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="Measure PostgreSQL: a postgresql:// URL where the role may create schemas"
+            " (scratch schemas, dropped afterwards). Default: temporary SQLite files.",
+        ),
+    ] = None,
 ) -> None:
     """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
     from consumer.cli.render import bench_report
     from consumer.devtools.bench import BenchConfig, run_bench
+    from store import is_postgres_url
 
+    if db is not None and not is_postgres_url(db):
+        raise typer.BadParameter(
+            "takes a postgresql:// URL; SQLite is measured on temporary files", param_hint="--db"
+        )
     logs.configure("ERROR")
     cfg = BenchConfig(
-        events, games, batch_size, single_events, rate, steady_seconds, memory_events, seed, rounds
+        events,
+        games,
+        batch_size,
+        single_events,
+        rate,
+        steady_seconds,
+        memory_events,
+        seed,
+        rounds,
+        db,
     )
     say = (lambda line: None) if as_json else (lambda line: typer.echo(f"... {line}", err=True))
     report = run_bench(cfg, redis_url, say)

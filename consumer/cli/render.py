@@ -90,7 +90,10 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
 def bench_report(report: BenchReport) -> None:
     """Print the benchmark's figures and which targets hold."""
     cfg = report.config
-    table = Table(title=f"healthfsm bench: {cfg['events']:,} events over {cfg['games']:,} games")
+    title = (
+        f"healthfsm bench ({report.backend}): {cfg['events']:,} events over {cfg['games']:,} games"
+    )
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = []

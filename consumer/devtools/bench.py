@@ -34,7 +34,9 @@ from consumer.devtools import embedded
 from consumer.runtime.batch import BatchResult
 from consumer.runtime.worker import Worker
 from store import open_database
+from store.postgres import redact_dsn
 from store.records import insert_new
+from store.scratch import ScratchStores, scratch_stores
 from store.stream_id import entry_id_key
 
 TERMINAL = ("container_exited", "container_oom", "container_disappeared")
@@ -55,6 +57,8 @@ class BenchConfig:
     seed: int = 1
     rounds: int = 1
     """Throughput rounds (drain, batch size 1, floor); the report gives their medians."""
+    db: str | None = None
+    """A ``postgresql://`` URL to measure that backend (scratch schemas), else SQLite files."""
 
 
 @dataclass
@@ -62,6 +66,7 @@ class BenchReport:
     """Every figure the benchmark prints, as ``--json`` emits it."""
 
     config: dict[str, object]
+    backend: str = "sqlite"
     drain_events_per_s: float = 0.0
     drain_seconds: float = 0.0
     snapshot_share: float = 0.0
@@ -119,8 +124,8 @@ def seed_stream(client: redis.Redis, stream: str, events: Iterator[dict[str, str
     return count
 
 
-def fresh_database(path: Path, games: int, distinct_prefix: str = "game-") -> None:
-    """A new database with ``games`` running games registered."""
+def fresh_database(path: str, games: int, distinct_prefix: str = "game-") -> None:
+    """A new store with ``games`` running games registered."""
     db = open_database(path, create=True)
     with db.write() as conn:
         insert_new(conn, (f"{distinct_prefix}{i}" for i in range(games)), "running", 0)
@@ -128,7 +133,7 @@ def fresh_database(path: Path, games: int, distinct_prefix: str = "game-") -> No
 
 
 def timed_drain(
-    url: str, stream: str, lobby: str, path: Path, batch_size: int
+    url: str, stream: str, lobby: str, path: str, batch_size: int
 ) -> tuple[float, Worker]:
     """Drain ``stream`` with the real worker; return wall seconds and the worker."""
     db = open_database(path)
@@ -148,7 +153,7 @@ def timed_drain(
     return elapsed, worker
 
 
-def bare_floor(url: str, stream: str, path: Path) -> float:
+def bare_floor(url: str, stream: str, path: str) -> float:
     """XREAD COUNT 1000 and one executemany UPDATE per batch: the cost of moving the bytes."""
     client = redis.Redis.from_url(url)
     db = open_database(path)
@@ -171,9 +176,7 @@ def bare_floor(url: str, stream: str, path: Path) -> float:
     return count / elapsed
 
 
-def steady_latency(
-    url: str, prefix: str, path: Path, cfg: BenchConfig
-) -> tuple[float, list[float]]:
+def steady_latency(url: str, prefix: str, path: str, cfg: BenchConfig) -> tuple[float, list[float]]:
     """Offer ``rate`` events/s for ``steady_seconds``; latency XADD -> committed, in ms."""
     stream = f"{prefix}:steady"
     db = open_database(path)
@@ -230,12 +233,11 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-def memory_run(url: str, prefix: str, workdir: Path, count: int) -> tuple[float, float]:
+def memory_run(url: str, prefix: str, workdir: Path, path: str, count: int) -> tuple[float, float]:
     """Peak RSS (MB) and rate of a separate ``consume --drain`` over ``count`` distinct games."""
     stream = f"{prefix}:memory"
     client = redis.Redis.from_url(url)
     seed_stream(client, stream, workload(count, count, 3, distinct=True))
-    path = workdir / "memory.db"
     fresh_database(path, count)
     command = [
         sys.executable,
@@ -250,7 +252,7 @@ def memory_run(url: str, prefix: str, workdir: Path, count: int) -> tuple[float,
         "--lobby-stream",
         f"{prefix}:memory-out",
         "--db",
-        str(path),
+        path,
         "--log-level",
         "ERROR",
     ]
@@ -292,11 +294,13 @@ def _high_water_kb(pid: int) -> int:
 def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) -> BenchReport:
     """Run every measurement; ``progress`` is called with a line before each step."""
     say = progress if callable(progress) else (lambda _: None)
-    report = BenchReport(config=asdict(cfg))
+    report = BenchReport(config={**asdict(cfg), "db": _shown(cfg.db)})
     prefix = f"healthfsm-bench:{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         url = redis_url or stack.enter_context(embedded.running()).url
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="healthfsm-bench-")))
+        stores = stack.enter_context(scratch_stores(cfg.db, workdir))
+        report.backend = stores.backend
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
         stack.callback(lambda: _cleanup(client, prefix))
@@ -307,13 +311,15 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
 
         for number in range(1, cfg.rounds + 1):
             label = f"round {number}/{cfg.rounds}: " if cfg.rounds > 1 else ""
-            report.rounds.append(_throughput_round(cfg, url, prefix, workdir, say, label))
+            report.rounds.append(_throughput_round(cfg, url, prefix, stores, say, label))
         _take_medians(report, cfg)
 
         if cfg.steady_seconds > 0:
             say(f"steady load: {cfg.rate:,} events/s for {cfg.steady_seconds:g}s")
-            fresh_database(workdir / "steady.db", cfg.games)
-            offered, latencies = steady_latency(url, prefix, workdir / "steady.db", cfg)
+            steady = stores.new("steady")
+            fresh_database(steady, cfg.games)
+            offered, latencies = steady_latency(url, prefix, steady, cfg)
+            stores.remove(steady)
             report.steady_offered_per_s = offered
             report.steady_latency_ms = {
                 name: round(_percentile(latencies, share), 2)
@@ -321,7 +327,9 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
             }
         if cfg.memory_events > 0:
             say(f"memory: {cfg.memory_events:,} events over as many games, separate process")
-            rss, rate = memory_run(url, prefix, workdir, cfg.memory_events)
+            memory = stores.new("memory")
+            rss, rate = memory_run(url, prefix, workdir, memory, cfg.memory_events)
+            stores.remove(memory)
             report.memory_events = cfg.memory_events
             report.memory_peak_rss_mb = round(rss, 1)
             report.memory_drain_events_per_s = rate
@@ -330,28 +338,35 @@ def run_bench(cfg: BenchConfig, redis_url: str | None, progress: object = None) 
 
 
 def _throughput_round(
-    cfg: BenchConfig, url: str, prefix: str, workdir: Path, say: Callable[[str], object], label: str
+    cfg: BenchConfig,
+    url: str,
+    prefix: str,
+    stores: ScratchStores,
+    say: Callable[[str], object],
+    label: str,
 ) -> dict[str, float]:
     """Drain at the batch size, drain at batch size 1, the bare floor: one round, same streams."""
     main, single = f"{prefix}:health", f"{prefix}:single"
     say(f"{label}draining with --batch-size {cfg.batch_size}")
-    fresh_database(workdir / "main.db", cfg.games)
-    seconds, worker = timed_drain(url, main, f"{prefix}:out", workdir / "main.db", cfg.batch_size)
+    drained = stores.new("main")
+    fresh_database(drained, cfg.games)
+    seconds, worker = timed_drain(url, main, f"{prefix}:out", drained, cfg.batch_size)
     drain = cfg.events / seconds
     snapshot_share = worker.totals.snapshots_published / cfg.events
     rejected = worker.totals.rejected
 
     say(f"{label}draining {cfg.single_events:,} events with --batch-size 1")
-    fresh_database(workdir / "single.db", cfg.games)
-    seconds, _ = timed_drain(url, single, f"{prefix}:single-out", workdir / "single.db", 1)
+    one_by_one = stores.new("single")
+    fresh_database(one_by_one, cfg.games)
+    seconds, _ = timed_drain(url, single, f"{prefix}:single-out", one_by_one, 1)
     single_rate = cfg.single_events / seconds
 
     say(f"{label}bare floor: XREAD COUNT 1000 + one executemany per batch")
-    fresh_database(workdir / "floor.db", cfg.games)
-    floor = bare_floor(url, main, workdir / "floor.db")
-    for name in ("main.db", "single.db", "floor.db"):
-        for suffix in ("", "-wal", "-shm"):
-            (workdir / (name + suffix)).unlink(missing_ok=True)
+    floor_store = stores.new("floor")
+    fresh_database(floor_store, cfg.games)
+    floor = bare_floor(url, main, floor_store)
+    for location in (drained, one_by_one, floor_store):
+        stores.remove(location)
     client = redis.Redis.from_url(url)
     client.delete(f"{prefix}:out", f"{prefix}:single-out")  # keep Redis memory flat
     client.close()
@@ -383,9 +398,18 @@ def _take_medians(report: BenchReport, cfg: BenchConfig) -> None:
     report.share_of_floor = statistics.median(r["share_of_floor"] for r in rounds)
 
 
+DRAIN_TARGETS = {"sqlite": 50_000, "postgres": 15_000}
+"""Events/s each backend must drain on the reference machine (2 cores, Redis beside it)."""
+
+
+def _shown(db: str | None) -> str | None:
+    return None if db is None else redact_dsn(db)
+
+
 def _targets(report: BenchReport, cfg: BenchConfig) -> dict[str, bool]:
+    target = DRAIN_TARGETS[report.backend]
     targets = {
-        "drain >= 50,000 events/s": report.drain_events_per_s >= 50_000,
+        f"drain >= {target:,} events/s": report.drain_events_per_s >= target,
         "drain >= 20x --batch-size 1": report.ratio_vs_single >= 20,
         "drain >= 1/5 of the bare floor": report.share_of_floor >= 0.2,
     }

@@ -19,7 +19,7 @@ from store.sql import Cursor, Dialect, Sql
 @functools.lru_cache(maxsize=512)
 def _placeholders(sql: str) -> str:
     """The table modules' ``?`` as psycopg's ``%s`` (their SQL has no other ``?`` or ``%``)."""
-    return sql.replace("?", "%s")
+    return sql.replace("?", "%b")
 
 
 class PgSql:
