@@ -46,8 +46,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "forget the debounce on restart: last summary not persisted",
         "store/records.py",
-        "                r.last_emitted_summary,\n                r.game_id,",
-        "                None,\n                r.game_id,",
+        "            r.last_emitted_summary,\n            r.game_id,",
+        "            None,\n            r.game_id,",
     ),
     (
         "advance the offset before the commit",
@@ -308,6 +308,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/runtime/worker.py",
         "        except StoreUnavailable as error:\n",
         "        except ZeroDivisionError as error:\n",
+    ),
+    (
+        "PostgreSQL: a worker frozen mid-batch keeps its locks (no idle-in-transaction limit)",
+        "store/postgres/connect.py",
+        '            conn.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")\n',
+        "",
     ),
     (
         "PostgreSQL: a migrated store restarts the outbox sequence (admin ids repeat)",

@@ -147,6 +147,20 @@ def xadd_event(
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
+def seed_flips(client: redis.Redis, games: int, count: int) -> str:
+    """``count`` events over games ``g0..``: each round of games flips between
+    ``container_started`` and ``probe_failed`` (a snapshot each); return the last id."""
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        kind = ("container_started", "probe_failed")[(i // games) % 2]
+        pipe.xadd(
+            "runtime:health_events",
+            {"game_id": f"g{i % games}", "event_type": kind, "occurred_at_ms": "1"},
+        )
+    pipe.execute()
+    return str(client.xrevrange("runtime:health_events", count=1)[0][0].decode())
+
+
 WorkerFactory = Callable[..., Worker]
 
 

@@ -66,3 +66,8 @@ class Consume:
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """One short ``healthfsm`` command, output captured."""
     return subprocess.run([*HEALTHFSM, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP), from ``/proc``."""
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "T"

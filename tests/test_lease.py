@@ -23,8 +23,8 @@ from statemachine import Status
 from store import Store, lease, offsets, open_database, outbox
 from store.errors import LeaseHeld, LeaseLost
 from store.records import insert_new
-from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
-from tests.processes import Consume, run_cli, wait_for
+from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
+from tests.processes import Consume, is_stopped, run_cli, wait_for
 
 STREAM = "runtime:health_events"
 LABEL = "health_events"
@@ -141,10 +141,6 @@ def test_sigterm_hands_over_at_once_and_sigkill_within_the_ttl(
     assert [s["source_entry_id"] for s in published(rclient)][-1] == entry
 
 
-def _is_stopped(pid: int) -> bool:
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "T"
-
-
 def _lobby_history_read(rclient: redis.Redis, db: Store) -> tuple[int, int, int]:
     history = db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0]
     return rclient.xlen("gm:lobby_events"), history, offsets.entries_read(db.conn, LABEL) or 0
@@ -156,12 +152,7 @@ def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
     """Paused right after committing a batch, before publishing it (the worst moment): a
     standby takes over after the TTL; resumed, the paused worker is fenced off."""
     _seed_games(db_location, 100)
-    pipe = rclient.pipeline(transaction=False)
-    for i in range(5000):
-        kind = ("container_started", "probe_failed")[(i // 100) % 2]
-        pipe.xadd(STREAM, {"game_id": f"g{i % 100}", "event_type": kind, "occurred_at_ms": "1"})
-    pipe.execute()
-    last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
+    last = seed_flips(rclient, 100, 5000)
     args = _consume_args(redis_url, db_location, "--lease-ttl", "1", "--batch-size", "50")
     db = open_database(db_location)
     paused = Consume(
@@ -169,7 +160,7 @@ def test_a_worker_paused_past_the_ttl_writes_and_publishes_nothing_more(
         *args,
         env={"HEALTHFSM_INJECT_FAULT": "after_commit:3:stop", "HEALTHFSM_TEST_HOOKS": "1"},
     )
-    wait_for(lambda: _is_stopped(paused.pid), what="paused after its third commit")
+    wait_for(lambda: is_stopped(paused.pid), what="paused after its third commit")
     assert offsets.entries_read(db.conn, LABEL) == 150 and outbox.pending(db.conn) > 0
     standby = Consume(tmp_path / "standby.log", *args)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +29,8 @@ from store import Store, dead_letters, offsets, open_database, outbox
 from store.admin import set_status
 from store.records import insert_new
 from tests import pg
-from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
-from tests.processes import Consume, wait_for
+from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
+from tests.processes import Consume, is_stopped, wait_for
 
 STREAM = "runtime:health_events"
 LABEL = "health_events"
@@ -478,3 +479,40 @@ def test_a_replay_skips_the_rows_another_replay_is_choosing(
     first.close()
     left = {int(str(row["id"])) for row in dead_letters.list_recent(pg_db.conn)}
     assert left == taken
+
+
+def test_a_worker_frozen_inside_its_batch_is_cut_off_and_fenced(
+    pg_url: str, pg_db: Store, redis_url: str, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    """Frozen mid-transaction (SIGSTOP before the commit) it holds row locks on the lease
+    and the records; the server ends its session (idle in transaction), the standby takes
+    over after the TTL, and the frozen worker, resumed, writes nothing more."""
+    with pg_db.write() as sql:
+        insert_new(sql, (f"g{i}" for i in range(50)), "running", 0)
+    last = seed_flips(rclient, 50, 2000)
+    args = ["--redis-url", redis_url, "--db", pg_url, "--lease-ttl", "1", "--batch-size", "50"]
+    frozen = Consume(
+        tmp_path / "frozen.log",
+        *args,
+        env={"HEALTHFSM_INJECT_FAULT": "before_commit:3:stop", "HEALTHFSM_TEST_HOOKS": "1"},
+    )
+    standby = None
+    try:
+        wait_for(lambda: is_stopped(frozen.pid), what="frozen inside its third batch")
+        assert offsets.entries_read(pg_db.conn, LABEL) == 100
+        standby = Consume(tmp_path / "standby.log", *args)
+        wait_for(lambda: offsets.load(pg_db.conn, LABEL) == last, what="standby drains")
+        assert "took over the lease" in standby.stderr()
+        wait_for(lambda: outbox.pending(pg_db.conn) == 0, what="standby publishes")
+        lobby = rclient.xlen("gm:lobby_events")
+        frozen.signal(signal.SIGCONT)
+        wait_for(lambda: "standing by" in frozen.stderr().split("took")[-1], what="fenced")
+        time.sleep(0.3)
+        assert rclient.xlen("gm:lobby_events") == lobby
+        assert offsets.entries_read(pg_db.conn, LABEL) == 2000  # each entry counted once
+    finally:
+        frozen.stop()
+        if standby is not None:
+            assert standby.stop() == 0
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert len(sources) == len(set(sources))

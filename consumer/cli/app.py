@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import redis
 import typer
 from typer.exceptions import TyperException
@@ -61,7 +62,7 @@ class ResetPolicy(StrEnum):
 app = typer.Typer(
     name="healthfsm",
     help="Drive game runtime records from Redis Stream health events, through a state machine,"
-    " into SQLite; publish runtime snapshots for Game Lobby.",
+    " into SQLite or PostgreSQL; publish runtime snapshots for Game Lobby.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -90,7 +91,7 @@ def _options(
     ] = False,
 ) -> None:
     """Drive game runtime records from Redis Stream health events, through a state machine,
-    into SQLite; publish runtime snapshots for Game Lobby."""
+    into SQLite or PostgreSQL; publish runtime snapshots for Game Lobby."""
 
 
 runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
@@ -343,8 +344,7 @@ def migrate(
         ),
     ] = None,
 ) -> None:
-    """Bring a store's schema up to this healthfsm's version (needs CREATE on PostgreSQL),
-    or move a SQLite store into PostgreSQL with --from-sqlite."""
+    """Bring a store's schema up to date, or move a SQLite store into PostgreSQL."""
     from store import SCHEMA_VERSION, is_postgres_url, open_database, schema_version
     from store import migrate as apply_migrations
 
@@ -389,13 +389,21 @@ def diagram(
 @app.command()
 def demo(
     db: Annotated[
-        Path | None, typer.Option(help="Keep the demo database here (default: a temp file).")
+        str | None,
+        typer.Option(
+            metavar="PATH", help="Keep the demo's SQLite file here (default: a temp file)."
+        ),
     ] = None,
 ) -> None:
     """Run the consumer on a built-in scenario against a private Redis, and show the result."""
     from consumer.devtools.demo import run_demo
+    from store import is_postgres_url
 
-    run_demo(db)
+    if db is not None and is_postgres_url(db):
+        raise typer.BadParameter(
+            "the demo runs on a SQLite file of its own; give a path", param_hint="--db"
+        )
+    run_demo(None if db is None else Path(db))
 
 
 @app.command()
@@ -522,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return EXIT_ERROR
-    except (OSError, ValueError, sqlite3.Error, redis.RedisError) as error:
+    except (OSError, ValueError, sqlite3.Error, psycopg.Error, redis.RedisError) as error:
         typer.echo(f"healthfsm: error: {error}", err=True)
         return EXIT_ERROR
     return result if isinstance(result, int) else EXIT_OK

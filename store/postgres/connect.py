@@ -23,6 +23,15 @@ SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 5
 """How long one connection attempt waits for the server."""
 
+IDLE_IN_TRANSACTION_TIMEOUT_S = 5
+"""The server ends a session that sits inside a transaction this long without a statement.
+
+A worker frozen mid-batch (SIGSTOP, a VM pause) would otherwise keep its row locks, on the
+lease and on the records, for as long as it is frozen: the standby could not take over and
+other services could not update those games. A batch never pauses this long between
+statements; a frozen one loses its session, and when it wakes it reconnects and is fenced.
+"""
+
 RETRYABLE = (
     pg_errors.LockNotAvailable,  # lock_timeout: another writer held a row past the bound
     pg_errors.SerializationFailure,
@@ -67,7 +76,12 @@ def translate(error: psycopg.Error, location: str) -> StoreError:
     message = f"database {location}: {_first_line(error)}"
     if isinstance(error, RETRYABLE):
         return StoreBusy(message)
-    if isinstance(error, pg_errors.AdminShutdown | pg_errors.CannotConnectNow):
+    if isinstance(
+        error,
+        pg_errors.AdminShutdown
+        | pg_errors.CannotConnectNow
+        | pg_errors.IdleInTransactionSessionTimeout,
+    ):
         return StoreUnavailable(message)
     if isinstance(error, psycopg.OperationalError) and error.sqlstate is None:
         text = str(error)
@@ -91,8 +105,9 @@ def translated(location: str) -> Iterator[None]:
 def connect(url: str, *, lock_timeout_s: float, read_only: bool = False) -> psycopg.Connection[Any]:
     """A connection in autocommit mode: transactions are explicit (``Connection.transaction``).
 
-    ``lock_timeout`` bounds every wait for a row another transaction holds; a read-only
-    connection refuses writes in the server itself.
+    ``lock_timeout`` bounds every wait for a row another transaction holds,
+    ``idle_in_transaction_session_timeout`` frees what a frozen worker holds, and a
+    read-only connection refuses writes in the server itself.
     """
     location = redact_dsn(url)
     with translated(location):
@@ -104,6 +119,8 @@ def connect(url: str, *, lock_timeout_s: float, read_only: bool = False) -> psyc
         )
         try:
             conn.execute(f"SET lock_timeout = {max(1, int(lock_timeout_s * 1000))}")
+            idle_ms = IDLE_IN_TRANSACTION_TIMEOUT_S * 1000
+            conn.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
             if read_only:
                 conn.execute("SET default_transaction_read_only = on")
         except BaseException:
