@@ -516,3 +516,18 @@ def test_a_worker_frozen_inside_its_batch_is_cut_off_and_fenced(
             assert standby.stop() == 0
     sources = [s["source_entry_id"] for s in published(rclient)]
     assert len(sources) == len(set(sources))
+
+
+def test_sigterm_while_the_server_is_unreachable_exits_0(redis_url: str, tmp_path: Path) -> None:
+    from consumer.devtools.embedded import free_port
+
+    url = f"postgresql://postgres:secret-xyz@127.0.0.1:{free_port()}/postgres"
+    waiting = Consume(tmp_path / "w.log", "--redis-url", redis_url, "--db", url)
+    try:
+        wait_for(lambda: "retrying in" in waiting.stderr(), what="waits for the server")
+        waiting.signal(signal.SIGTERM)
+        assert waiting.wait() == 0, waiting.stderr()
+    finally:
+        waiting.stop()
+    log = waiting.stderr()
+    assert "stopped while waiting for the database" in log and "secret-xyz" not in log

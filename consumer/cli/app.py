@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +34,7 @@ from consumer.cli.common import (
     settings_for,
 )
 from consumer.contract import constants as c
+from consumer.contract.models import ConsumerSettings
 from consumer.runtime import faults
 from statemachine import Status
 from statemachine.errors import (
@@ -44,6 +44,7 @@ from statemachine.errors import (
     StatusConflict,
     TransitionNotAllowed,
 )
+from store.backend import Store
 from store.stream_id import StreamId
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
@@ -178,7 +179,6 @@ def consume(
     ] = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
-    from consumer.runtime.start import open_when_reachable
     from consumer.runtime.worker import Worker
 
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -219,7 +219,9 @@ def consume(
         on_stream_reset=on_stream_reset.value,
         start_from=start_from,
     )
-    database = open_when_reachable(settings, time.sleep)
+    database = _open_unless_stopped(settings)
+    if database is None:
+        return  # a signal while the database was unreachable: nothing was started
     try:
         worker = Worker(settings, database)
         worker.install_signal_handlers()
@@ -235,6 +237,26 @@ def consume(
                 sys.stderr.write("\n")  # end the live line before anything else is printed
     finally:
         database.close()
+
+
+def _open_unless_stopped(settings: ConsumerSettings) -> Store | None:
+    """The worker's store, waiting while its server is unreachable; None if SIGINT or
+    SIGTERM came first (the worker installs its own handlers once it exists)."""
+    import signal
+    import threading
+
+    from consumer.runtime.start import open_when_reachable
+
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return open_when_reachable(settings, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @runtime_app.command("add")

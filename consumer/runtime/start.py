@@ -8,6 +8,7 @@ whole stream again to live records.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import redis
@@ -78,16 +79,19 @@ def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, in
     return str(StreamId.parse(start_from)), 0
 
 
-def open_when_reachable(s: ConsumerSettings, sleep: Callable[[float], object]) -> Store:
+def open_when_reachable(s: ConsumerSettings, stop: threading.Event) -> Store | None:
     """The worker's store; a database server that is not up yet is waited for, not fatal.
 
-    Everything else (a wrong password, a missing or foreign store) fails at once.
+    Everything else (a wrong password, a missing or foreign store) fails at once. Returns
+    None when ``stop`` is set while waiting.
     """
     delay = s.backoff_initial_s
-    while True:
+    while not stop.is_set():
         try:
             return open_database(s.db_path)
         except StoreUnavailable as error:
             log.warning("%s; retrying in %.1fs", error, delay)
-            sleep(delay)
+            stop.wait(delay)
             delay = min(delay * 2, s.backoff_max_s)
+    log.info("stopped while waiting for the database")
+    return None
