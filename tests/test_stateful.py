@@ -68,10 +68,15 @@ def fields_of(game_id: str, event_type: str) -> dict[bytes, bytes]:
     }
 
 
-def snapshot_view(row: outbox.OutboxRow) -> dict[str, str]:
-    source = row.source_entry_id
+def _model_source(source: str) -> str:
+    """``admin-N`` as the model names it; a stream entry id as it is."""
     if source.startswith("admin-") and source[len("admin-") :].isdigit():
-        source = model.ADMIN_SOURCE
+        return model.ADMIN_SOURCE
+    return source
+
+
+def snapshot_view(row: outbox.OutboxRow) -> dict[str, str]:
+    source = _model_source(row.source_entry_id)
     return {
         "game_id": row.game_id,
         "runtime_status": row.runtime_status,
@@ -269,6 +274,7 @@ class CrashComparison(RuleBasedStateMachine):
             self.model.records[f"g{i}"] = model.ModelRecord("running", turn=i)
         db.close()
         self.history: dict[str, dict[str, tuple[str, str]]] = {"0-0": self._view()}
+        self.last = "0-0"
 
     def _view(self) -> dict[str, tuple[str, str]]:
         return {g: (r.status, r.engine_health) for g, r in self.model.records.items()}
@@ -283,7 +289,8 @@ class CrashComparison(RuleBasedStateMachine):
     ) -> None:
         entry_id = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
         self.model.health(entry_id.decode(), game_id, event_type, valid)
-        self.history[entry_id.decode()] = self._view()
+        self.last = entry_id.decode()
+        self.history[self.last] = self._view()
 
     @rule(game_id=st.sampled_from(["g0", "g1", "g2", "g3", "ghost"]), event_type=event_types)
     def event(self, game_id: str, event_type: str) -> None:
@@ -306,6 +313,24 @@ class CrashComparison(RuleBasedStateMachine):
         except InjectedFault:
             note(f"crashed at {point.value} #{after}")
         faults.disarm_all()
+
+    @rule(game_id=st.sampled_from(["g0", "g1", "g2", "g3"]), data=st.data())
+    def admin_change(self, game_id: str, data: st.DataObject) -> None:
+        """An operator's ``set-status`` between two runs, once every entry so far is applied:
+        its snapshot waits in the outbox and goes out in its place, whatever crashes follow."""
+        self._run(7)
+        current = self.model.records[game_id].status
+        choices = sorted(to for src, to in model.ADMIN_PAIRS if src == current)
+        if not choices:
+            return
+        to = data.draw(st.sampled_from(choices))
+        assert self.model.admin(game_id, current, to) == "ok"
+        db = open_database(self.path)
+        try:
+            set_status(db, game_id, Status(current), Status(to), FIXED_NOW_MS)
+        finally:
+            db.close()
+        self.history[self.last] = self._view()  # the store is at the last entry's offset
 
     @rule(batch_size=st.integers(1, 7))
     def run_clean(self, batch_size: int) -> None:
@@ -362,7 +387,10 @@ class CrashComparison(RuleBasedStateMachine):
             {k.decode(): v.decode() for k, v in fields.items()}
             for _, fields in self.client.xrange("gm:lobby_events")
         ]
-        firsts = list({s["source_entry_id"]: s for s in published}.values())
+        firsts = [
+            {**s, "source_entry_id": _model_source(s["source_entry_id"])}
+            for s in {s["source_entry_id"]: s for s in published}.values()
+        ]
         keys = (
             "game_id",
             "runtime_status",
@@ -395,9 +423,12 @@ class CrashComparison(RuleBasedStateMachine):
         finally:
             db.close()
         out = {f[b"source_entry_id"].decode() for _, f in self.client.xrange("gm:lobby_events")}
-        for snapshot in self.model.snapshots:
-            if entry_id_key(snapshot["source_entry_id"]) <= offset:
-                assert snapshot["source_entry_id"] in out | waiting, snapshot
+        admins = {s for s in out | waiting if _model_source(s) == model.ADMIN_SOURCE}
+        due = [s["source_entry_id"] for s in self.model.snapshots]
+        assert len(admins) == due.count(model.ADMIN_SOURCE)  # committed with the change itself
+        for source in due:
+            if source != model.ADMIN_SOURCE and entry_id_key(source) <= offset:
+                assert source in out | waiting, source
 
     @invariant()
     def first_sightings_keep_event_order(self) -> None:
@@ -407,7 +438,7 @@ class CrashComparison(RuleBasedStateMachine):
         seen: set[str] = set()
         for _, fields in self.client.xrange("gm:lobby_events"):
             source = fields[b"source_entry_id"].decode()
-            if source not in seen:
+            if source not in seen and _model_source(source) != model.ADMIN_SOURCE:
                 firsts.append(source)
                 seen.add(source)
         assert firsts == sorted(firsts, key=entry_id_key)
