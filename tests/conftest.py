@@ -75,6 +75,7 @@ BOTH_BACKENDS = {
     "test_operator_safety",
     "test_stateful",
     "test_lease",
+    "test_faults_real",
 }
 """Modules whose store-using tests run on SQLite and on PostgreSQL (``[sqlite]``/``[postgres]``)."""
 

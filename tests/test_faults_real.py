@@ -119,9 +119,9 @@ def run_cli(
 
 
 def test_kill_9_mid_batch_then_restart_applies_exactly_once(
-    redis_url: str, rclient: redis.Redis, db_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str
 ) -> None:
-    db = open_database(db_path, create=True)
+    db = open_database(db_location, create=True)
     add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(25)])
     db.close()
     for i in range(25):  # each event changes the status: applying one twice shows
@@ -133,7 +133,7 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
         "--redis-url",
         redis_url,
         "--db",
-        str(db_path),
+        db_location,
         "--batch-size",
         "10",
     ]
@@ -142,7 +142,7 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
         assert crashed.returncode == 137, crashed.stderr
     done = run_cli(*base)
     assert done.returncode == 0, done.stderr
-    db = open_database(db_path)
+    db = open_database(db_location)
     assert {r.state for r in records.iter_all(db.conn)} == {Status.RUNNING}
     sources = [s["source_entry_id"] for s in published(rclient)]
     assert len(set(sources)) == 50
@@ -154,9 +154,9 @@ def test_kill_9_mid_batch_then_restart_applies_exactly_once(
 
 
 def test_sigterm_finishes_the_batch_publishes_and_exits_0(
-    redis_url: str, rclient: redis.Redis, db_path: Path
+    redis_url: str, rclient: redis.Redis, db_location: str
 ) -> None:
-    db = open_database(db_path, create=True)
+    db = open_database(db_location, create=True)
     add_games(db, ("g", Status.RUNNING))
     process = subprocess.Popen(
         [
@@ -165,7 +165,7 @@ def test_sigterm_finishes_the_batch_publishes_and_exits_0(
             "--redis-url",
             redis_url,
             "--db",
-            str(db_path),
+            db_location,
             "--block-ms",
             "100",
         ],
@@ -183,6 +183,7 @@ def test_sigterm_finishes_the_batch_publishes_and_exits_0(
     db.close()
 
 
+@pytest.mark.sqlite_only  # Redis's password; the store does not matter
 def test_password_in_url_is_never_logged(
     db: sqlite_utils.Database, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
