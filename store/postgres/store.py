@@ -18,7 +18,8 @@ from store.sql import Cursor, Dialect, Sql
 
 @functools.lru_cache(maxsize=512)
 def _placeholders(sql: str) -> str:
-    """The table modules' ``?`` as psycopg's ``%s`` (their SQL has no other ``?`` or ``%``)."""
+    """The table modules' ``?`` as psycopg's binary ``%b`` (their SQL has no other ``?`` or
+    ``%``). Binary parameters skip the text array dumper's per-element quoting."""
     return sql.replace("?", "%b")
 
 
