@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from store.sql import Sql, as_dicts, insert_unnest
+from store.sql import Sql, append_bounded, as_dicts
 
 DEAD_LETTER_LIMIT = 10_000
 """Rows kept; older ones are pruned in the same transaction that adds new ones."""
@@ -42,26 +42,14 @@ def raw_fields_text(fields: Mapping[bytes, bytes]) -> str:
     return encoded[: RAW_FIELDS_LIMIT - 3].decode("utf-8", "ignore") + "..."
 
 
-_POSTGRES_COLUMNS = [(name, "text") for name in DeadLetter._fields[:-1]] + [
+_COLUMNS_TYPED = [(name, "text") for name in DeadLetter._fields[:-1]] + [
     ("received_at_ms", "bigint")
 ]
 
 
 def add_many(conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT) -> None:
     """Keep the rows and prune the oldest beyond ``limit``."""
-    if not rows:
-        return
-    if conn.dialect == "postgres":
-        insert_unnest(conn, "dead_letters", _POSTGRES_COLUMNS, rows)
-    else:
-        conn.executemany(
-            "INSERT INTO dead_letters (entry_id, stream, reason, detail, fields, received_at_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    conn.execute(
-        "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?", [limit]
-    )
+    append_bounded(conn, "dead_letters", _COLUMNS_TYPED, rows, limit)
 
 
 def list_recent(conn: Sql, reason: str | None = None, limit: int = 50) -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from store.sql import Sql, insert_unnest
+from store.sql import Sql, append_bounded
 
 HISTORY_ROWS = 500_000
 """Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
@@ -31,25 +31,12 @@ class HistoryRow(NamedTuple):
     at_ms: int
 
 
-_POSTGRES_COLUMNS = [(name, "text") for name in HistoryRow._fields[:-1]] + [("at_ms", "bigint")]
+_COLUMNS_TYPED = [(name, "text") for name in HistoryRow._fields[:-1]] + [("at_ms", "bigint")]
 
 
 def add_many(conn: Sql, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS) -> None:
     """Append rows and drop the oldest beyond ``keep`` (inside the batch's transaction)."""
-    if not rows:
-        return
-    if conn.dialect == "postgres":
-        insert_unnest(conn, "runtime_history", _POSTGRES_COLUMNS, rows)
-    else:
-        conn.executemany(
-            "INSERT INTO runtime_history (game_id, entry_id, cause, from_status, to_status,"
-            " engine_health, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    conn.execute(
-        "DELETE FROM runtime_history WHERE id <= (SELECT max(id) FROM runtime_history) - ?",
-        [keep],
-    )
+    append_bounded(conn, "runtime_history", _COLUMNS_TYPED, rows, keep)
 
 
 def for_game(conn: Sql, game_id: str, limit: int = HISTORY_PER_GAME) -> list[dict[str, object]]:

@@ -66,3 +66,24 @@ def insert_unnest(
         f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
         [list(column) for column in zip(*rows, strict=True)],
     )
+
+
+def append_bounded(
+    conn: Sql,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    keep: int,
+) -> None:
+    """Append ``rows`` to an append-only ``table`` (``id`` grows) and drop its oldest rows
+    beyond ``keep``, inside the caller's transaction: ``executemany`` on SQLite, one
+    ``unnest`` statement on PostgreSQL."""
+    if not rows:
+        return
+    if conn.dialect == "postgres":
+        insert_unnest(conn, table, columns, rows)
+    else:
+        names = ", ".join(name for name, _ in columns)
+        marks = ", ".join("?" * len(columns))
+        conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+    conn.execute(f"DELETE FROM {table} WHERE id <= (SELECT max(id) FROM {table}) - ?", [keep])
