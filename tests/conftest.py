@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import redis
 from hypothesis import HealthCheck, Phase, settings
 
 from consumer.contract.models import ConsumerSettings
-from consumer.devtools import embedded
+from consumer.devtools import embedded, embedded_pg
 from consumer.runtime import faults
 from consumer.runtime.worker import Worker
 from statemachine import Status
@@ -35,6 +37,24 @@ settings.register_profile(  # scripts/mutations.py: a failing example is enough,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 FIXED_NOW_MS = 1_700_000_000_000
+
+
+def _folders_above(path: Path) -> list[Path]:
+    return [path, *path.parents]
+
+
+PARENT_MODES_AT_START = {
+    folder: folder.stat().st_mode
+    for start in (
+        Path(__file__).resolve().parent,
+        Path(sys.prefix),
+        Path(tempfile.gettempdir()),
+        embedded_pg._bin_dir(),
+    )
+    for folder in _folders_above(start)
+}
+"""The checkout's, the venv's and the temp folder's parents as the run found them:
+``test_embedded_servers`` checks that starting the test servers changed none of them."""
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,16 @@ def own_redis() -> Iterator[embedded.EmbeddedRedis]:
     server.stop()
 
 
+def redis_major(client: redis.Redis) -> int:
+    return int(str(client.info("server")["redis_version"]).split(".")[0])
+
+
 def test_worker_survives_a_redis_restart(
     own_redis: embedded.EmbeddedRedis, db: sqlite_utils.Database, db_path: Path
 ) -> None:
+    """Redis restarts with less data than the worker read (a stream of one entry, where the
+    worker had read two). Redis 7 counts entries added, so that is a reset; Redis 6.2 cannot
+    tell, and the worker reports a gap instead. Either way it goes on, once."""
     add_games(db, ("g", Status.RUNNING))
     settings = ConsumerSettings(
         redis_url=own_redis.url,
@@ -53,27 +60,35 @@ def test_worker_survives_a_redis_restart(
         block_ms=100,
         backoff_initial_s=0.02,
         backoff_max_s=0.2,
-        on_stream_reset="rewind",  # the restarted server has no data: read its stream anew
+        on_stream_reset="rewind",  # the restarted server lost data: read its stream anew
     )
     worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
         client = redis.Redis.from_url(own_redis.url)
+        major = redis_major(client)
+        xadd_event(client, "g", "container_exited")
         xadd_event(client, "g", "container_exited")
         wait_for(lambda: worker.totals.snapshots_published == 1)
         client.close()
-        own_redis.stop()
-        wait_for(lambda: worker.totals.reconnects >= 2)
-        own_redis.restart()  # a new, empty server: later ids are still larger
+        with embedded.running() as elsewhere:  # what Redis comes back with: one later entry
+            other = redis.Redis.from_url(elsewhere.url)
+            last = xadd_event(other, "g", "probe_recovered")
+            other.close()
+            rdb = elsewhere.save()
+            own_redis._terminate()
+            wait_for(lambda: worker.totals.reconnects >= 2)
+            own_redis.restart(preload=rdb)
         client = redis.Redis.from_url(own_redis.url)
-        last = xadd_event(client, "g", "probe_recovered")
         wait_for(lambda: worker.totals.snapshots_published == 2)
         assert records.get(db.conn, "g").state is Status.RUNNING
         assert offsets.load(db.conn, "health_events") == last
         assert [s["engine_health_summary"] for s in published(client)] == ["healthy"]
         assert worker.metrics.reconnects._value.get() == worker.totals.reconnects >= 2
-        assert worker.metrics.stream_resets._value.get() == 1
+        resets = worker.metrics.stream_resets._value.get()
+        gaps = worker.metrics.gaps._value.get()
+        assert (resets, gaps) == ((1, 0) if major >= 7 else (0, 1)), f"Redis {major}"
         client.close()
     finally:
         worker.request_stop()

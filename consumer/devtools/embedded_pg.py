@@ -4,11 +4,15 @@ The binaries come from the ``pgserver`` wheel (test extra), so a fresh machine w
 Python needs nothing else. The server is started directly (not through ``pgserver``'s own
 manager) because tests need to stop, kill and restart it on the same port, and to log in
 over TCP with a password. As root, PostgreSQL refuses to run; it then runs as the system
-user ``pgserver`` (the wheel's own convention, created if missing).
+user ``pgserver`` (the wheel's own convention, created if missing) with that user's group
+and no other. Nothing outside the folders it creates is changed: when that user cannot
+reach the wheel (a checkout in root's home folder), the binaries are copied once to a temp
+folder it can reach.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -19,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from consumer.devtools.embedded import free_port
@@ -45,26 +50,78 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _as_user() -> str | None:
-    """The system user to run the server as: ``pgserver`` when we are root, else ourselves.
+@dataclass(frozen=True)
+class RunAs:
+    """The system user the server runs as (when we are root), with its own group only."""
 
-    That user must be able to reach and run the wheel's files, so their folders get o+rx.
-    """
+    name: str
+    uid: int
+    gid: int
+
+    def popen_args(self) -> dict[str, Any]:
+        """``subprocess`` arguments: that user, its primary group, no supplementary groups
+        (without ``group`` and ``extra_groups`` a child of root keeps root's groups)."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _run_as() -> RunAs | None:
+    """``pgserver`` when we are root (PostgreSQL refuses to run as root), else None."""
     if os.geteuid() != 0:
         return None
     import pwd
 
     try:
-        pwd.getpwnam(SYSTEM_USER)
+        entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/false", SYSTEM_USER], check=True)
-    install = _bin_dir().parent
-    for folder in [*reversed(install.parents), install]:
-        folder.chmod(folder.stat().st_mode | 0o005)
-    for folder in (install / "bin", install / "lib", install / "share"):
-        for path in [folder, *folder.rglob("*")]:
-            path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-    return SYSTEM_USER
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "-s", "/bin/false", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(SYSTEM_USER)
+    return RunAs(SYSTEM_USER, entry.pw_uid, entry.pw_gid)
+
+
+def _runs_as(user: RunAs, binary: Path) -> bool:
+    """Whether ``user`` can reach and run ``binary`` (every parent folder searchable)."""
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"], capture_output=True, timeout=30, **user.popen_args()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+_copied_install: Path | None = None
+
+
+def _install_for(user: RunAs | None) -> Path:
+    """The ``pginstall`` folder to run from: the wheel's own when ``user`` can reach it,
+    else a copy in a new temp folder that it can (once per process, removed at exit).
+
+    Nothing outside the copy changes: a checkout in root's home folder keeps its modes.
+    """
+    global _copied_install
+    wheel = _bin_dir().parent
+    if user is None or _runs_as(user, wheel / "bin" / "postgres"):
+        return wheel
+    if _copied_install is None:
+        holder = Path(tempfile.mkdtemp(prefix="healthfsm-pg-install-"))
+        atexit.register(shutil.rmtree, holder, ignore_errors=True)
+        holder.chmod(0o755)
+        copy = holder / "pginstall"
+        shutil.copytree(wheel, copy, symlinks=True, copy_function=shutil.copy2)
+        for path in [copy, *copy.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
+        if not _runs_as(user, copy / "bin" / "postgres"):
+            raise PostgresNotAvailable(
+                f"user {user.name!r} cannot run {copy}/bin/postgres: the temp folder"
+                f" {holder.parent} must be searchable by it (set TMPDIR to one that is)"
+            )
+        _copied_install = copy
+    return _copied_install
 
 
 @dataclass
@@ -73,8 +130,9 @@ class EmbeddedPostgres:
 
     root: Path
     port: int
-    user: str | None
+    user: RunAs | None
     durable: bool
+    install: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -110,16 +168,17 @@ class EmbeddedPostgres:
             options += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         log = (self.root / "postgres.log").open("ab")
         self.process = subprocess.Popen(
-            [str(_bin_dir() / "postgres"), *options],
+            [str(self.install / "bin" / "postgres"), *options],
             stdout=log,
             stderr=log,
-            user=self.user,
             start_new_session=True,
+            **(self.user.popen_args() if self.user is not None else {}),
         )
         log.close()
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
                 tail = (self.root / "postgres.log").read_text(errors="replace")[-2000:]
                 raise PostgresNotAvailable(f"postgres did not start:\n{tail}")
             time.sleep(0.05)
@@ -170,24 +229,38 @@ class EmbeddedPostgres:
 
 
 def start(*, durable: bool = False) -> EmbeddedPostgres:
-    """initdb a throwaway cluster in a new temp folder and start it on a free port."""
-    bin_dir = _bin_dir()
-    user = _as_user()
-    root = Path(tempfile.mkdtemp(prefix="healthfsm-pg-"))
-    root.chmod(0o755)
-    secret = root / "pwfile"
-    secret.write_text(SUPERUSER_PASSWORD + "\n")
-    if user is not None:
-        import pwd
+    """initdb a throwaway cluster in a new temp folder and start it on a free port.
 
-        entry = pwd.getpwnam(user)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        os.chown(secret, entry.pw_uid, entry.pw_gid)
-    initdb = [str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", SUPERUSER]
-    initdb += [f"--pwfile={secret}", "--auth-host=scram-sha-256", "--auth-local=trust"]
-    initdb += ["--encoding=UTF8", "--no-sync"]
-    subprocess.run(initdb, check=True, capture_output=True, user=user)
-    secret.unlink()
-    server = EmbeddedPostgres(root, free_port(), user, durable)
-    server.start()
+    The folder holds the data and the Unix socket, and is open to the server's user only:
+    the socket takes ``trust`` logins, so no other local user may reach it (root can). A
+    start that fails removes the folder, the password file first.
+    """
+    user = _run_as()
+    install = _install_for(user)
+    root = Path(tempfile.mkdtemp(prefix="healthfsm-pg-"))
+    secret = root / "pwfile"
+    try:
+        root.chmod(0o700)
+        secret.touch(0o600)
+        secret.write_text(SUPERUSER_PASSWORD + "\n")
+        if user is not None:
+            os.chown(root, user.uid, user.gid)
+            os.chown(secret, user.uid, user.gid)
+        initdb = [str(install / "bin" / "initdb"), "-D", str(root / "data"), "-U", SUPERUSER]
+        initdb += [f"--pwfile={secret}", "--auth-host=scram-sha-256", "--auth-local=trust"]
+        initdb += ["--encoding=UTF8", "--no-sync"]
+        done = subprocess.run(
+            initdb, capture_output=True, **(user.popen_args() if user is not None else {})
+        )
+        secret.unlink()
+        if done.returncode != 0:
+            raise PostgresNotAvailable(
+                f"initdb failed ({done.returncode}): {done.stderr.decode(errors='replace')}"
+            )
+        server = EmbeddedPostgres(root, free_port(), user, durable, install)
+        server.start()
+    except BaseException:
+        secret.unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     return server
