@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,17 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert main([*command, "--help"]) == 0
         out, _ = capsys.readouterr()
         assert len(out.strip()) > 60, command
+        # every option says what it takes, flags take nothing, and no default is cut short
+        assert "<bool>" not in out and "…" not in out, (command, out)
+        placeholder = r"--[\w-]+ <(int|float|str|path|int range|float range)>"
+        assert not re.search(placeholder, out), (command, out)
+
+
+def test_help_shows_whole_defaults_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["consume", "--help"]) == 0
+    out, _ = capsys.readouterr()
+    assert "redis://localhost:6379/0" in out and "runtime:health_events" in out
+    assert max(len(line) for line in out.splitlines() if "<" not in line) <= 80
 
 
 def test_consume_drain_end_to_end(

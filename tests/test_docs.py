@@ -64,3 +64,44 @@ def test_readme_links_resolve() -> None:
     assert {"docs/contract.md", "docs/operations.md", "docs/design.md"} <= set(local)
     for link in local:
         assert (ROOT / link).exists(), link
+
+
+def test_the_readme_health_event_by_hand_runs(tmp_path: Path) -> None:
+    """The README's XADD walk-through, run as written: its port becomes a free one and
+    ``.venv/bin/`` this interpreter's folder; the record must end up as its comment says."""
+    import subprocess
+    import sys
+
+    from consumer.devtools.embedded import free_port
+
+    section = README.split("## Health events, by hand", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "XADD runtime:health_events" in block
+    for field in ("game_id", "event_type", "occurred_at_ms"):
+        assert f"| `{field}` |" in section.split("```sh", 1)[0]
+    for event_type in EventType:
+        assert f"`{event_type.value}`" in section.split("```sh", 1)[0]
+    port = free_port()
+    script = block.replace("6390", str(port)).replace(
+        ".venv/bin/", str(Path(sys.executable).parent) + "/"
+    )
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:  # a step that failed left the daemonized server running
+        import socket
+
+        import redis
+
+        with socket.socket() as probe:
+            still_up = probe.connect_ex(("127.0.0.1", port)) == 0
+        if still_up:
+            redis.Redis(port=port).shutdown(nosave=True)
+    assert done.returncode == 0, done.stderr
+    assert '"status": "engine_unreachable"' in done.stdout
+    assert "runtime_snapshot_update" in done.stdout

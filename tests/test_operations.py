@@ -384,9 +384,11 @@ def test_json_logs_carry_entry_and_game_ids(
     assert code == 0
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
-    [rejected] = [line for line in lines if line.get("reason") == "unknown_game"]
-    assert rejected["entry_id"] == bad and rejected["game_id"] == "ghost"
-    assert rejected["level"] == "warning"
+    entry, summary = [line for line in lines if line.get("reason") == "unknown_game"]
+    assert entry["entry_id"] == bad and entry["game_id"] == "ghost"
+    assert entry["level"] == "debug"  # each entry only at DEBUG; the batch's summary above
+    assert summary["level"] == "warning" and summary["count"] == 1
+    assert summary["first_entry_id"] == summary["last_entry_id"] == bad
     assert not any(
         line["logger"].startswith("transitions") and line["level"] == "info" for line in lines
     )

@@ -3,6 +3,7 @@ turn known errors into a one-line message and an exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from consumer.cli.common import (
 )
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
-from consumer.runtime import faults
+from consumer.runtime import faults, log_queue
 from statemachine import Status
 from statemachine.errors import (
     GameExists,
@@ -65,6 +66,9 @@ app = typer.Typer(
     help="Drive game runtime records from Redis Stream health events, through a state machine,"
     " into SQLite or PostgreSQL; publish runtime snapshots for Game Lobby.",
     no_args_is_help=True,
+    # click's plain help: wraps to the terminal, never cuts a default (rich's panels cut
+    # them at 80 columns when stdout is not a terminal) and has no "--help <bool>".
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -95,7 +99,9 @@ def _options(
     into SQLite or PostgreSQL; publish runtime snapshots for Game Lobby."""
 
 
-runtime_app = typer.Typer(help="Inspect and administer runtime records.", no_args_is_help=True)
+runtime_app = typer.Typer(
+    help="Inspect and administer runtime records.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(runtime_app, name="runtime")
 
 
@@ -128,15 +134,28 @@ def consume(
     ] = c.OFFSET_LABEL,
     db: DbOption = c.DEFAULT_DB_PATH,
     block_ms: Annotated[
-        int, typer.Option(min=1, help="How long one XREAD waits for new entries.")
+        int, typer.Option(metavar="MS", min=1, help="How long one XREAD waits for new entries.")
     ] = c.DEFAULT_BLOCK_MS,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Entries per XREAD and per transaction.")
+        int,
+        typer.Option(
+            metavar="N", min=1, max=100_000, help="Entries per XREAD and per transaction."
+        ),
     ] = c.DEFAULT_BATCH_SIZE,
     drain: Annotated[
         bool,
         typer.Option(help="Process everything past the offset, publish, and exit 0.", metavar=""),
     ] = False,
+    give_up_after: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=86_400,
+            help="With --drain: seconds Redis or the store may stay unreachable before the"
+            " run gives up with exit 1 (without --drain the worker waits for ever).",
+            metavar="SECONDS",
+        ),
+    ] = c.DEFAULT_GIVE_UP_AFTER_S,
     log_level: Annotated[
         str,
         typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False, metavar="LEVEL"),
@@ -145,7 +164,10 @@ def consume(
         str, typer.Option(help="text or json (one object per line).", metavar="FORMAT")
     ] = "text",
     metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port.")
+        int | None,
+        typer.Option(
+            metavar="PORT", min=0, max=65535, help="Serve Prometheus /metrics on this port."
+        ),
     ] = None,
     metrics_host: Annotated[
         str,
@@ -157,6 +179,7 @@ def consume(
     lease_ttl: Annotated[
         float,
         typer.Option(
+            metavar="SECONDS",
             min=0.1,
             max=3600,
             help="Seconds the worker's lease lasts unrenewed; a standby takes over a dead"
@@ -173,6 +196,7 @@ def consume(
     start_from: Annotated[
         str | None,
         typer.Option(
+            metavar="beginning|end|ID",
             help="Where a label with no stored offset starts: beginning, end or an entry id"
             " (needed when the database has other labels' offsets).",
         ),
@@ -210,6 +234,7 @@ def consume(
         block_ms=block_ms,
         batch_size=batch_size,
         drain=drain,
+        give_up_after_s=give_up_after,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         tls_ca=redis_ca,
@@ -261,9 +286,11 @@ def _open_unless_stopped(settings: ConsumerSettings) -> Store | None:
 
 @runtime_app.command("add")
 def runtime_add(
-    game_id: Annotated[str, typer.Argument(help="The game's id, used verbatim.")],
+    game_id: Annotated[
+        str, typer.Argument(metavar="GAME_ID", help="The game's id, used verbatim.")
+    ],
     status: Annotated[Status, typer.Option(help="Initial status.")] = Status.RUNNING,
-    turn: Annotated[int, typer.Option(min=0, help="Current turn.")] = 0,
+    turn: Annotated[int, typer.Option(metavar="N", min=0, help="Current turn.")] = 0,
     db: DbOption = c.DEFAULT_DB_PATH,
 ) -> None:
     """Register a game's runtime record."""
@@ -279,7 +306,7 @@ def runtime_add(
 
 @runtime_app.command("show")
 def runtime_show(
-    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
     db: DbOption = c.DEFAULT_DB_PATH,
 ) -> None:
     """Print one runtime record as a JSON object."""
@@ -312,7 +339,7 @@ def runtime_list(
 
 @runtime_app.command("set-status")
 def runtime_set_status(
-    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
     from_status: Annotated[Status, typer.Option("--from", help="The status it must be in now.")],
     to_status: Annotated[Status, typer.Option("--to", help="The status to move it to.")],
     db: DbOption = c.DEFAULT_DB_PATH,
@@ -394,9 +421,9 @@ def migrate(
 
 @app.command()
 def diagram(
-    out: Annotated[Path, typer.Option(help="Directory to write the diagram files into.")] = Path(
-        "diagrams"
-    ),
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Directory to write the diagram files into.")
+    ] = Path("diagrams"),
 ) -> None:
     """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed)."""
     from consumer.cli.diagram_files import write_diagrams
@@ -431,27 +458,44 @@ def demo(
 @app.command()
 def bench(
     redis_url: Annotated[
-        str | None, typer.Option(help="Redis to use for scratch streams (default: a private one).")
+        str | None,
+        typer.Option(
+            metavar="URL", help="Redis to use for scratch streams (default: a private one)."
+        ),
     ] = None,
-    events: Annotated[int, typer.Option(min=1000, help="Events in the drain workload.")] = 200_000,
-    games: Annotated[int, typer.Option(min=1, help="Registered games they spread over.")] = 10_000,
+    events: Annotated[
+        int, typer.Option(metavar="N", min=1000, help="Events in the drain workload.")
+    ] = 200_000,
+    games: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Registered games they spread over.")
+    ] = 10_000,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Batch size of the timed drain.")
+        int, typer.Option(metavar="N", min=1, max=100_000, help="Batch size of the timed drain.")
     ] = c.DEFAULT_BATCH_SIZE,
     single_events: Annotated[
-        int, typer.Option(min=100, help="Events drained with --batch-size 1 for the ratio.")
+        int,
+        typer.Option(
+            metavar="N", min=100, help="Events drained with --batch-size 1 for the ratio."
+        ),
     ] = 20_000,
-    rate: Annotated[int, typer.Option(min=1, help="Offered events/s for the latency run.")] = 5000,
+    rate: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Offered events/s for the latency run.")
+    ] = 5000,
     steady_seconds: Annotated[
-        float, typer.Option(min=0, help="Length of the latency run (0 skips it).")
+        float,
+        typer.Option(metavar="SECONDS", min=0, help="Length of the latency run (0 skips it)."),
     ] = 10.0,
     memory_events: Annotated[
-        int, typer.Option(min=0, help="Events over as many games for peak RSS (0 skips it).")
+        int,
+        typer.Option(
+            metavar="N", min=0, help="Events over as many games for peak RSS (0 skips it)."
+        ),
     ] = 1_000_000,
-    seed: Annotated[int, typer.Option(help="Workload random seed.")] = 1,
+    seed: Annotated[int, typer.Option(metavar="N", help="Workload random seed.")] = 1,
     rounds: Annotated[
         int,
         typer.Option(
+            metavar="N",
             min=1,
             max=20,
             help="Repeat the throughput measurements and report medians (for noisy machines).",
@@ -522,6 +566,16 @@ def _exit_code(error: HealthFsmError) -> int:
     return EXIT_ERROR
 
 
+def _say(line: str) -> None:
+    """One line on stderr for the user: behind the queued log records while the log
+    writer runs (so it neither overtakes them nor blocks on a stalled stderr)."""
+    writer = log_queue.installed()
+    if writer is not None:
+        writer.write_line(line)
+    else:
+        typer.echo(line, err=True)
+
+
 def _usage_error(error: TyperException) -> int:
     if type(error).__name__ == "NoArgsIsHelpError":
         return EXIT_USAGE  # the help text was already shown
@@ -529,33 +583,47 @@ def _usage_error(error: TyperException) -> int:
     where = ctx.command_path if ctx is not None else "healthfsm"
     message = " ".join(error.format_message().replace("Value error, ", "").split())
     hint = " (see --help)" if error.exit_code == EXIT_USAGE else ""
-    typer.echo(f"{where}: error: {message}{hint}", err=True)
+    _say(f"{where}: error: {message}{hint}")
     return error.exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: run the app, map every known failure to one line."""
+def _run(argv: list[str] | None) -> int:
+    """Run the app and map every known failure to one line and its exit code."""
     try:
         result = app(args=argv, prog_name="healthfsm", standalone_mode=False)
     except TyperException as error:  # typer's own (vendored click) usage errors
         return _usage_error(error)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("healthfsm: interrupted", err=True)
+        _say("healthfsm: interrupted")
         return 130
     except HealthFsmError as error:
-        typer.echo(f"healthfsm: error: {error}", err=True)
+        _say(f"healthfsm: error: {error}")
         return _exit_code(error)
     except redis.AuthenticationError as error:
-        typer.echo(
+        _say(
             f"healthfsm: error: redis authentication failed ({error}); check the URL's user"
-            f" and password or {c.ENV_REDIS_PASSWORD}",
-            err=True,
+            f" and password or {c.ENV_REDIS_PASSWORD}"
         )
         return EXIT_ERROR
     except (OSError, ValueError, sqlite3.Error, psycopg.Error, redis.RedisError) as error:
-        typer.echo(f"healthfsm: error: {error}", err=True)
+        _say(f"healthfsm: error: {error}")
         return EXIT_ERROR
     return result if isinstance(result, int) else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, then give the log writer a bounded time.
+
+    A writer still stuck on a stderr that nobody reads must not keep the process alive:
+    the interpreter's shutdown would wait on that stream's lock for ever, so the process
+    leaves with ``os._exit`` (stdout flushed first) and the code it would have returned.
+    """
+    code = _run(argv)
+    if not logs.close():
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

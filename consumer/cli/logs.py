@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from typing import Any
+
+from consumer.runtime import log_queue
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -30,28 +31,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _: Any) -> None:
-        pass
+NOISY_LIBRARY_LOGGERS = ("transitions",)
+"""Library loggers that log per call at INFO: ``transitions`` logs every state's exit and
+enter callbacks, so twice per status change. They are shown only at ``--log-level DEBUG``."""
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Send logs to stderr in the chosen format; called once, at the CLI edge."""
-    handler = StderrHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The machine runs on statemachine.lean's classes, which log through
-    # ``statemachine.lean`` (a failed finalize callback, at ERROR) and never through the
-    # library's ``transitions`` logger, so that logger needs no taming here.
+def configure(level: str = "INFO", fmt: str = "text") -> log_queue.LogWriter:
+    """Send logs to stderr in the chosen format through the non-blocking writer; called
+    once, at the CLI edge. ``close`` ends it."""
+    formatter: logging.Formatter = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    level = level.upper()
+    library_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in NOISY_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+    return log_queue.install(formatter, level)
+
+
+def close() -> bool:
+    """Write what is still queued, for a bounded time; False if stderr stayed blocked."""
+    return log_queue.uninstall()

@@ -49,9 +49,15 @@ def store_and_redis(db: str, settings: ConsumerSettings) -> Iterator[tuple[Store
             client.close()
 
 
-offsets_app = typer.Typer(help="Show or move stored stream offsets.", no_args_is_help=True)
-dead_letters_app = typer.Typer(help="Inspect and replay rejected entries.", no_args_is_help=True)
-outbox_app = typer.Typer(help="Inspect or publish pending snapshots.", no_args_is_help=True)
+offsets_app = typer.Typer(
+    help="Show or move stored stream offsets.", no_args_is_help=True, rich_markup_mode=None
+)
+dead_letters_app = typer.Typer(
+    help="Inspect and replay rejected entries.", no_args_is_help=True, rich_markup_mode=None
+)
+outbox_app = typer.Typer(
+    help="Inspect or publish pending snapshots.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def check(
@@ -108,8 +114,10 @@ def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
 
 @offsets_app.command("set")
 def offsets_set(
-    label: Annotated[str, typer.Argument(help="The consumer's offset label.")],
-    entry_id: Annotated[str, typer.Argument(help="Stream entry id, like 1700000000000-0.")],
+    label: Annotated[str, typer.Argument(metavar="LABEL", help="The consumer's offset label.")],
+    entry_id: Annotated[
+        str, typer.Argument(metavar="ENTRY_ID", help="Stream entry id, like 1700000000000-0.")
+    ],
     yes: Annotated[
         bool, typer.Option("--yes", help="Confirm: entries after it are (re)applied.", metavar="")
     ] = False,
@@ -153,8 +161,10 @@ def offsets_set(
 
 @dead_letters_app.command("list")
 def dead_letters_list(
-    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Newest N rows.")] = 50,
+    reason: Annotated[
+        str | None, typer.Option(metavar="REASON", help="Only this reason code.")
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="Newest N rows.")] = 50,
     db: DbOption = DEFAULT_DB,
     as_json: JsonFlag = False,
 ) -> None:
@@ -181,11 +191,16 @@ def dead_letters_list(
 
 @dead_letters_app.command("replay")
 def dead_letters_replay(
-    reason: Annotated[str | None, typer.Option(help="Replay rows of this reason.")] = None,
-    ids: Annotated[
-        list[int] | None, typer.Option("--id", help="Replay these dead-letter ids (repeatable).")
+    reason: Annotated[
+        str | None, typer.Option(metavar="REASON", help="Replay rows of this reason.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most N rows (oldest first).")] = 1000,
+    ids: Annotated[
+        list[int] | None,
+        typer.Option("--id", metavar="ID", help="Replay these dead-letter ids (repeatable)."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, help="At most N rows (oldest first).")
+    ] = 1000,
     redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
     stream: StreamOption = c.HEALTH_STREAM,
     db: DbOption = DEFAULT_DB,
@@ -211,7 +226,9 @@ def dead_letters_replay(
 
 @outbox_app.command("show")
 def outbox_show(
-    limit: Annotated[int, typer.Option(min=1, help="Show at most N rows, oldest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Show at most N rows, oldest first.")
+    ] = 50,
     db: DbOption = DEFAULT_DB,
     as_json: JsonFlag = False,
 ) -> None:
@@ -261,7 +278,7 @@ def outbox_flush(
 
 
 def runtime_history(
-    game_id: Annotated[str, typer.Argument(help="The game's id.")],
+    game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
     db: DbOption = DEFAULT_DB,
     as_json: JsonFlag = False,
 ) -> None:

@@ -22,6 +22,8 @@ DEFAULT_DB_PATH = "healthfsm.db"
 DEFAULT_BLOCK_MS = 2000
 DEFAULT_BATCH_SIZE = 2000
 """Entries per XREAD and per SQLite transaction; see the README's performance section."""
+DEFAULT_GIVE_UP_AFTER_S = 30.0
+"""``consume --drain`` exits 1 once Redis or the store has been unreachable this long."""
 
 ENV_DB = "HEALTHFSM_DB"
 ENV_REDIS_URL = "HEALTHFSM_REDIS_URL"

@@ -40,6 +40,8 @@ class ConsumerSettings(BaseModel):
     block_ms: int = Field(default=c.DEFAULT_BLOCK_MS, ge=1)
     batch_size: int = Field(default=c.DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     drain: bool = False
+    give_up_after_s: float = Field(default=c.DEFAULT_GIVE_UP_AFTER_S, gt=0, le=86_400)
+    """``--drain`` only: how long Redis or the store may stay unreachable before exit 1."""
     backoff_initial_s: float = Field(default=0.1, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
     progress_interval_s: float = Field(default=10.0, gt=0)

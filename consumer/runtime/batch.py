@@ -6,7 +6,8 @@ outbox rows, dead letters and the new offset inside one write transaction.
 The same entries give the same result whatever the batch size.
 
 This is the per-event hot path: the loop avoids per-event allocations it does not need and
-logs per event only at DEBUG.
+logs per event only at DEBUG; rejections are summed up in one WARNING per batch and reason
+(``tests/test_log_output.py`` holds the CLI to that).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _dead_letter(
     now_ms: int,
     game_id: str | None = None,
 ) -> dead_letters.DeadLetter:
-    log.warning(
+    log.debug(
         "rejected entry %s: %s: %.1024s",
         entry_id,
         error.reason,
@@ -215,7 +216,36 @@ def apply_batch(
     hit(FaultPoint.AFTER_COMMIT)
     for _, dead in rejected:
         result.rejected[dead.reason] += 1
+    if rejected:
+        _report_rejections(rejected, result.rejected)
     return result
+
+
+def _report_rejections(rejected: list[Rejected], counts: Counter[str]) -> None:
+    """One WARNING per reason for the whole batch: the dead-letter table is the record of
+    each entry (and DEBUG shows each one), the log says what happened."""
+    first: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for _, dead in rejected:
+        first.setdefault(dead.reason, dead.entry_id)
+        last[dead.reason] = dead.entry_id
+    for reason, n in counts.items():
+        log.warning(
+            "%d %s kept as dead letters (%s, %s .. %s); see: healthfsm dead-letters list"
+            " --reason %s",
+            n,
+            "entry" if n == 1 else "entries",
+            reason,
+            first[reason],
+            last[reason],
+            reason,
+            extra={
+                "reason": reason,
+                "count": n,
+                "first_entry_id": first[reason],
+                "last_entry_id": last[reason],
+            },
+        )
 
 
 def _commit(

@@ -7,8 +7,13 @@ game id). Each worker gets its own registry, so tests and embedded uses never co
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from consumer.runtime import log_queue
 from consumer.runtime.batch import BatchResult
 from statemachine.errors import HealthFsmError
 
@@ -131,6 +136,8 @@ class Metrics:
             registry=r,
         )
 
+        r.register(LogDropsCollector())
+
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
         self.consumed.inc(result.entries)
@@ -161,6 +168,22 @@ class Metrics:
                 f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror or error}"
             ) from error
         return int(server.server_port)
+
+
+class LogDropsCollector(Collector):
+    """``healthfsm_log_records_dropped_total``, read from the process's log writer.
+
+    The writer belongs to the process (set up at the CLI edge, before any worker), so the
+    count is read at scrape time rather than copied into each worker's registry.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "healthfsm_log_records_dropped",
+            "Log records dropped because log output was slower than the worker"
+            " (stderr blocked or read late).",
+            value=log_queue.dropped_total(),
+        )
 
 
 class MetricsPortUnavailable(HealthFsmError):

@@ -141,9 +141,10 @@ class PositionWatch:
         if gap.skipped_estimate is not None:
             self.metrics.gap_entries.inc(gap.skipped_estimate)
         skipped = (
-            "an unknown number of (Redis before 7 does not count added entries)"
+            "an unknown number of entries were never read (Redis before 7 does not count"
+            " added entries)"
             if gap.skipped_estimate is None
-            else f"about {gap.skipped_estimate}"
+            else f"about {gap.skipped_estimate} entries were never read"
         )
         where = (
             f"going on from the first surviving entry {gap.resume_at}"
@@ -151,7 +152,7 @@ class PositionWatch:
             else "nothing is left to read; going on with new entries"
         )
         log.error(
-            "stream %s was trimmed past the stored offset %s: %s entries were never read; %s",
+            "stream %s was trimmed past the stored offset %s: %s; %s",
             self.stream,
             offset,
             skipped,

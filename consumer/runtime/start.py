@@ -16,6 +16,7 @@ import redis
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
+from consumer.runtime.outage import Outage
 from statemachine.errors import HealthFsmError
 from store import offsets, open_database
 from store.backend import Store
@@ -83,15 +84,17 @@ def open_when_reachable(s: ConsumerSettings, stop: threading.Event) -> Store | N
     """The worker's store; a database server that is not up yet is waited for, not fatal.
 
     Everything else (a wrong password, a missing or foreign store) fails at once. Returns
-    None when ``stop`` is set while waiting.
+    None when ``stop`` is set while waiting; ``--drain`` gives up after ``give_up_after_s``.
     """
     delay = s.backoff_initial_s
+    outage = Outage(s.give_up_after_s if s.drain else None)
     while not stop.is_set():
         try:
             return open_database(s.db_path)
         except StoreUnavailable as error:
-            log.warning("%s; retrying in %.1fs", error, delay)
-            stop.wait(delay)
+            wait_s = outage.wait_for("the store", error, delay)
+            log.warning("%s; retrying in %.1fs", error, wait_s)
+            stop.wait(wait_s)
             delay = min(delay * 2, s.backoff_max_s)
     log.info("stopped while waiting for the database")
     return None

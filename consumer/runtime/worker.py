@@ -24,6 +24,7 @@ from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.monitor import Monitor
+from consumer.runtime.outage import Outage
 from consumer.runtime.position import PositionWatch
 from consumer.runtime.read_ahead import ReadAhead
 from consumer.runtime.redis_client import (
@@ -161,6 +162,7 @@ class Worker:
         self._backoff_s = settings.backoff_initial_s
         self._offset = START_ID
         self._drain_target: str | None = None
+        self._outage = Outage(settings.give_up_after_s if settings.drain else None)
         self._closed = False
 
     # lifecycle -------------------------------------------------------------------------
@@ -329,15 +331,17 @@ class Worker:
         Returns the step's verdict (False: the loop is done), or True after a fault, so the
         loop goes on from the committed offset once the backoff has passed.
         """
+        wait_s = self._backoff_s
         try:
-            return step()
+            verdict = step()
         except redis.AuthenticationError:
             raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
             self.read_ahead.discard()
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
-            log.warning("redis unavailable (%s); retrying in %.1fs", error, self._backoff_s)
+            wait_s = self._outage.wait_for("redis", error, self._backoff_s)
+            log.warning("redis unavailable (%s); retrying in %.1fs", error, wait_s)
         except redis.exceptions.OutOfMemoryError as error:
             log.warning("redis refused a write (%s); retrying in %.1fs", error, self._backoff_s)
         except StoreBusy as error:
@@ -347,11 +351,15 @@ class Worker:
             self.read_ahead.discard()
             self.relay.close()
             self.metrics.store_reconnects.inc()
-            log.warning("%s; reconnecting in %.1fs", error, self._backoff_s)
+            wait_s = self._outage.wait_for("the store", error, self._backoff_s)
+            log.warning("%s; reconnecting in %.1fs", error, wait_s)
         except LeaseLost as error:
             self._lost_lease(error)
             return True
-        self._stop.wait(self._backoff_s)
+        else:
+            self._outage.over()
+            return verdict
+        self._stop.wait(wait_s)
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         return True
 
