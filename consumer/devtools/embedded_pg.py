@@ -82,15 +82,22 @@ def _run_as() -> RunAs | None:
     return RunAs(SYSTEM_USER, entry.pw_uid, entry.pw_gid)
 
 
-def _runs_as(user: RunAs, binary: Path) -> bool:
-    """Whether ``user`` can reach and run ``binary`` (every parent folder searchable)."""
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"], capture_output=True, timeout=30, **user.popen_args()
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+def _runs_all(user: RunAs, install: Path) -> bool:
+    """Whether ``user`` can reach and run the server and initdb (and the libraries they
+    load) in ``install``: every parent folder searchable, every file readable."""
+    for name in ("postgres", "initdb"):
+        try:
+            done = subprocess.run(
+                [str(install / "bin" / name), "--version"],
+                capture_output=True,
+                timeout=30,
+                **user.popen_args(),
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if done.returncode != 0:
+            return False
+    return True
 
 
 _copied_install: Path | None = None
@@ -103,25 +110,30 @@ def _install_for(user: RunAs | None) -> Path:
     Nothing outside the copy changes: a checkout in root's home folder keeps its modes.
     """
     global _copied_install
+    if _copied_install is not None:
+        return _copied_install
     wheel = _bin_dir().parent
-    if user is None or _runs_as(user, wheel / "bin" / "postgres"):
+    if user is None or _runs_all(user, wheel):
         return wheel
-    if _copied_install is None:
-        holder = Path(tempfile.mkdtemp(prefix="healthfsm-pg-install-"))
-        atexit.register(shutil.rmtree, holder, ignore_errors=True)
-        holder.chmod(0o755)
-        copy = holder / "pginstall"
-        shutil.copytree(wheel, copy, symlinks=True, copy_function=shutil.copy2)
-        for path in [copy, *copy.rglob("*")]:
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-        if not _runs_as(user, copy / "bin" / "postgres"):
-            raise PostgresNotAvailable(
-                f"user {user.name!r} cannot run {copy}/bin/postgres: the temp folder"
-                f" {holder.parent} must be searchable by it (set TMPDIR to one that is)"
-            )
-        _copied_install = copy
-    return _copied_install
+    holder = Path(tempfile.mkdtemp(prefix="healthfsm-pg-install-"))
+    atexit.register(shutil.rmtree, holder, ignore_errors=True)
+    holder.chmod(0o755)
+    # the binaries find their libraries at $ORIGIN/../../../pgserver.libs: keep that shape
+    copy = holder / "pgserver" / "pginstall"
+    shutil.copytree(wheel, copy, symlinks=True)
+    libs = wheel.parent.parent / "pgserver.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, holder / "pgserver.libs", symlinks=True)
+    for path in [holder, *holder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
+    _copied_install = copy  # once per run, even if it does not help (the next check says so)
+    if not _runs_all(user, copy):
+        raise PostgresNotAvailable(
+            f"user {user.name!r} cannot run the binaries in {copy}: the temp folder"
+            f" {holder.parent} must be searchable by it (set TMPDIR to one that is)"
+        )
+    return copy
 
 
 @dataclass
