@@ -334,10 +334,160 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '    significant = raw.lstrip(b"0")',
         "    significant = raw",
     ),
+    # issue 15: quiet by default, never stalled by the log, a test run that leaves no trace
+    (
+        "let the transitions library log at INFO again (two lines per status change)",
+        "consumer/cli/logs.py",
+        'NOISY_LIBRARY_LOGGERS = ("transitions",)',
+        "NOISY_LIBRARY_LOGGERS = ()",
+    ),
+    (
+        "log every rejected entry at WARNING",
+        "consumer/runtime/batch.py",
+        '    log.debug(\n        "rejected entry %s: %s: %.1024s",',
+        '    log.warning(\n        "rejected entry %s: %s: %.1024s",',
+    ),
+    (
+        "the loop waits for a full log queue (a blocked stderr stalls it)",
+        "consumer/runtime/log_queue.py",
+        "            self.records.put_nowait(text)",
+        "            self.records.put(text)",
+    ),
+    (
+        "drops are not counted",
+        "consumer/runtime/log_queue.py",
+        "        except queue.Full:\n            self.dropped += 1",
+        "        except queue.Full:\n            pass",
+    ),
+    (
+        "a writer stuck on stderr keeps the process alive at exit",
+        "consumer/cli/app.py",
+        "    if not logs.close():",
+        "    if not logs.log_queue.uninstall(timeout_s=3600):",
+    ),
+    (
+        "--drain waits out an outage for ever",
+        "consumer/runtime/worker.py",
+        "        self._outage = Outage(settings.give_up_after_s if settings.drain else None)",
+        "        self._outage = Outage(None)",
+    ),
+    (
+        "--drain waits for an unreachable store for ever",
+        "consumer/runtime/start.py",
+        "    outage = Outage(s.give_up_after_s if s.drain else None)",
+        "    outage = Outage(None)",
+    ),
+    (
+        "the PostgreSQL test server keeps root's supplementary groups",
+        "consumer/devtools/embedded_pg.py",
+        '        return {"user": self.uid, "group": self.gid, "extra_groups": []}',
+        '        return {"user": self.uid, "group": self.gid}',
+    ),
+    (
+        "the trust socket's folder is open to every local user",
+        "consumer/devtools/embedded_pg.py",
+        "        root.chmod(0o700)",
+        "        root.chmod(0o755)",
+    ),
+    (
+        "a failed PostgreSQL start leaves its folder (and password file) behind",
+        "consumer/devtools/embedded_pg.py",
+        "        secret.unlink(missing_ok=True)\n        shutil.rmtree(root, ignore_errors=True)",
+        "        pass",
+    ),
+    (
+        "a stopped Redis test server leaves its folder behind",
+        "consumer/devtools/embedded.py",
+        "        self._terminate()\n        shutil.rmtree(self.workdir, ignore_errors=True)",
+        "        self._terminate()",
+    ),
+    # issue 18: probes, systemd, deploy files
+    (
+        "readiness ignores what failed",
+        "consumer/runtime/health.py",
+        "        return self.role in (Role.ACTIVE, Role.STANDBY) and not self.failures()",
+        "        return self.role in (Role.ACTIVE, Role.STANDBY)",
+    ),
+    (
+        "liveness ignores a loop that stopped beating",
+        "consumer/runtime/health.py",
+        "        return self.since_beat_s() <= self.bound_s",
+        "        return True",
+    ),
+    (
+        "the loop never beats",
+        "consumer/runtime/worker.py",
+        "                break\n            self.health.beat()",
+        "                break",
+    ),
+    (
+        "a Redis outage is not reported to the probes",
+        "consumer/runtime/worker.py",
+        '            self.health.failing("redis", error)\n            wait_s',
+        "            wait_s",
+    ),
+    (
+        "a store that is not there yet is not reported to the probes",
+        "consumer/runtime/start.py",
+        '                health.failing("store", error)',
+        "                pass",
+    ),
+    (
+        "a schema of another version goes unnoticed",
+        "consumer/runtime/worker.py",
+        "        if found == SCHEMA_VERSION:",
+        "        if True:",
+    ),
+    (
+        "systemd never hears READY=1",
+        "consumer/runtime/systemd.py",
+        '            self.send("READY=1", f"STATUS={status}")',
+        '            self.send(f"STATUS={status}")',
+    ),
+    (
+        "systemd never hears WATCHDOG=1",
+        "consumer/runtime/systemd.py",
+        '            self.send("WATCHDOG=1")',
+        "            pass",
+    ),
+    (
+        "systemd never hears STOPPING=1",
+        "consumer/runtime/worker.py",
+        "        self.notifier.stopping()\n",
+        "",
+    ),
+    (
+        "a metric renamed under the dashboard and the rules",
+        "consumer/runtime/metrics.py",
+        '"healthfsm_outbox_pending"',
+        '"healthfsm_outbox_backlog"',
+    ),
+    (
+        "a unit whose watchdog fires before the loop's bound",
+        "deploy/healthfsm.service",
+        "WatchdogSec=60",
+        "WatchdogSec=20",
+    ),
+    (
+        "a unit that systemd does not accept",
+        "deploy/healthfsm.service",
+        "Type=notify",
+        "Type=notfy",
+    ),
 ]
 
 
-COPIED = ("consumer", "statemachine", "store", "tests", "diagrams", "docs", "pyproject.toml")
+COPIED = (
+    "consumer",
+    "statemachine",
+    "store",
+    "tests",
+    "diagrams",
+    "docs",
+    "deploy",
+    "README.md",
+    "pyproject.toml",
+)
 
 
 def main() -> int:
@@ -369,26 +519,10 @@ def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[s
         return False
     try:
         target.write_text(original.replace(old, new), encoding="utf-8")
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "-o",
-                "addopts=",
-                "--no-header",
-                "-rf",
-                *tests,
-            ],
-            cwd=copy,
-            env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"},
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        run = _pytest(copy, tests)
+    except subprocess.TimeoutExpired:  # a test that hangs on the mutant has noticed it too
+        print(f"CAUGHT   {name}: the tests hung (timed out)", flush=True)
+        return True
     finally:
         target.write_text(original, encoding="utf-8")
     failed = sorted(
@@ -403,6 +537,29 @@ def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[s
         return False
     print(f"CAUGHT   {name}: {len(failed)} test files failed: {', '.join(failed)}", flush=True)
     return True
+
+
+def _pytest(copy: Path, tests: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--no-header",
+            "-rf",
+            *tests,
+        ],
+        cwd=copy,
+        env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from consumer.cli.common import (
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime import faults, log_queue
+from consumer.runtime.health import HealthState
 from statemachine import Status
 from statemachine.errors import (
     GameExists,
@@ -203,8 +204,6 @@ def consume(
     ] = None,
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
-    from consumer.runtime.worker import Worker
-
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
     if log_format not in {"text", "json"}:
@@ -244,13 +243,32 @@ def consume(
         on_stream_reset=on_stream_reset.value,
         start_from=start_from,
     )
-    database = _open_unless_stopped(settings)
+    _consume(settings)
+
+
+def _consume(settings: ConsumerSettings) -> None:
+    """Serve the probes first (they answer while the store is away), open the store, run."""
+    from consumer.runtime.http_endpoints import serve
+    from consumer.runtime.metrics import Metrics
+    from consumer.runtime.worker import Worker, health_for
+
+    metrics, health = Metrics(), health_for(settings)
+    port = None
+    if settings.metrics_port is not None:
+        port = serve(metrics.registry, health, settings.metrics_port, settings.metrics_host)
+        logging.getLogger("consumer.runtime.worker").info(
+            "metrics on http://%s:%d/metrics (probes: /healthz, /readyz)",
+            settings.metrics_host,
+            port,
+        )
+    database = _open_unless_stopped(settings, health)
     if database is None:
         return  # a signal while the database was unreachable: nothing was started
     try:
-        worker = Worker(settings, database)
+        worker = Worker(settings, database, metrics=metrics, health=health)
+        worker.metrics_port = port
         worker.install_signal_handlers()
-        progress = drain and sys.stderr.isatty()
+        progress = settings.drain and sys.stderr.isatty()
         if progress:
             from consumer.cli.render import drain_progress
 
@@ -264,7 +282,7 @@ def consume(
         database.close()
 
 
-def _open_unless_stopped(settings: ConsumerSettings) -> Store | None:
+def _open_unless_stopped(settings: ConsumerSettings, health: HealthState) -> Store | None:
     """The worker's store, waiting while its server is unreachable; None if SIGINT or
     SIGTERM came first (the worker installs its own handlers once it exists)."""
     import signal
@@ -278,7 +296,7 @@ def _open_unless_stopped(settings: ConsumerSettings) -> Store | None:
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        return open_when_reachable(settings, stop)
+        return open_when_reachable(settings, stop, health)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,15 +1,17 @@
 """Fault-injection points, so crash tests stop the worker at an exact step instead of sleeping.
 
 Disarmed (the default) a point costs one dict lookup per batch. Tests arm a point in-process
-with ``arm()``; the CLI arms one from ``HEALTHFSM_INJECT_FAULT=POINT[:N][:exit|stop]`` so a
+with ``arm()``; the CLI arms one from ``HEALTHFSM_INJECT_FAULT=POINT[:N][:exit|stop|hang]`` so a
 real subprocess can be killed at the N-th hit with ``os._exit`` (no cleanup, like
-``kill -9``), or can SIGSTOP itself there (a VM pause at an exact step; SIGCONT resumes).
+``kill -9``), can SIGSTOP itself there (a VM pause at an exact step; SIGCONT resumes), or can
+hang there in the loop's thread alone (a wedged call; the HTTP probes still answer).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from enum import StrEnum
 
 
@@ -37,6 +39,9 @@ class Action(StrEnum):
     """``os._exit(137)``: no cleanup, like ``kill -9``."""
     STOP = "stop"
     """SIGSTOP this process: paused exactly here until someone sends SIGCONT."""
+    HANG = "hang"
+    """Block this thread for good while the process's other threads go on: a loop wedged
+    inside a call, as liveness probes must see it."""
 
 
 _armed: dict[FaultPoint, tuple[int, Action]] = {}
@@ -54,7 +59,7 @@ def disarm_all() -> None:
 
 
 def arm_from_spec(spec: str) -> None:
-    """Parse ``POINT[:N][:exit|stop]`` as given in ``HEALTHFSM_INJECT_FAULT``."""
+    """Parse ``POINT[:N][:exit|stop|hang]`` as given in ``HEALTHFSM_INJECT_FAULT``."""
     parts = spec.split(":")
     point = FaultPoint(parts[0])
     after = int(parts[1]) if len(parts) > 1 and parts[1] else 1
@@ -78,4 +83,7 @@ def hit(point: FaultPoint) -> None:
     if action is Action.STOP:
         os.kill(os.getpid(), signal.SIGSTOP)
         return
+    if action is Action.HANG:
+        while True:
+            time.sleep(3600)
     raise InjectedFault(point.value)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from consumer.runtime import log_queue
 from consumer.runtime.batch import BatchResult
-from statemachine.errors import HealthFsmError
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -159,16 +158,6 @@ class Metrics:
         """Committed batches: the count of the batch-size histogram."""
         return _sum_samples(self.batch_size, "_count")
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Expose ``/metrics`` over HTTP from a daemon thread; return the bound port."""
-        try:
-            server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as error:
-            raise MetricsPortUnavailable(
-                f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror or error}"
-            ) from error
-        return int(server.server_port)
-
 
 class LogDropsCollector(Collector):
     """``healthfsm_log_records_dropped_total``, read from the process's log writer.
@@ -184,10 +173,6 @@ class LogDropsCollector(Collector):
             " (stderr blocked or read late).",
             value=log_queue.dropped_total(),
         )
-
-
-class MetricsPortUnavailable(HealthFsmError):
-    """``--metrics-port`` is taken or not allowed; the message names the address."""
 
 
 def _sum_samples(metric: Counter | Histogram, suffix: str) -> int:

@@ -56,6 +56,8 @@ class Watched(Protocol):
 
     def check_position(self) -> bool: ...
 
+    def progressed(self, lag_entries: int, lag_seconds: float) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Monitor:
         w.metrics.lag_entries.set(entries)
         w.metrics.lag_seconds.set(seconds)
         w.metrics.outbox_pending.set(pending)
+        w.progressed(entries, seconds)
         rate = (w.totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
         log.info(
             "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d; totals: %d consumed,"

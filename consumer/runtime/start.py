@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis
 
 from consumer.contract.models import ConsumerSettings
+from consumer.runtime.health import HealthState
 from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.outage import Outage
@@ -80,7 +81,9 @@ def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, in
     return str(StreamId.parse(start_from)), 0
 
 
-def open_when_reachable(s: ConsumerSettings, stop: threading.Event) -> Store | None:
+def open_when_reachable(
+    s: ConsumerSettings, stop: threading.Event, health: HealthState | None = None
+) -> Store | None:
     """The worker's store; a database server that is not up yet is waited for, not fatal.
 
     Everything else (a wrong password, a missing or foreign store) fails at once. Returns
@@ -90,11 +93,18 @@ def open_when_reachable(s: ConsumerSettings, stop: threading.Event) -> Store | N
     outage = Outage(s.give_up_after_s if s.drain else None)
     while not stop.is_set():
         try:
-            return open_database(s.db_path)
+            store = open_database(s.db_path)
         except StoreUnavailable as error:
+            if health is not None:
+                health.failing("store", error)
+                health.beat()
             wait_s = outage.wait_for("the store", error, delay)
             log.warning("%s; retrying in %.1fs", error, wait_s)
             stop.wait(wait_s)
             delay = min(delay * 2, s.backoff_max_s)
+        else:
+            if health is not None:
+                health.reached("store")
+            return store
     log.info("stopped while waiting for the database")
     return None

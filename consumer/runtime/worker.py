@@ -21,6 +21,8 @@ import redis
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
 from consumer.runtime.clock import format_ms, wall_clock_ms
+from consumer.runtime.health import HealthState, Role, liveness_bound_s
+from consumer.runtime.http_endpoints import serve
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.monitor import Monitor
@@ -37,7 +39,9 @@ from consumer.runtime.redis_client import (
 )
 from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
+from consumer.runtime.systemd import Notifier
 from statemachine import RuntimeMachine, get_machine
+from store import SCHEMA_VERSION, schema_version
 from store.backend import Store
 from store.errors import LeaseHeld, LeaseLost, StoreBusy, StoreError, StoreUnavailable
 from store.lease import Lease
@@ -48,6 +52,9 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 """Errors that mean "Redis is away for now": back off and reconnect, never crash."""
 
+
+STANDBY_PING_S = 2.0
+"""How often a standby checks that Redis answers, for its readiness."""
 
 GC_GEN0_THRESHOLD = 50_000
 """Allocations between young-generation collections while the loop runs (CPython: 700).
@@ -85,7 +92,19 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
-__all__ = ["Totals", "Worker", "wall_clock_ms"]
+__all__ = ["Totals", "Worker", "health_for", "wall_clock_ms"]
+
+
+def block_ms_for(settings: ConsumerSettings) -> int:
+    """How long one XREAD blocks: ``--block-ms``, but at most a third of the lease TTL, so
+    an idle worker renews its lease in time."""
+    return max(1, min(settings.block_ms, int(settings.lease_ttl_s * 1000) // 3))
+
+
+def health_for(settings: ConsumerSettings) -> HealthState:
+    """The probes' state for a worker with these settings (its liveness bound)."""
+    bound = liveness_bound_s(block_ms_for(settings), settings.lease_ttl_s, settings.backoff_max_s)
+    return HealthState(bound)
 
 
 class Totals:
@@ -140,6 +159,8 @@ class Worker:
         machine: RuntimeMachine | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         metrics: Metrics | None = None,
+        health: HealthState | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -156,7 +177,12 @@ class Worker:
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
         self.position = PositionWatch(self.client, settings, self.metrics, self.keeper, clock)
         self.metrics_port: int | None = None
-        self._block_ms = max(1, min(settings.block_ms, int(settings.lease_ttl_s * 1000) // 3))
+        self._block_ms = block_ms_for(settings)
+        self.health = health or health_for(settings)
+        self.notifier = notifier or Notifier()
+        self.health.listeners.append(lambda _: self.notifier.watchdog())
+        self._looked_at_schema = float("-inf")
+        self._pinged_redis = float("-inf")
         self._stop = threading.Event()
         self._signals = 0
         self._backoff_s = settings.backoff_initial_s
@@ -177,6 +203,8 @@ class Worker:
         if self._signals > 1:
             raise KeyboardInterrupt
         log.info("received %s: stopping after the batch in hand", signal.Signals(signum).name)
+        self.health.role = Role.STOPPING
+        self.notifier.stopping()
         self.request_stop()
 
     def install_signal_handlers(self) -> None:
@@ -189,6 +217,7 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        self.notifier.close()
         self.read_ahead.discard()
         self.relay.close()
         self.client.close()
@@ -208,15 +237,25 @@ class Worker:
         """
         s = self.settings
         refuse_an_unconfirmed_new_label(self.db, s)  # before a word is logged: one line, exit 1
-        if s.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(s.metrics_port, s.metrics_host)
-            log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
+        if s.metrics_port is not None and self.metrics_port is None:
+            self.metrics_port = serve(
+                self.metrics.registry, self.health, s.metrics_port, s.metrics_host
+            )
+            log.info(
+                "metrics on http://%s:%d/metrics (probes: /healthz, /readyz)",
+                s.metrics_host,
+                self.metrics_port,
+            )
         self.metrics.up.set(1)
         try:
             with fewer_gc_passes(), self.db.background():
                 try:
                     self._loop()
+                except BaseException as error:
+                    self.health.fatal(error)
+                    raise
                 finally:
+                    self.health.role = Role.STOPPING
                     self._release_lease()  # first: a standby takes over at once
         finally:
             self.metrics.up.set(0)
@@ -236,6 +275,7 @@ class Worker:
                 break
             if self.keeper.held and not self._guarded(self._iteration):
                 break
+            self.health.beat()
         if self.keeper.held:
             self._final_publish()
 
@@ -249,6 +289,7 @@ class Worker:
         announced: Lease | None = None
         while not self._stop.is_set():
             taken, before = self.keeper.try_acquire()
+            self.health.reached("store")
             if taken is not None:
                 try:
                     self._took(taken, before)
@@ -263,6 +304,7 @@ class Worker:
                     f" {format_ms(before.expires_at_ms)}; another worker is consuming"
                     " (--drain does not wait)"
                 )
+            self._standing_by(before)
             if announced is None or announced.holder != before.holder:
                 log.info(
                     "standing by as %s: label %r is held by %s until %s",
@@ -272,8 +314,43 @@ class Worker:
                     format_ms(before.expires_at_ms),
                 )
                 announced = before
+            self.health.beat()
             self._stop.wait(self.settings.lease_poll_s)
         return False
+
+    def _standing_by(self, holder: Lease) -> None:
+        """What a standby tells the probes and systemd, and what it checks for them: that
+        Redis answers (it will need it on takeover) and that the schema is current."""
+        self.health.role = Role.STANDBY
+        self.health.holding(holder.describe(), holder.expires_at_ms)
+        self.notifier.ready(f"standby: label {self.settings.label!r} is held by {holder.holder}")
+        now = time.monotonic()
+        if now - self._pinged_redis >= STANDBY_PING_S:
+            self._pinged_redis = now
+            try:
+                self.client.ping()
+            except REDIS_ERRORS as error:
+                self.health.failing("redis", error)
+            else:
+                self.health.reached("redis")
+        self._look_at_schema()
+
+    def _look_at_schema(self) -> None:
+        """Readiness fails while the store's schema is not the one this worker runs on (a
+        newer release migrated it, say); looked at once per progress interval."""
+        now = time.monotonic()
+        if now - self._looked_at_schema < self.settings.progress_interval_s:
+            return
+        self._looked_at_schema = now
+        found = schema_version(self.db)
+        if found == SCHEMA_VERSION:
+            self.health.reached("schema")
+        else:
+            self.health.failing(
+                "schema",
+                f"the store's schema is version {found}, this worker runs on {SCHEMA_VERSION}"
+                " (healthfsm migrate, or run the release that matches it)",
+            )
 
     def _took(self, lease: Lease, before: Lease | None) -> None:
         """Now active: start from the store's offset and look at the stream first."""
@@ -290,6 +367,9 @@ class Worker:
             self.keeper.holder,
         )
         self.metrics.lease_held.set(1)
+        self.health.role = Role.ACTIVE
+        self.health.holding(self.keeper.holder, lease.expires_at_ms)
+        self.notifier.ready(f"active: label {s.label!r}")
         if before is not None and before.holder != lease.holder:
             self.metrics.lease_takeovers.inc()
             how = "released" if before.expires_at_ms == 0 else "expired or dead"
@@ -311,6 +391,7 @@ class Worker:
 
     def _lost_lease(self, error: LeaseLost) -> None:
         log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
+        self.health.role = Role.STANDBY
         self.keeper.forget()
         self.metrics.lease_held.set(0)
         self.metrics.lease_lost.inc()
@@ -340,6 +421,7 @@ class Worker:
             self.read_ahead.discard()
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
+            self.health.failing("redis", error)
             wait_s = self._outage.wait_for("redis", error, self._backoff_s)
             log.warning("redis unavailable (%s); retrying in %.1fs", error, wait_s)
         except redis.exceptions.OutOfMemoryError as error:
@@ -351,6 +433,7 @@ class Worker:
             self.read_ahead.discard()
             self.relay.close()
             self.metrics.store_reconnects.inc()
+            self.health.failing("store", error)
             wait_s = self._outage.wait_for("the store", error, self._backoff_s)
             log.warning("%s; reconnecting in %.1fs", error, wait_s)
         except LeaseLost as error:
@@ -358,6 +441,8 @@ class Worker:
             return True
         else:
             self._outage.over()
+            if step == self._iteration:
+                self.health.reached("redis", "store")
             return verdict
         self._stop.wait(wait_s)
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
@@ -404,6 +489,13 @@ class Worker:
             self.read_ahead.discard()
         return not rewound
 
+    def progressed(self, lag_entries: int, lag_seconds: float) -> None:
+        """The monitor measured the lag: the probes and systemd's status line show it."""
+        self.health.lag_entries, self.health.lag_seconds = lag_entries, lag_seconds
+        self.notifier.status(
+            f"active: label {self.settings.label!r}, lag {lag_entries} entries ({lag_seconds:.1f}s)"
+        )
+
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
 
@@ -418,6 +510,7 @@ class Worker:
         if not self.read_ahead.in_flight:
             self._publish()
         self.monitor.maybe_tick()
+        self._look_at_schema()
         if s.drain and self._caught_up():
             return False
         offset = self._offset

@@ -1,0 +1,179 @@
+"""The files operators deploy beside the worker cannot drift from it: every metric and
+label that the Grafana dashboard and the Prometheus rules use is one the worker exports,
+and the systemd unit is one that systemd accepts and that matches what the worker does."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.runtime.batch import BatchResult
+from consumer.runtime.metrics import Metrics
+from statemachine import Status
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+TARGET_LABELS = {"job", "instance"}
+"""Labels Prometheus itself adds to every scraped series."""
+
+
+def exported() -> dict[str, set[str]]:
+    """Every sample name the worker exports, with its label names, read from a scrape of a
+    registry in which every labelled metric has a child."""
+    metrics = Metrics()
+    result = BatchResult(last_entry_id="1-0", entries=1, applied=1)
+    result.rejected = Counter({"unknown_game": 1})
+    result.transitions = Counter({(Status.RUNNING, Status.ENGINE_UNREACHABLE): 1})
+    result.cas_misses = Counter({"probe_recovered": 1})
+    metrics.observe_batch(result, 0.01)
+    names: dict[str, set[str]] = {}
+    text = generate_latest(metrics.registry).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+    return names
+
+
+METRIC = re.compile(r"\b(healthfsm_[a-z0-9_]+)\b(\{[^}]*\})?")
+MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+
+
+def check_expression(expr: str, names: dict[str, set[str]]) -> list[str]:
+    """What in one PromQL expression the worker does not export (empty: all is known)."""
+    problems = []
+    used = METRIC.findall(expr)
+    if not used:
+        problems.append(f"no healthfsm metric in {expr!r}")
+    labels_here: set[str] = set(TARGET_LABELS)
+    for name, selector in used:
+        if name not in names:
+            problems.append(f"{name} is not exported")
+            continue
+        labels_here |= names[name]
+        for label in MATCHER.findall(selector):
+            if label not in names[name] | TARGET_LABELS:
+                problems.append(f"{name} has no label {label!r}")
+    for group in GROUPING.findall(expr):
+        for label in (part.strip() for part in group.split(",") if part.strip()):
+            if label not in labels_here:
+                problems.append(f"grouping by {label!r}, which no metric in {expr!r} has")
+    return problems
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "healthfsm.json").read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+
+
+def rules() -> list[dict[str, object]]:
+    loaded = yaml.safe_load((DEPLOY / "prometheus" / "healthfsm-rules.yaml").read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def test_the_check_notices_a_metric_or_label_the_worker_does_not_have() -> None:
+    names = exported()
+    assert check_expression("rate(healthfsm_events_consumed_total[5m])", names) == []
+    assert check_expression("rate(healthfsm_events_eaten_total[5m])", names)
+    assert check_expression('healthfsm_events_rejected_total{game_id="g"}', names)
+    assert check_expression("sum by (game_id) (healthfsm_events_rejected_total)", names)
+    assert check_expression("sum by (reason) (healthfsm_events_rejected_total)", names) == []
+
+
+def test_every_dashboard_query_uses_what_the_worker_exports() -> None:
+    names = exported()
+    expressions = dashboard_expressions()
+    assert len(expressions) >= 12
+    problems = [p for expr in expressions for p in check_expression(expr, names)]
+    assert not problems
+    covered = {name for expr in expressions for name, _ in METRIC.findall(expr)}
+    for wanted in (
+        "healthfsm_events_consumed_total",  # throughput
+        "healthfsm_consumer_lag_entries",
+        "healthfsm_consumer_lag_seconds",
+        "healthfsm_events_rejected_total",
+        "healthfsm_status_transitions_total",
+        "healthfsm_cas_conflicts_total",
+        "healthfsm_outbox_pending",
+        "healthfsm_lease_held",
+        "healthfsm_redis_reconnects_total",
+        "healthfsm_stream_gaps_total",
+    ):
+        assert wanted in covered, wanted
+
+
+def test_every_alert_rule_uses_what_the_worker_exports() -> None:
+    names = exported()
+    found = rules()
+    assert {r["alert"] for r in found} >= {
+        "HealthfsmStreamGap",
+        "HealthfsmStreamReset",
+        "HealthfsmNoActiveWorker",
+        "HealthfsmLeaseLost",
+        "HealthfsmLagging",
+    }
+    for rule in found:
+        expr = str(rule["expr"])
+        assert not check_expression(expr, names), rule["alert"]
+        annotations = rule.get("annotations", {})
+        assert isinstance(annotations, dict) and annotations.get("summary"), rule["alert"]
+        grouped = {p.strip() for g in GROUPING.findall(expr) for p in g.split(",")}
+        for text in annotations.values():
+            for label in re.findall(r"\$labels\.(\w+)", str(text)):
+                assert label in grouped | TARGET_LABELS or f"{label}=" in expr, (
+                    f"{rule['alert']}: {label} is not in the alert's labels"
+                )
+
+
+def test_the_docs_link_the_rules_file_instead_of_pasting_it() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "deploy/prometheus/healthfsm-rules.yaml" in operations
+    assert "deploy/grafana/healthfsm.json" in operations
+    assert "- alert: " not in operations
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
+    parser.read_string((DEPLOY / "healthfsm.service").read_text())
+    return parser
+
+
+def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_graceful_stop() -> None:
+    service = unit()["Service"]
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "on-failure"
+    assert service["KillSignal"] == "SIGTERM"
+    watchdog = int(service["WatchdogSec"])
+    stop_timeout = int(service["TimeoutStopSec"])
+    # the loop beats at least every 2 x 2 s + 15 s + 10 s with the defaults (health.py)
+    assert watchdog >= 2 * 29
+    assert stop_timeout >= 10  # a batch, the outbox and the 1.5 s log drain
+    assert "healthfsm consume" in service["ExecStart"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on the unit, its ExecStart pointed at this install (verify
+    checks that the program exists); it exits 0 even for unknown keys, so any line it
+    prints about the file counts as a failure."""
+    text = (DEPLOY / "healthfsm.service").read_text()
+    here = Path(sys.executable).parent / "healthfsm"
+    local = tmp_path / "healthfsm.service"
+    local.write_text(re.sub(r"ExecStart=\S+", f"ExecStart={here}", text))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60
+    )
+    complaints = [line for line in done.stderr.splitlines() if str(local) in line]
+    assert done.returncode == 0 and not complaints, done.stderr
