@@ -124,8 +124,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "the backoff ignores a stop request",
         "consumer/runtime/worker.py",
-        "        self._stop.wait(self._backoff_s)\n        self._backoff_s = min(",
-        "        time.sleep(self._backoff_s)\n        self._backoff_s = min(",
+        "        self._stop.wait(wait_s)\n        self._backoff_s = min(",
+        "        time.sleep(wait_s)\n        self._backoff_s = min(",
     ),
     (
         "the loop checkpoints the WAL itself",
@@ -378,10 +378,10 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "    outage = Outage(None)",
     ),
     (
-        "the PostgreSQL test server keeps root's supplementary groups",
+        "the PostgreSQL test server keeps root's group and supplementary groups",
         "consumer/devtools/embedded_pg.py",
         '        return {"user": self.uid, "group": self.gid, "extra_groups": []}',
-        '        return {"user": self.uid, "group": self.gid}',
+        '        return {"user": self.uid}',
     ),
     (
         "the trust socket's folder is open to every local user",
