@@ -379,19 +379,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "the PostgreSQL test server keeps root's group and supplementary groups",
-        "consumer/devtools/embedded_pg.py",
+        "tests/pg_server.py",
         '        return {"user": self.uid, "group": self.gid, "extra_groups": []}',
         '        return {"user": self.uid}',
     ),
     (
         "the trust socket's folder is open to every local user",
-        "consumer/devtools/embedded_pg.py",
+        "tests/pg_server.py",
         "        root.chmod(0o700)",
         "        root.chmod(0o755)",
     ),
     (
         "a failed PostgreSQL start leaves its folder (and password file) behind",
-        "consumer/devtools/embedded_pg.py",
+        "tests/pg_server.py",
         "        secret.unlink(missing_ok=True)\n        shutil.rmtree(root, ignore_errors=True)",
         "        pass",
     ),

@@ -24,7 +24,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
-from transitions import EventData, Machine, Transition
+from transitions import EventData, Machine
 
 from statemachine.enums import EventType, Status
 from statemachine.errors import StatusConflict, TransitionNotAllowed
@@ -64,10 +64,6 @@ class _Endpoints:
 
 class _Transition(_Endpoints, LeanTransition):
     """The production transition: the lean execution path."""
-
-
-class _StockTransition(_Endpoints, Transition):
-    """The same endpoints on the library's own transition (``tests/test_lean.py``)."""
 
 
 def cas(event: EventData) -> bool:
@@ -118,12 +114,6 @@ def stamp_admin_change(event: EventData) -> None:
 
 class _StatusMachine(LeanMachine):
     transition_cls = _Transition
-
-
-class StockStatusMachine(Machine):
-    """The library's own machine with the same transitions, to prove the lean one equal."""
-
-    transition_cls = _StockTransition
 
 
 class RuntimeMachine:

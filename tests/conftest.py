@@ -13,13 +13,14 @@ import redis
 from hypothesis import HealthCheck, Phase, settings
 
 from consumer.contract.models import ConsumerSettings
-from consumer.devtools import embedded, embedded_pg
+from consumer.devtools import embedded
 from consumer.runtime import faults
 from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import Store, open_database
 from store.admin import add_game
 from tests import pg
+from tests import pg_server as embedded_pg
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]

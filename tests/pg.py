@@ -12,7 +12,7 @@ import atexit
 import itertools
 import os
 
-from consumer.devtools import embedded_pg
+from tests import pg_server as embedded_pg
 
 _server: embedded_pg.EmbeddedPostgres | None = None
 _names = itertools.count(1)

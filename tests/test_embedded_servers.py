@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer.devtools import embedded, embedded_pg
+from consumer.devtools import embedded
 from tests import pg
+from tests import pg_server as embedded_pg
 from tests.conftest import PARENT_MODES_AT_START
 
 

@@ -13,11 +13,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from transitions import EventData, Machine, MachineError
+from transitions.core import Transition
 
 from statemachine import EventType, RuntimeMachine, RuntimeRecord, Status
 from statemachine.errors import StatusConflict, TransitionNotAllowed
 from statemachine.lean import LeanMachine
-from statemachine.machine import StockStatusMachine
+from statemachine.machine import _Endpoints
+
+
+class _StockTransition(_Endpoints, Transition):
+    """The production transition's endpoints on the library's own transition class."""
+
+
+class StockStatusMachine(Machine):
+    """The library's own machine with the production transitions, to prove the lean one equal."""
+
+    transition_cls = _StockTransition
 
 
 class Model:

@@ -21,7 +21,6 @@ import redis
 
 from consumer.cli import main
 from consumer.contract.models import ConsumerSettings
-from consumer.devtools import embedded_pg
 from consumer.runtime.worker import Worker
 from statemachine import Status
 from statemachine.table import ALLOWED_CHANGES
@@ -29,6 +28,7 @@ from store import Store, dead_letters, offsets, open_database, outbox
 from store.admin import set_status
 from store.records import insert_new
 from tests import pg
+from tests import pg_server as embedded_pg
 from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
 from tests.processes import Consume, is_stopped, wait_for
 

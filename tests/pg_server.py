@@ -1,4 +1,4 @@
-"""A private PostgreSQL 16 server on a free loopback port, for tests and the benchmark.
+"""A private PostgreSQL 16 server on a free loopback port, for the tests (not shipped).
 
 The binaries come from the ``pgserver`` wheel (test extra), so a fresh machine with only
 Python needs nothing else. The server is started directly (not through ``pgserver``'s own
