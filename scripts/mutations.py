@@ -401,6 +401,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        self._terminate()\n        shutil.rmtree(self.workdir, ignore_errors=True)",
         "        self._terminate()",
     ),
+    # issue 16: one contract
+    (
+        "the document forgets the summary of a game with no health yet",
+        "docs/asyncapi.yaml",
+        "enum: ['', healthy,",
+        "enum: [healthy,",
+    ),
+    (
+        "snapshots carry player_turn_stats the document does not allow",
+        "consumer/contract/codec.py",
+        '        b"player_turn_stats": b"[]",',
+        '        b"player_turn_stats": b"",',
+    ),
     # issue 18: probes, systemd, deploy files
     (
         "readiness ignores what failed",

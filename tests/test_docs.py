@@ -9,7 +9,7 @@ import yaml
 
 from consumer.contract import constants as c
 from consumer.contract.codec import encode_snapshot
-from statemachine import EventType, Status, Summary
+from statemachine import EventType, RuntimeRecord, Status, Summary
 from store.outbox import OutboxRow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,11 @@ def test_asyncapi_matches_the_codec() -> None:
     wire = encode_snapshot(OutboxRow("1-0", "g", "running", "healthy", 0, 1))
     assert set(snapshot["required"]) == {k.decode() for k in wire}
     assert snapshot["properties"]["runtime_status"]["enum"] == [s.value for s in Status]
-    assert snapshot["properties"]["engine_health_summary"]["enum"] == [s.value for s in Summary]
+    summaries = snapshot["properties"]["engine_health_summary"]["enum"]
+    assert summaries == [
+        RuntimeRecord("g", Status.RUNNING).engine_health,
+        *(s.value for s in Summary),
+    ]
     source = re.compile(snapshot["properties"]["source_entry_id"]["pattern"])
     from store.admin import ADMIN_SOURCE_PREFIX
 

@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from consumer.contract.codec import encode_snapshot
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime import faults
 from consumer.runtime.batch import apply_batch
@@ -39,6 +40,7 @@ from store.admin import add_game, set_status
 from store.offsets import entry_id_key
 from tests import model, pg
 from tests.conftest import FIXED_NOW_MS
+from tests.contract_schema import HEALTH_EVENT, SNAPSHOT, violations
 
 MALFORMED = [
     {b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
@@ -219,6 +221,12 @@ class InProcessComparison(RuleBasedStateMachine):
         assert self.snapshots == [s for s in queued if s["source_entry_id"] != "admin"]
 
     @invariant()
+    def queued_snapshots_follow_the_contract(self) -> None:
+        """Every snapshot, as it will be published, is valid by docs/asyncapi.yaml."""
+        for _, row in outbox.peek(self.db.conn, 1_000_000):
+            assert not violations(SNAPSHOT, encode_snapshot(row)), row
+
+    @invariant()
     def dead_letters_equal_model(self) -> None:
         kept = dead_letters.list_recent(self.db.conn, limit=10_000)[::-1]
         assert [(r["entry_id"], model_reason(str(r["reason"]))) for r in kept] == self.model.dead
@@ -281,6 +289,7 @@ class CrashComparison(RuleBasedStateMachine):
         db.close()
         self.history: dict[str, dict[str, tuple[str, str]]] = {"0-0": self._view()}
         self.last = "0-0"
+        self.valid_inputs: list[dict[bytes, bytes]] = []
 
     def _view(self) -> dict[str, tuple[str, str]]:
         return {g: (r.status, r.engine_health) for g, r in self.model.records.items()}
@@ -295,6 +304,8 @@ class CrashComparison(RuleBasedStateMachine):
     ) -> None:
         entry_id = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
         self.model.health(entry_id.decode(), game_id, event_type, valid)
+        if valid:
+            self.valid_inputs.append(fields)
         self.last = entry_id.decode()
         self.history[self.last] = self._view()
 
@@ -435,6 +446,15 @@ class CrashComparison(RuleBasedStateMachine):
         for source in due:
             if source != model.ADMIN_SOURCE and entry_id_key(source) <= offset:
                 assert source in out | waiting, source
+
+    @invariant()
+    def both_streams_follow_the_contract(self) -> None:
+        """Every published snapshot is valid by docs/asyncapi.yaml, and so is every health
+        event the model counts as valid (the malformed ones are meant to be rejected)."""
+        for _, fields in self.client.xrange("gm:lobby_events"):
+            assert not violations(SNAPSHOT, fields), fields
+        for fields in self.valid_inputs:
+            assert not violations(HEALTH_EVENT, fields), fields
 
     @invariant()
     def first_sightings_keep_event_order(self) -> None:
