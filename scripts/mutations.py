@@ -414,6 +414,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '        b"player_turn_stats": b"[]",',
         '        b"player_turn_stats": b"",',
     ),
+    (
+        "an exception defined outside its layer's errors module",
+        "consumer/runtime/outage.py",
+        "from consumer.errors import GaveUpWaiting\n",
+        "from consumer.errors import GaveUpWaiting\n\n\nclass StrayError(Exception):\n    pass\n",
+    ),
     # issue 18: probes, systemd, deploy files
     (
         "readiness ignores what failed",

@@ -1,4 +1,7 @@
-"""Every exception healthfsm raises on purpose, in one place."""
+"""The domain's errors, and the base of every error healthfsm raises on purpose.
+
+Each layer keeps its own beside it: ``store.errors`` and ``consumer.errors``.
+"""
 
 
 class HealthFsmError(Exception):
@@ -11,23 +14,3 @@ class TransitionNotAllowed(HealthFsmError):
 
 class StatusConflict(HealthFsmError):
     """Compare-and-swap miss: the record is not in the status the caller expected."""
-
-
-class GameNotFound(HealthFsmError):
-    """No runtime record exists for the game id."""
-
-
-class GameExists(HealthFsmError):
-    """A runtime record already exists for the game id."""
-
-
-class DecodeError(HealthFsmError):
-    """A stream entry does not follow the wire contract.
-
-    ``reason`` is a short stable code (used as a metric label and in ``dead_letters``),
-    the message says what exactly was wrong.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason

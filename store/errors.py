@@ -1,4 +1,5 @@
-"""Errors the store raises: the database is missing, foreign, busy, out of date, or owned."""
+"""Errors the store raises: the database is missing, foreign, busy, out of date or owned; a
+game that is or is not there; a store that cannot be moved."""
 
 from statemachine.errors import HealthFsmError
 
@@ -33,3 +34,15 @@ class LeaseLost(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database server cannot be reached just now: back off and reconnect."""
+
+
+class GameNotFound(StoreError):
+    """No runtime record exists for the game id."""
+
+
+class GameExists(StoreError):
+    """A runtime record already exists for the game id."""
+
+
+class TransferRefused(StoreError):
+    """The source still has work in flight, or the target already holds records."""

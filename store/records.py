@@ -6,8 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
-from statemachine.errors import GameExists, GameNotFound
-from store.errors import SchemaError
+from store.errors import GameExists, GameNotFound, SchemaError
 from store.sql import Sql
 
 _COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"

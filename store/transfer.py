@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from store.errors import LeaseHeld, StoreError
+from store.errors import LeaseHeld, TransferRefused
 from store.lease import live_leases
 from store.outbox import last_seq, pending
 from store.postgres import open_postgres
@@ -54,10 +54,6 @@ TABLES: dict[str, tuple[str, ...]] = {
 """What is copied, in this order; the identity columns keep their values."""
 
 IDENTITIES = {"dead_letters": "id", "runtime_history": "id"}
-
-
-class TransferRefused(StoreError):
-    """The source still has work in flight, or the target already holds records."""
 
 
 def copy_sqlite_store(source: Path, url: str) -> dict[str, object]:

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.contract.codec import decode_health_event, decode_snapshot, encode_snapshot
+from consumer.errors import DecodeError
 from statemachine import EventType, Status
-from statemachine.errors import DecodeError
 from store.outbox import OutboxRow
 
 

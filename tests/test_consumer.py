@@ -13,8 +13,9 @@ import pytest
 import redis
 import sqlite_utils
 
+from consumer.errors import InjectedFault
 from consumer.runtime import faults
-from consumer.runtime.faults import FaultPoint, InjectedFault
+from consumer.runtime.faults import FaultPoint
 from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records

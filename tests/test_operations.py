@@ -16,8 +16,9 @@ import sqlite_utils
 
 from consumer.cli import main
 from consumer.devtools import embedded
+from consumer.errors import InjectedFault
 from consumer.runtime import faults
-from consumer.runtime.faults import FaultPoint, InjectedFault
+from consumer.runtime.faults import FaultPoint
 from statemachine import Status
 from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status

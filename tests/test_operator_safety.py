@@ -430,8 +430,8 @@ def test_a_huge_game_id_is_kept_and_logged_in_bounded_form(
 
 
 def test_any_rejection_reason_is_cut_before_it_is_stored() -> None:
+    from consumer.errors import DecodeError
     from consumer.runtime.batch import _dead_letter
-    from statemachine.errors import DecodeError
 
     error = DecodeError("invalid_field", "y" * 50_000)
     dead = _dead_letter("1-0", STREAM, error, {b"game_id": b"g"}, FIXED_NOW_MS)

@@ -14,8 +14,8 @@ import pytest
 import redis
 import sqlite_utils
 
+from consumer.errors import StreamReset
 from consumer.runtime.batch import BatchResult
-from consumer.runtime.position import StreamReset
 from statemachine import Status
 from store import offsets, records
 from tests.conftest import WorkerFactory, add_games, published, xadd_event

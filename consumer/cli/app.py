@@ -36,17 +36,13 @@ from consumer.cli.common import (
 )
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
+from consumer.errors import CheckFailed
 from consumer.runtime import faults, log_queue
 from consumer.runtime.health import HealthState
 from statemachine import Status
-from statemachine.errors import (
-    GameExists,
-    GameNotFound,
-    HealthFsmError,
-    StatusConflict,
-    TransitionNotAllowed,
-)
+from statemachine.errors import HealthFsmError, StatusConflict, TransitionNotAllowed
 from store.backend import Store
+from store.errors import GameExists, GameNotFound
 from store.stream_id import StreamId
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
@@ -573,7 +569,7 @@ _EXIT_CODES: list[tuple[type[HealthFsmError], int]] = [
     (TransitionNotAllowed, EXIT_NOT_ALLOWED),
     (GameNotFound, EXIT_ERROR),
     (GameExists, EXIT_ERROR),
-    (cli_ops.CheckFailed, EXIT_ERROR),
+    (CheckFailed, EXIT_ERROR),
 ]
 
 

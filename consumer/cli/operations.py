@@ -7,6 +7,7 @@ import json
 import redis
 
 from consumer.contract.models import ConsumerSettings
+from consumer.errors import CheckFailed
 from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.lag import find_gap, find_reset, stream_view
 from consumer.runtime.position import reset_remedy
@@ -21,10 +22,6 @@ from store.sql import Sql
 
 REPLAY_CLAIM_TIMEOUT_MS = 10 * 60 * 1000
 """A replay claim older than this may be taken by ``--id`` even if its claimer may live."""
-
-
-class CheckFailed(HealthFsmError):
-    """``healthfsm check`` found a problem; the message is the one-line reason."""
 
 
 def binding_leases(conn: Sql, label: str | None, now_ms: int) -> list[leases.Lease]:

@@ -26,9 +26,9 @@ from consumer.cli.common import (
     opened,
     settings_for,
 )
-from consumer.cli.operations import CheckFailed
 from consumer.contract import constants as c
 from consumer.contract.models import ConsumerSettings
+from consumer.errors import CheckFailed
 from store.backend import Store
 
 __all__ = ["CheckFailed", "register"]

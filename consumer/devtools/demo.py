@@ -19,9 +19,9 @@ from consumer.contract import constants as c
 from consumer.contract.codec import decode_snapshot
 from consumer.contract.models import ConsumerSettings
 from consumer.devtools import embedded
+from consumer.errors import DemoRefused
 from consumer.runtime.worker import Worker, wall_clock_ms
 from statemachine import Status
-from statemachine.errors import HealthFsmError
 from store import dead_letters, open_database, records
 from store.admin import add_game
 
@@ -58,10 +58,6 @@ def _seed_stream(client: redis.Redis) -> None:
                 c.HEALTH_STREAM,
                 {"game_id": "game-beta", "event_type": "probe_failed", "occurred_at_ms": "soon"},
             )
-
-
-class DemoRefused(HealthFsmError):
-    """``--db`` names a store that already holds games or offsets: the demo is no import."""
 
 
 def _refuse_a_real_store(path: Path) -> None:

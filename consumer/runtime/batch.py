@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from consumer.contract import constants as c
 from consumer.contract.bounds import DETAIL_CHARS, shorten
 from consumer.contract.codec import DecodedEvent, decode_health_event
+from consumer.errors import DecodeError
 from consumer.runtime.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
-from statemachine.errors import DecodeError
 from store import dead_letters, history, offsets, outbox, records
 from store.backend import RecordLoader, Store
 from store.sql import Sql

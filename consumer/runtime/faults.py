@@ -14,6 +14,8 @@ import signal
 import time
 from enum import StrEnum
 
+from consumer.errors import InjectedFault
+
 
 class FaultPoint(StrEnum):
     """Where in a batch a fault can be injected."""
@@ -24,10 +26,6 @@ class FaultPoint(StrEnum):
     """The batch is committed; its snapshots are in the outbox, none published."""
     AFTER_PUBLISH = "after_publish"
     """Snapshots are on the stream; the outbox rows are not deleted yet."""
-
-
-class InjectedFault(BaseException):
-    """Raised at an armed point; a BaseException so no ``except Exception`` swallows it."""
 
 
 class Action(StrEnum):

@@ -17,17 +17,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from consumer.errors import MetricsPortUnavailable
 from consumer.runtime.health import HealthState
-from statemachine.errors import HealthFsmError
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 PROBES = {"/healthz": "live", "/readyz": "ready"}
-
-
-class MetricsPortUnavailable(HealthFsmError):
-    """``--metrics-port`` is taken or not allowed; the message names the address."""
 
 
 class _Quiet(WSGIRequestHandler):

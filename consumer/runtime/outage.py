@@ -9,11 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from statemachine.errors import HealthFsmError
-
-
-class GaveUpWaiting(HealthFsmError):
-    """``--drain``: Redis or the store stayed unreachable past ``--give-up-after``."""
+from consumer.errors import GaveUpWaiting
 
 
 class Outage:

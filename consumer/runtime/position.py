@@ -15,19 +15,15 @@ from collections.abc import Callable, Sequence
 import redis
 
 from consumer.contract.models import ConsumerSettings
+from consumer.errors import StreamReset
 from consumer.runtime.lag import Gap, Reset, find_gap, find_reset, stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.redis_client import Entries
-from statemachine.errors import HealthFsmError
 from store import offsets
 from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
-
-
-class StreamReset(HealthFsmError):
-    """``--on-stream-reset stop`` met a reset: the worker exits 1 with this one line."""
 
 
 def reset_remedy(label: str, db: str) -> str:

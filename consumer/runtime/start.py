@@ -14,21 +14,17 @@ from collections.abc import Callable
 import redis
 
 from consumer.contract.models import ConsumerSettings
+from consumer.errors import StartRefused
 from consumer.runtime.health import HealthState
 from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.outage import Outage
-from statemachine.errors import HealthFsmError
 from store import offsets, open_database
 from store.backend import Store
 from store.errors import StoreUnavailable
 from store.stream_id import START_ID, StreamId
 
 log = logging.getLogger(__name__)
-
-
-class StartRefused(HealthFsmError):
-    """A label with no offset in a store that has others: a typo would replay the stream."""
 
 
 def refuse_an_unconfirmed_new_label(db: Store, s: ConsumerSettings) -> None:
