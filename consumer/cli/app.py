@@ -252,11 +252,6 @@ def _consume(settings: ConsumerSettings) -> None:
     port = None
     if settings.metrics_port is not None:
         port = serve(metrics.registry, health, settings.metrics_port, settings.metrics_host)
-        logging.getLogger("consumer.runtime.worker").info(
-            "metrics on http://%s:%d/metrics (probes: /healthz, /readyz)",
-            settings.metrics_host,
-            port,
-        )
     database = _open_unless_stopped(settings, health)
     if database is None:
         return  # a signal while the database was unreachable: nothing was started

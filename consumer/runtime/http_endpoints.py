@@ -8,6 +8,7 @@ store, so a probe answers at once even while both are away.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -19,6 +20,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from consumer.errors import MetricsPortUnavailable
 from consumer.runtime.health import HealthState
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -68,4 +71,6 @@ def serve(registry: CollectorRegistry, health: HealthState | None, port: int, ho
             f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror or error}"
         ) from error
     threading.Thread(target=httpd.serve_forever, name="healthfsm-http", daemon=True).start()
-    return int(httpd.server_port)
+    bound = int(httpd.server_port)
+    log.info("metrics on http://%s:%d/metrics (probes: /healthz, /readyz)", host, bound)
+    return bound

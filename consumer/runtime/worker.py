@@ -237,14 +237,9 @@ class Worker:
         """
         s = self.settings
         refuse_an_unconfirmed_new_label(self.db, s)  # before a word is logged: one line, exit 1
-        if s.metrics_port is not None and self.metrics_port is None:
+        if s.metrics_port is not None and self.metrics_port is None:  # not served by the CLI
             self.metrics_port = serve(
                 self.metrics.registry, self.health, s.metrics_port, s.metrics_host
-            )
-            log.info(
-                "metrics on http://%s:%d/metrics (probes: /healthz, /readyz)",
-                s.metrics_host,
-                self.metrics_port,
             )
         self.metrics.up.set(1)
         try:
