@@ -256,15 +256,34 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "a foreign file gets healthfsm's tables",
         "store/sqlite/database.py",
-        "    if not tables >= HEALTHFSM_MARKER_TABLES:\n",
+        "    if not tables >= MARKER_TABLES:\n",
         "    if False:\n",
     ),
     (
         "read-only commands switch the file to WAL and migrate it",
         "store/sqlite/database.py",
-        "        if read_only:\n            _require_current(db, path)\n"
-        "            return SqliteStore(db, str(path))\n",
+        "        if read_only:\n"
+        "            _require_current(store, path)\n"
+        "            return store\n",
         "",
+    ),
+    (
+        "a released migration step is changed in place",
+        "store/migrations.py",
+        '"ALTER TABLE stream_offsets ADD COLUMN entries_read {int} NOT NULL DEFAULT 0"',
+        '"ALTER TABLE stream_offsets ADD COLUMN entries_read {int} DEFAULT 0"',
+    ),
+    (
+        "the runner skips the newest step on an old store",
+        "store/migrations.py",
+        "    for version, step in enumerate(MIGRATIONS, start=1):\n",
+        "    for version, step in enumerate(MIGRATIONS[:-1], start=1):\n",
+    ),
+    (
+        "SQLite does not mirror the version in user_version",
+        "store/migrations.py",
+        '            sql.execute(f"PRAGMA user_version={version}")\n',
+        "            pass\n",
     ),
     (
         "lobby stream equal to the input is accepted",

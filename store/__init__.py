@@ -12,16 +12,11 @@ import logging
 from pathlib import Path
 
 from store.backend import RecordLoader, Store
+from store.migrations import SCHEMA_VERSION
 from store.postgres import is_postgres_url, open_postgres
-from store.postgres import schema as pg_schema
 from store.sqlite import DEFAULT_BUSY_TIMEOUT_S, open_sqlite
-from store.sqlite import migrations as sqlite_migrations
-from store.sqlite.store import SqliteStore
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-SCHEMA_VERSION = sqlite_migrations.SCHEMA_VERSION
-assert pg_schema.SCHEMA_VERSION == SCHEMA_VERSION
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -29,9 +24,7 @@ __all__ = [
     "RecordLoader",
     "Store",
     "is_postgres_url",
-    "migrate",
     "open_database",
-    "schema_version",
 ]
 
 
@@ -60,19 +53,3 @@ def open_database(
     return open_sqlite(
         location, busy_timeout_s=busy_timeout_s, create=create, upgrade=upgrade, read_only=read_only
     )
-
-
-def schema_version(store: Store) -> int:
-    """The schema version the store records (0 for a new one)."""
-    if isinstance(store, SqliteStore):
-        return sqlite_migrations.schema_version(store.utils)
-    return pg_schema.schema_version(store.conn)
-
-
-def migrate(store: Store) -> list[str]:
-    """Apply every pending migration in one write transaction; return the names applied."""
-    if isinstance(store, SqliteStore):
-        with store.write():
-            return sqlite_migrations.migrate(store.utils)
-    with store.write() as sql:
-        return pg_schema.migrate(sql)

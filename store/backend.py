@@ -54,6 +54,15 @@ class Store(Protocol):
         """
         ...
 
+    def schema_version(self) -> int:
+        """The newest migration the store records (0 for a new one)."""
+        ...
+
+    def migrate(self) -> list[str]:
+        """Apply every pending migration (``store.migrations``) in one write transaction;
+        return the names applied."""
+        ...
+
     def record_loader(self) -> RecordLoader: ...
 
     def background(self) -> AbstractContextManager[None]:

@@ -89,26 +89,20 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "healthfsm.db"
 
 
-BOTH_BACKENDS = {
-    "test_store",
-    "test_consumer",
-    "test_operations",
-    "test_operator_safety",
-    "test_stateful",
-    "test_lease",
-    "test_faults_real",
-}
-"""Modules whose store-using tests run on SQLite and on PostgreSQL (``[sqlite]``/``[postgres]``)."""
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``backend`` is ``sqlite`` and ``postgres`` in ``BOTH_BACKENDS`` (unless a test is
-    marked ``sqlite_only``), else ``sqlite``."""
+    """``backend`` takes each name of the closest ``backends`` marker (a module says
+    ``pytestmark = pytest.mark.backends("sqlite", "postgres")``); ``sqlite_only`` or no
+    marker gives ``sqlite`` alone."""
     if "backend" not in metafunc.fixturenames:
         return
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    both = module in BOTH_BACKENDS and metafunc.definition.get_closest_marker("sqlite_only") is None
-    metafunc.parametrize("backend", ["sqlite", "postgres"] if both else ["sqlite"])
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = list(marker.args) if marker is not None else ["sqlite"]
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        names = ["sqlite"]
+    unknown = set(names) - {"sqlite", "postgres"}
+    if unknown or not names:
+        raise pytest.UsageError(f"backends marker names unknown backends: {sorted(unknown)}")
+    metafunc.parametrize("backend", names)
 
 
 @pytest.fixture

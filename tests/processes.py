@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from consumer.cli import main
+
 HEALTHFSM = [sys.executable, "-m", "consumer.cli"]
 
 
@@ -63,9 +67,24 @@ class Consume:
             return self.wait()
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """One short ``healthfsm`` command, output captured."""
-    return subprocess.run([*HEALTHFSM, *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """One short ``healthfsm`` command in a process of its own, output captured."""
+    return subprocess.run(
+        [*HEALTHFSM, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def cli_in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """One ``healthfsm`` command in the test's process: its exit code, stdout and stderr."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def is_stopped(pid: int) -> bool:

@@ -22,6 +22,8 @@ from store import dead_letters, offsets, outbox, records
 from store.admin import set_status
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 STREAM = "runtime:health_events"
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +20,9 @@ from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import offsets, open_database, outbox, records
 from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
+from tests.processes import HEALTHFSM, run_cli
 
-HEALTHFSM = [sys.executable, "-m", "consumer.cli"]
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 def wait_for(predicate: object, timeout_s: float = 15.0) -> None:
@@ -132,18 +131,6 @@ def test_publish_failure_keeps_the_outbox_until_redis_is_back(
     assert outbox.pending(db.conn) == 0
     assert [s["engine_health_summary"] for s in published(client)] == ["probe_failed"]
     client.close()
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*HEALTHFSM, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_kill_9_mid_batch_then_restart_applies_exactly_once(

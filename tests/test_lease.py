@@ -26,6 +26,8 @@ from store.records import insert_new
 from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
 from tests.processes import Consume, is_stopped, run_cli, wait_for
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 STREAM = "runtime:health_events"
 LABEL = "health_events"
 

@@ -14,7 +14,6 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer.cli import main
 from consumer.devtools import embedded
 from consumer.errors import InjectedFault
 from consumer.runtime import faults
@@ -23,6 +22,9 @@ from statemachine import Status
 from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+from tests.processes import cli_in_process as run_cli
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 STREAM = "runtime:health_events"
 MINIMAL_ACL = (
@@ -42,12 +44,6 @@ def metric(text: str, line_start: str) -> float:
         if line.rsplit(" ", 1)[0] == line_start:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{line_start} not in metrics")
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_metrics_are_served_and_count_what_happened(

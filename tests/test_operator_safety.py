@@ -15,24 +15,20 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer.cli import main
 from consumer.devtools import embedded
 from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records
-from store.sqlite import migrations
+from tests import old_stores
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 from tests.processes import HEALTHFSM, run_cli, wait_for
+from tests.processes import cli_in_process as cli
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 STREAM = "runtime:health_events"
 LOBBY = "gm:lobby_events"
 LABEL = "health_events"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def digest(path: Path) -> str:
@@ -339,16 +335,7 @@ def test_a_foreign_sqlite_file_is_refused_and_left_untouched(
 def test_read_only_commands_never_write_and_refuse_an_old_schema(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    old = sqlite_utils.Database(conn)
-    old.table("schema_migrations").create({"version": int, "name": str, "applied_at_ms": int})
-    for version, (name, apply) in enumerate(migrations.MIGRATIONS[:2], start=1):
-        apply(old)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", [version, name])
-    conn.execute("PRAGMA user_version=2")
-    conn.execute("INSERT INTO runtime_records VALUES ('g', 'running', '', 0, 0, NULL)")
-    conn.close()
+    path = old_stores.write_sqlite(2, tmp_path / "old.db")
     before = digest(path)
     for argv in (["runtime", "list"], ["offsets", "show"], ["dead-letters", "list"]):
         code, _, err = cli(capsys, *argv, "--db", str(path))
@@ -357,9 +344,9 @@ def test_read_only_commands_never_write_and_refuse_an_old_schema(
     code, out, _ = cli(capsys, "migrate", "--db", str(path))
     assert code == 0 and json.loads(out)["from_version"] == 2
     code, out, _ = cli(capsys, "runtime", "list", "--json", "--db", str(path))
-    assert code == 0 and [r["game_id"] for r in json.loads(out)] == ["g"]
+    assert code == 0 and [r["game_id"] for r in json.loads(out)] == ["game-1", "game-2"]
     settled = digest(path)
-    for argv in (["runtime", "list"], ["runtime", "show", "g"], ["offsets", "show"]):
+    for argv in (["runtime", "list"], ["runtime", "show", "game-1"], ["offsets", "show"]):
         assert cli(capsys, *argv, "--db", str(path))[0] == 0
     assert digest(path) == settled
 

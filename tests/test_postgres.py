@@ -1,8 +1,8 @@
 """What only PostgreSQL has to face: other writers on the same rows, a server that goes
 away, a role with minimal grants, and moving a SQLite store over.
 
-The store, consumer, operator, lease and Hypothesis tests run on both backends (see
-``BOTH_BACKENDS`` in conftest); these are the cases the issue adds for PostgreSQL.
+The store, consumer, operator, lease and Hypothesis tests run on both backends (their
+``pytest.mark.backends``); these are the cases only PostgreSQL has.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import psycopg
 import pytest
 import redis
 
-from consumer.cli import main
 from consumer.contract.models import ConsumerSettings
 from consumer.runtime.worker import Worker
 from statemachine import Status
@@ -31,6 +30,7 @@ from tests import pg
 from tests import pg_server as embedded_pg
 from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
 from tests.processes import Consume, is_stopped, wait_for
+from tests.processes import cli_in_process as cli
 
 STREAM = "runtime:health_events"
 LABEL = "health_events"
@@ -49,12 +49,6 @@ CREATE TRIGGER audit AFTER UPDATE ON runtime_records
     FOR EACH ROW EXECUTE FUNCTION audit_status();
 """
 """Every status change any writer commits, with the status it really replaced."""
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

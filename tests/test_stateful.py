@@ -43,6 +43,8 @@ from tests import model, pg
 from tests.conftest import FIXED_NOW_MS
 from tests.contract_schema import HEALTH_EVENT, SNAPSHOT, violations
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 MALFORMED = [
     {b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},
     {b"game_id": b"  ", b"event_type": b"probe_failed", b"occurred_at_ms": b"5"},

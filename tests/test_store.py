@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database, schema_version
+from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database
 from store.errors import SchemaError
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 @pytest.mark.sqlite_only
@@ -65,7 +67,7 @@ def test_contract_tables_and_columns(db: Store) -> None:
 def test_migrations_are_recorded_and_idempotent(db_location: str) -> None:
     open_database(db_location, create=True).close()
     db = open_database(db_location)
-    assert schema_version(db) == SCHEMA_VERSION
+    assert db.schema_version() == SCHEMA_VERSION
     count = db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
     assert count == SCHEMA_VERSION
     db.close()

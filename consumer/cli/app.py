@@ -403,8 +403,7 @@ def migrate(
     ] = None,
 ) -> None:
     """Bring a store's schema up to date, or move a SQLite store into PostgreSQL."""
-    from store import SCHEMA_VERSION, is_postgres_url, open_database, schema_version
-    from store import migrate as apply_migrations
+    from store import SCHEMA_VERSION, is_postgres_url, open_database
 
     if from_sqlite is not None:
         if not is_postgres_url(db):
@@ -415,8 +414,8 @@ def migrate(
         return
     database = open_database(db, upgrade=False, create=is_postgres_url(db))
     try:
-        before = schema_version(database)
-        applied = apply_migrations(database)
+        before = database.schema_version()
+        applied = database.migrate()
         location = database.location
     finally:
         database.close()

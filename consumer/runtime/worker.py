@@ -41,7 +41,7 @@ from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
 from consumer.runtime.systemd import Notifier
 from statemachine import RuntimeMachine, get_machine
-from store import SCHEMA_VERSION, schema_version
+from store import SCHEMA_VERSION
 from store.backend import Store
 from store.errors import LeaseHeld, LeaseLost, StoreBusy, StoreError, StoreUnavailable
 from store.lease import Lease
@@ -337,7 +337,7 @@ class Worker:
         if now - self._looked_at_schema < self.settings.progress_interval_s:
             return
         self._looked_at_schema = now
-        found = schema_version(self.db)
+        found = self.db.schema_version()
         if found == SCHEMA_VERSION:
             self.health.reached("schema")
         else:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from store.errors import NotAStore, SchemaError, StoreMissing
-from store.postgres.schema import SCHEMA_VERSION, migrate, needs_migration, schema_version, tables
+from store.migrations import MARKER_TABLES, SCHEMA_VERSION, needs_migration
 from store.postgres.store import PostgresStore
+from store.sql import Sql
+
+
+def tables(sql: Sql) -> set[str]:
+    """Which healthfsm marker tables the connection's default schema holds."""
+    names = sorted(MARKER_TABLES)
+    probes = ", ".join(f"to_regclass('{name}') IS NOT NULL" for name in names)
+    row = sql.execute(f"SELECT {probes}").fetchone()
+    return {name for name, present in zip(names, row, strict=True) if present}
 
 
 def open_postgres(
@@ -45,13 +54,12 @@ def open_postgres(
         if read_only:
             if needs_migration(store.conn):
                 raise SchemaError(
-                    f"database {store.location} has schema version {schema_version(store.conn)},"
+                    f"database {store.location} has schema version {store.schema_version()},"
                     f" this healthfsm needs {SCHEMA_VERSION}; upgrade it with"
                     " 'healthfsm migrate --db URL'"
                 )
         elif upgrade and needs_migration(store.conn):
-            with store.write() as sql:
-                migrate(sql)
+            store.migrate()
     except BaseException:
         store.close()
         raise

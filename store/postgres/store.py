@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from statemachine import RuntimeRecord
-from store import records
+from store import migrations, records
 from store.errors import StoreUnavailable
 from store.postgres.connect import connect, redact_dsn, translated
 from store.sql import Cursor, Dialect, Sql
@@ -106,6 +106,13 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+    def schema_version(self) -> int:
+        return migrations.schema_version(self.conn)
+
+    def migrate(self) -> list[str]:
+        with self.write() as sql:
+            return migrations.migrate(sql)
 
     def record_loader(self) -> LockingLoader:
         return LockingLoader()

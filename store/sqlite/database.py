@@ -10,14 +10,8 @@ from pathlib import Path
 import sqlite_utils
 
 from store.errors import NotAStore, SchemaError, StoreError, StoreMissing
-from store.sqlite.migrations import (
-    HEALTHFSM_MARKER_TABLES,
-    SCHEMA_VERSION,
-    migrate,
-    needs_migration,
-    schema_version,
-)
-from store.sqlite.store import SqliteStore, immediate
+from store.migrations import MARKER_TABLES, SCHEMA_VERSION, needs_migration
+from store.sqlite.store import SqliteStore
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 """How long a writer waits for another writer (an admin command, say) before giving up."""
@@ -41,23 +35,16 @@ def _missing(path: Path) -> StoreMissing:
     )
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    )
-    return {str(name) for (name,) in rows}
-
-
-def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> bool:
+def _refuse_foreign(db: sqlite_utils.Database, path: Path) -> bool:
     """``NotAStore`` for a file that holds someone else's tables; whether it holds ours.
 
     Runs before anything writes (no WAL switch, no migration), so a foreign file is left
     byte-for-byte as it was.
     """
-    tables = _tables(conn)
+    tables = {name for name in db.table_names() if not name.startswith("sqlite_")}
     if not tables:
         return False
-    if not tables >= HEALTHFSM_MARKER_TABLES:
+    if not tables >= MARKER_TABLES:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise NotAStore(
             f"{path} is not a healthfsm store (it holds other tables: {shown});"
@@ -108,8 +95,9 @@ def open_sqlite(
         _create_private(path)
     conn = _connect(path, busy_timeout_s, read_only)
     try:
+        db = sqlite_utils.Database(conn, execute_plugins=False)
         try:
-            ours = _refuse_foreign(conn, path)
+            ours = _refuse_foreign(db, path)
         except sqlite3.DatabaseError as error:
             raise NotAStore(f"{path} is not a healthfsm store: {error}") from error
         if not ours and not create:
@@ -121,24 +109,23 @@ def open_sqlite(
                     f" 'healthfsm init --db {path}'"
                 )
             )
-        db = sqlite_utils.Database(conn, execute_plugins=False)
+        store = SqliteStore(db, str(path))
         if read_only:
-            _require_current(db, path)
-            return SqliteStore(db, str(path))
+            _require_current(store, path)
+            return store
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        if upgrade and needs_migration(db):
-            with immediate(conn):
-                migrate(db)  # re-checks under the write lock: another process may have won
+        if upgrade and needs_migration(store.conn):
+            store.migrate()
     except BaseException:
         conn.close()
         raise
-    return SqliteStore(db, str(path))
+    return store
 
 
-def _require_current(db: sqlite_utils.Database, path: Path) -> None:
-    if needs_migration(db):
+def _require_current(store: SqliteStore, path: Path) -> None:
+    if needs_migration(store.conn):
         raise SchemaError(
-            f"database {path} has schema version {schema_version(db)}, this healthfsm needs"
+            f"database {path} has schema version {store.schema_version()}, this healthfsm needs"
             f" {SCHEMA_VERSION}; upgrade it with 'healthfsm migrate --db {path}'"
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlite_utils
 
+from store import migrations
 from store.errors import StoreBusy
 from store.sql import Cursor, Dialect
 from store.sqlite.checkpointer import Checkpointer
@@ -88,6 +89,13 @@ class SqliteStore:
     def write(self) -> Iterator[SqliteSql]:
         with immediate(self.raw):
             yield self._sql
+
+    def schema_version(self) -> int:
+        return migrations.schema_version(self.conn)
+
+    def migrate(self) -> list[str]:
+        with self.write() as sql:
+            return migrations.migrate(sql)
 
     def record_loader(self) -> RecordCache:
         return RecordCache()

@@ -1,0 +1,114 @@
+"""Every released store migrates to today's schema, keeps its rows and then works like a new one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from statemachine import Status
+from store import SCHEMA_VERSION, Store, migrations, offsets, open_database, outbox, records
+from store.sql import Sql
+from tests import old_stores, pg
+from tests.processes import cli_in_process as run_cli
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+
+def columns(sql: Sql) -> dict[str, list[tuple[object, ...]]]:
+    """Each healthfsm table's columns as (name, type, not null, default, key), in order."""
+    tables = sorted(migrations.MARKER_TABLES | {"runtime_history", "leases", "outbox"})
+    tables.append("dead_letters")
+    if sql.dialect == "sqlite":
+        return {
+            table: [
+                (name, kind.upper(), bool(notnull), default, pk)
+                for _, name, kind, notnull, default, pk in sql.execute(
+                    f"PRAGMA table_info({table})"
+                )
+            ]
+            for table in tables
+        }
+    rows = sql.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity"
+        " FROM information_schema.columns WHERE table_schema = current_schema()"
+        " ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    found: dict[str, list[tuple[object, ...]]] = {}
+    for table, *rest in rows:
+        found.setdefault(table, []).append(tuple(rest))
+    return {table: found.get(table, []) for table in tables}
+
+
+def old_store(backend: str, version: int, tmp_path: Path) -> str:
+    """The ``--db`` of a store exactly as the release with schema ``version`` left it."""
+    if backend == "sqlite":
+        return str(old_stores.write_sqlite(version, tmp_path / f"v{version}.db"))
+    url = pg.new_schema_url()
+    old_stores.load_postgres(version, url)
+    return url
+
+
+def released(backend: str) -> tuple[int, ...]:
+    return old_stores.SQLITE_VERSIONS if backend == "sqlite" else old_stores.POSTGRES_VERSIONS
+
+
+def test_every_released_store_migrates_keeps_its_rows_and_works(
+    backend: str, db: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = columns(db.conn)
+    for version in released(backend):
+        location = old_store(backend, version, tmp_path)
+        code, out, err = run_cli(capsys, "migrate", "--db", location)
+        assert code == 0, err
+        report = json.loads(out)
+        assert (report["from_version"], report["to_version"]) == (version, SCHEMA_VERSION)
+        assert report["applied"] == [step.name for step in migrations.MIGRATIONS[version:]]
+        store = open_database(location, upgrade=False)
+        try:
+            assert store.schema_version() == SCHEMA_VERSION
+            assert columns(store.conn) == fresh, f"version {version} migrated to other columns"
+            names = store.conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1")
+            assert [tuple(row) for row in names] == [
+                (n, step.name) for n, step in enumerate(migrations.MIGRATIONS, start=1)
+            ]
+            kept = records.load_many(store.conn, ["game-1", "game-2"])
+            assert kept["game-1"].state is Status.RUNNING and kept["game-1"].current_turn == 7
+            assert kept["game-2"].state is Status.STOPPED
+            offset = offsets.load(store.conn, "default")
+            assert offset == "1764000000000-5"
+            assert offsets.entries_read(store.conn, "default") == (5 if version >= 2 else 0)
+            row = outbox.OutboxRow("1764000000000-9", "game-1", "running", "healthy", 8, 1)
+            with store.write() as sql:  # the outbox seq goes on, never reused
+                outbox.enqueue(sql, [row])
+            assert [seq for seq, _ in outbox.peek(store.conn, 10)] == [1, 2]
+        finally:
+            store.close()
+        code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", location)
+        assert code == 0 and [row["entry_id"] for row in json.loads(out)] == ["1764000000000-3"]
+
+
+def test_a_store_newer_than_this_build_is_refused_untouched(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = old_store(backend, released(backend)[-1], tmp_path)
+    store = open_database(location)
+    with store.write() as sql:
+        sql.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, 'future', 0)",
+            [SCHEMA_VERSION + 1],
+        )
+        if sql.dialect == "sqlite":
+            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    store.close()
+    code, _, err = run_cli(capsys, "migrate", "--db", location)
+    assert code == 1 and "newer than this healthfsm" in err and err.count("\n") == 1
+
+
+def test_each_step_renders_for_both_dialects() -> None:
+    for step in migrations.MIGRATIONS:
+        for dialect in ("sqlite", "postgres"):
+            assert all("{" not in statement for statement in step.sql(dialect)), step.name
+        assert step.why, step.name
+    assert len({step.name for step in migrations.MIGRATIONS}) == SCHEMA_VERSION
