@@ -268,6 +268,30 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "",
     ),
     (
+        "a lost Redis connection keeps the relay's unconfirmed sends",
+        "consumer/runtime/worker.py",
+        "        if unsettled:\n            self.relay.close()\n",
+        "",
+    ),
+    (
+        "an abandoned batch keeps the records it changed in memory",
+        "consumer/runtime/worker.py",
+        "        self.read_ahead.discard()\n        self.cache.invalidate()\n",
+        "        self.read_ahead.discard()\n",
+    ),
+    (
+        "a validation error is not a usage error",
+        "consumer/cli/common.py",
+        "    except ValidationError as error:",
+        "    except KeyError as error:",
+    ),
+    (
+        "an option's bounds are not taken from the settings",
+        "consumer/cli/options.py",
+        '            bounds["max"] = rule.le',
+        "            pass",
+    ),
+    (
         "a released migration step is changed in place",
         "store/migrations.py",
         '"ALTER TABLE stream_offsets ADD COLUMN entries_read {int} NOT NULL DEFAULT 0"',
@@ -287,9 +311,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "lobby stream equal to the input is accepted",
-        "consumer/cli/app.py",
-        "    if lobby_stream == stream:",
-        "    if False:",
+        "consumer/settings.py",
+        '        if value == info.data.get("stream"):',
+        "        if False:",
     ),
     # -- PostgreSQL -----------------------------------------------------------------------------
     (

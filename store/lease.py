@@ -21,9 +21,6 @@ from typing import NamedTuple
 
 from store.sql import Sql
 
-DEFAULT_TTL_S = 15.0
-"""How long a lease lasts without renewal: the longest a dead holder delays a standby."""
-
 
 class Lease(NamedTuple):
     """The lease row of one label."""

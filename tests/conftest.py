@@ -12,10 +12,10 @@ import pytest
 import redis
 from hypothesis import HealthCheck, Phase, settings
 
-from consumer.contract.models import ConsumerSettings
 from consumer.devtools import embedded
 from consumer.runtime import faults
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import Store, open_database
 from store.admin import add_game

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from consumer.cli import main
-from consumer.contract.constants import DEFAULT_BATCH_SIZE
 from consumer.devtools.bench import BenchConfig, run_bench, workload
+from consumer.settings import default
 
 
 def test_workload_is_the_documented_hard_mix() -> None:
@@ -83,7 +83,7 @@ def test_bench_cli_prints_json(redis_url: str, capsys: pytest.CaptureFixture[str
     out, _ = capsys.readouterr()
     assert code == 0
     report = json.loads(out)
-    assert report["config"]["batch_size"] == DEFAULT_BATCH_SIZE
+    assert report["config"]["batch_size"] == default("batch_size")
     assert report["config"]["rounds"] == 1
     assert report["drain_events_per_s"] > 0 and len(report["rounds"]) == 1
     assert "p99 XADD->commit < 50 ms" not in report["targets"]  # skipped, not judged

@@ -112,6 +112,10 @@ def test_set_status_success_conflict_and_not_allowed(
         (["consume", "--log-format", "xml"], EXIT_USAGE, "--log-format"),
         (["consume", "--log-level", "loud"], EXIT_USAGE, "--log-level"),
         (["consume", "--stream", " "], EXIT_USAGE, "blank"),
+        (["consume", "--lobby-stream", "runtime:health_events"], EXIT_USAGE, "--lobby-stream"),
+        (["consume", "--start-from", "soon"], EXIT_USAGE, "--start-from"),
+        (["consume", "--lease-ttl", "0.01"], EXIT_USAGE, "--lease-ttl"),
+        (["consume", "--on-stream-reset", "shrug"], EXIT_USAGE, "--on-stream-reset"),
         (["consume", "--drain", "--redis-url", "ftp://x"], EXIT_USAGE, "not a Redis URL"),
         (["nonsense"], EXIT_USAGE, "No such command"),
         (["runtime", "show", "g", "--bogus"], EXIT_USAGE, "--bogus"),
@@ -169,6 +173,21 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert "<bool>" not in out and "…" not in out, (command, out)
         placeholder = r"--[\w-]+ <(int|float|str|path|int range|float range)>"
         assert not re.search(placeholder, out), (command, out)
+
+
+def test_consume_options_come_from_the_settings_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each setting with help text is an option of ``consume``, with that help and default."""
+    from consumer.settings import ConsumerSettings, flag
+
+    assert main(["consume", "--help"]) == 0
+    out = " ".join(capsys.readouterr()[0].split())
+    described = {n: f for n, f in ConsumerSettings.model_fields.items() if f.description}
+    assert len(described) >= 18
+    for name, field in described.items():
+        assert flag(name) in out, name
+        assert " ".join(str(field.description).split()) in out, name
+        if field.default not in (None, False):
+            assert f"default: {field.default}" in out, name
 
 
 def test_help_shows_whole_defaults_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,9 +14,9 @@ import pytest
 import redis
 import sqlite_utils
 
-from consumer.contract.models import ConsumerSettings
 from consumer.devtools import embedded
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import offsets, open_database, outbox, records
 from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import Store, lease, offsets, open_database, outbox
 from store.errors import LeaseHeld, LeaseLost
@@ -219,7 +219,7 @@ def test_commands_that_change_what_the_worker_owns_refuse_while_it_runs(
 def _worker(redis_url: str, db_location: str, **overrides: object) -> Worker:
     options: dict[str, object] = {
         "redis_url": redis_url,
-        "db_location": db_location,
+        "db_path": db_location,
         "block_ms": 50,
         "lease_poll_s": 0.02,
         "backoff_initial_s": 0.01,

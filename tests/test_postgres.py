@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from statemachine.table import ALLOWED_CHANGES
 from store import Store, dead_letters, offsets, open_database, outbox

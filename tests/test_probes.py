@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.devtools import embedded
 from consumer.devtools.embedded import free_port
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import SCHEMA_VERSION, open_database
 from tests.conftest import FIXED_NOW_MS, add_games, xadd_event

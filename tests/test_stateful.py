@@ -28,12 +28,12 @@ from hypothesis.stateful import (
 )
 
 from consumer.contract.codec import encode_snapshot
-from consumer.contract.models import ConsumerSettings
 from consumer.errors import InjectedFault
 from consumer.runtime import faults
 from consumer.runtime.batch import apply_batch
 from consumer.runtime.faults import FaultPoint
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status, get_machine
 from statemachine.errors import StatusConflict, TransitionNotAllowed
 from store import dead_letters, offsets, open_database, outbox, records

@@ -9,7 +9,6 @@ import logging
 import os
 import sqlite3
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,37 +24,28 @@ from consumer.cli.common import (
     EXIT_NOT_ALLOWED,
     EXIT_OK,
     EXIT_USAGE,
-    DbOption,
-    RedisUrlOption,
-    TlsCa,
-    TlsCert,
-    TlsKey,
+    LabelOption,
+    LobbyOption,
+    StreamOption,
     now_ms,
     opened,
     settings_for,
 )
+from consumer.cli.options import DEFAULT_DB, DbOption, RedisOptions, setting, with_redis_options
 from consumer.contract import constants as c
-from consumer.contract.models import ConsumerSettings
 from consumer.errors import CheckFailed
 from consumer.runtime import faults, log_queue
 from consumer.runtime.health import HealthState
+from consumer.settings import ConsumerSettings, ResetPolicy, default
 from statemachine import Status
 from statemachine.errors import HealthFsmError, StatusConflict, TransitionNotAllowed
 from store.backend import Store
 from store.errors import GameExists, GameNotFound
-from store.stream_id import StreamId
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
 ENV_TEST_HOOKS = "HEALTHFSM_TEST_HOOKS"
 """Test-only switch: ``HEALTHFSM_INJECT_FAULT`` is honoured only when this is ``1``."""
 """Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
-
-
-class ResetPolicy(StrEnum):
-    """``--on-stream-reset``: what the worker does when the stream no longer continues."""
-
-    STOP = "stop"
-    REWIND = "rewind"
 
 
 app = typer.Typer(
@@ -118,111 +108,39 @@ def _arm_test_hooks() -> None:
 
 
 @app.command()
+@with_redis_options
 def consume(
-    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
-    stream: Annotated[
-        str, typer.Option(help="Input stream of health events.", metavar="NAME")
-    ] = c.HEALTH_STREAM,
-    lobby_stream: Annotated[
-        str, typer.Option(help="Output stream for runtime snapshots.", metavar="NAME")
-    ] = c.LOBBY_STREAM,
-    label: Annotated[
-        str, typer.Option(help="Offset label in stream_offsets.", metavar="LABEL")
-    ] = c.OFFSET_LABEL,
-    db: DbOption = c.DEFAULT_DB_PATH,
-    block_ms: Annotated[
-        int, typer.Option(metavar="MS", min=1, help="How long one XREAD waits for new entries.")
-    ] = c.DEFAULT_BLOCK_MS,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            metavar="N", min=1, max=100_000, help="Entries per XREAD and per transaction."
-        ),
-    ] = c.DEFAULT_BATCH_SIZE,
-    drain: Annotated[
-        bool,
-        typer.Option(help="Process everything past the offset, publish, and exit 0.", metavar=""),
-    ] = False,
-    give_up_after: Annotated[
-        float,
-        typer.Option(
-            min=0.1,
-            max=86_400,
-            help="With --drain: seconds Redis or the store may stay unreachable before the"
-            " run gives up with exit 1 (without --drain the worker waits for ever).",
-            metavar="SECONDS",
-        ),
-    ] = c.DEFAULT_GIVE_UP_AFTER_S,
+    redis: RedisOptions,
+    stream: StreamOption = default("stream"),
+    lobby_stream: LobbyOption = default("lobby_stream"),
+    label: LabelOption = default("label"),
+    db: DbOption = DEFAULT_DB,
+    block_ms: Annotated[int, setting("block_ms", metavar="MS")] = default("block_ms"),
+    batch_size: Annotated[int, setting("batch_size", metavar="N")] = default("batch_size"),
+    drain: Annotated[bool, setting("drain", metavar="")] = default("drain"),
+    give_up_after: Annotated[float, setting("give_up_after_s", metavar="SECONDS")] = default(
+        "give_up_after_s"
+    ),
     log_level: Annotated[
-        str,
-        typer.Option(help="DEBUG, INFO, WARNING or ERROR.", case_sensitive=False, metavar="LEVEL"),
-    ] = "INFO",
-    log_format: Annotated[
-        str, typer.Option(help="text or json (one object per line).", metavar="FORMAT")
-    ] = "text",
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            metavar="PORT", min=0, max=65535, help="Serve Prometheus /metrics on this port."
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option(help="Address for --metrics-port (default: loopback only).", metavar="HOST"),
-    ] = "127.0.0.1",
-    redis_ca: TlsCa = None,
-    redis_cert: TlsCert = None,
-    redis_key: TlsKey = None,
-    lease_ttl: Annotated[
-        float,
-        typer.Option(
-            metavar="SECONDS",
-            min=0.1,
-            max=3600,
-            help="Seconds the worker's lease lasts unrenewed; a standby takes over a dead"
-            " worker within this.",
-        ),
-    ] = 15.0,
-    on_stream_reset: Annotated[
-        ResetPolicy,
-        typer.Option(
-            help="When the stream is behind the stored offset or was recreated: stop (exit 1)"
-            " or rewind (read it from its start, with an ERROR).",
-        ),
-    ] = ResetPolicy.STOP,
-    start_from: Annotated[
-        str | None,
-        typer.Option(
-            metavar="beginning|end|ID",
-            help="Where a label with no stored offset starts: beginning, end or an entry id"
-            " (needed when the database has other labels' offsets).",
-        ),
-    ] = None,
+        str, setting("log_level", metavar="LEVEL", case_sensitive=False)
+    ] = default("log_level"),
+    log_format: Annotated[str, setting("log_format", metavar="FORMAT")] = default("log_format"),
+    metrics_port: Annotated[int | None, setting("metrics_port", metavar="PORT")] = default(
+        "metrics_port"
+    ),
+    metrics_host: Annotated[str, setting("metrics_host", metavar="HOST")] = default("metrics_host"),
+    lease_ttl: Annotated[float, setting("lease_ttl_s", metavar="SECONDS")] = default("lease_ttl_s"),
+    on_stream_reset: Annotated[ResetPolicy, setting("on_stream_reset", metavar="stop|rewind")] = (
+        default("on_stream_reset")
+    ),
+    start_from: Annotated[str | None, setting("start_from", metavar="beginning|end|ID")] = default(
+        "start_from"
+    ),
 ) -> None:
     """Consume health events into the store and publish runtime snapshots."""
-    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise typer.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
-    if log_format not in {"text", "json"}:
-        raise typer.BadParameter(f"unknown format {log_format!r}", param_hint="--log-format")
-    if not stream.strip() or not lobby_stream.strip() or not label.strip():
-        raise typer.BadParameter("stream names and label must not be blank")
-    if lobby_stream == stream:
-        raise typer.BadParameter(
-            "must differ from --stream: snapshots would be written into the input",
-            param_hint="--lobby-stream",
-        )
-    if start_from is not None and start_from not in {"beginning", "end"}:
-        try:
-            StreamId.parse(start_from)
-        except ValueError as error:
-            raise typer.BadParameter(
-                f"{error} (or beginning, or end)", param_hint="--start-from"
-            ) from error
-    logs.configure(log_level, log_format)
-    _arm_test_hooks()
     settings = settings_for(
         db,
-        redis_url,
+        redis,
         stream=stream,
         lobby_stream=lobby_stream,
         label=label,
@@ -230,15 +148,16 @@ def consume(
         batch_size=batch_size,
         drain=drain,
         give_up_after_s=give_up_after,
+        log_level=log_level,
+        log_format=log_format,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
-        tls_ca=redis_ca,
-        tls_cert=redis_cert,
-        tls_key=redis_key,
         lease_ttl_s=lease_ttl,
-        on_stream_reset=on_stream_reset.value,
+        on_stream_reset=on_stream_reset,
         start_from=start_from,
     )
+    logs.configure(settings.log_level, settings.log_format)
+    _arm_test_hooks()
     _consume(settings)
 
 
@@ -300,7 +219,7 @@ def runtime_add(
     ],
     status: Annotated[Status, typer.Option(help="Initial status.")] = Status.RUNNING,
     turn: Annotated[int, typer.Option(metavar="N", min=0, help="Current turn.")] = 0,
-    db: DbOption = c.DEFAULT_DB_PATH,
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Register a game's runtime record."""
     from store.admin import add_game
@@ -316,7 +235,7 @@ def runtime_add(
 @runtime_app.command("show")
 def runtime_show(
     game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
-    db: DbOption = c.DEFAULT_DB_PATH,
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Print one runtime record as a JSON object."""
     from store import records
@@ -328,7 +247,7 @@ def runtime_show(
 
 @runtime_app.command("list")
 def runtime_list(
-    db: DbOption = c.DEFAULT_DB_PATH,
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[
         bool, typer.Option("--json", help="A JSON array instead of a table.", metavar="")
     ] = False,
@@ -351,7 +270,7 @@ def runtime_set_status(
     game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
     from_status: Annotated[Status, typer.Option("--from", help="The status it must be in now.")],
     to_status: Annotated[Status, typer.Option("--to", help="The status to move it to.")],
-    db: DbOption = c.DEFAULT_DB_PATH,
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Admin compare-and-swap of a game's status through the transition table; the change
     is published to Game Lobby by the running worker."""
@@ -364,7 +283,7 @@ def runtime_set_status(
 
 
 @app.command()
-def init(db: DbOption = c.DEFAULT_DB_PATH) -> None:
+def init(db: DbOption = DEFAULT_DB) -> None:
     """Create an empty healthfsm store (or confirm that the file or schema already is one)."""
     from store import SCHEMA_VERSION, is_postgres_url
 
@@ -391,7 +310,7 @@ def _store_exists(db: str) -> bool:
 
 @app.command()
 def migrate(
-    db: DbOption = c.DEFAULT_DB_PATH,
+    db: DbOption = DEFAULT_DB,
     from_sqlite: Annotated[
         Path | None,
         typer.Option(
@@ -479,7 +398,7 @@ def bench(
     ] = 10_000,
     batch_size: Annotated[
         int, typer.Option(metavar="N", min=1, max=100_000, help="Batch size of the timed drain.")
-    ] = c.DEFAULT_BATCH_SIZE,
+    ] = default("batch_size"),
     single_events: Annotated[
         int,
         typer.Option(

@@ -11,10 +11,12 @@ from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
 
+from consumer.cli.options import RedisOptions, setting
 from consumer.contract import constants as c
-from consumer.contract.models import ConsumerSettings
 from consumer.runtime.redis_client import redact_url
+from consumer.settings import ConsumerSettings, flag
 from store.backend import Store
 from store.errors import StoreError
 
@@ -27,26 +29,6 @@ EXIT_CONFLICT = 3
 """``set-status``: the record is not in ``--from``."""
 EXIT_NOT_ALLOWED = 4
 """``set-status``: the transition table has no such change."""
-
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db",
-        envvar=c.ENV_DB,
-        metavar="PATH|URL",
-        help="SQLite database file, or a postgresql:// URL.",
-        show_default=True,
-    ),
-]
-RedisUrlOption = Annotated[
-    str,
-    typer.Option(
-        "--redis-url",
-        envvar=c.ENV_REDIS_URL,
-        metavar="URL",
-        help="Redis URL (redis:// or rediss://).",
-    ),
-]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -80,26 +62,9 @@ def now_ms() -> int:
     return wall_clock_ms()
 
 
-TlsCa = Annotated[
-    str | None,
-    typer.Option("--redis-ca", metavar="FILE", help="CA bundle to verify a rediss:// server."),
-]
-TlsCert = Annotated[
-    str | None,
-    typer.Option("--redis-cert", metavar="FILE", help="Client certificate for rediss:// (mTLS)."),
-]
-TlsKey = Annotated[
-    str | None, typer.Option("--redis-key", metavar="FILE", help="Key of --redis-cert.")
-]
-StreamOption = Annotated[
-    str, typer.Option("--stream", metavar="NAME", help="Input stream of health events.")
-]
-LobbyOption = Annotated[
-    str, typer.Option("--lobby-stream", metavar="NAME", help="Output stream for runtime snapshots.")
-]
-LabelOption = Annotated[
-    str, typer.Option("--label", metavar="LABEL", help="Offset label in stream_offsets.")
-]
+StreamOption = Annotated[str, setting("stream", metavar="NAME")]
+LobbyOption = Annotated[str, setting("lobby_stream", metavar="NAME")]
+LabelOption = Annotated[str, setting("label", metavar="LABEL")]
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table.", metavar="")
 ]
@@ -131,26 +96,30 @@ def check_redis_options(url: str, tls_files: dict[str, object]) -> None:
         raise typer.BadParameter(
             f"{', '.join(given)} need a rediss:// URL", param_hint="--redis-url"
         )
-    for flag, value in given.items():
+    for name, value in given.items():
         if not Path(str(value)).is_file():
-            raise typer.BadParameter(f"file {value} does not exist", param_hint=flag)
+            raise typer.BadParameter(f"file {value} does not exist", param_hint=name)
 
 
-def settings_for(db: str, redis_url: str, **options: object) -> ConsumerSettings:
-    """Settings built at the CLI edge; the password comes from the environment if set."""
+def settings_for(db: str, redis: RedisOptions, **options: object) -> ConsumerSettings:
+    """Settings built at the CLI edge, the one place a bad value becomes exit 2 naming its
+    flag. The Redis password comes from the environment if set."""
     check_redis_options(
-        redis_url,
-        {
-            "--redis-ca": options.get("tls_ca"),
-            "--redis-cert": options.get("tls_cert"),
-            "--redis-key": options.get("tls_key"),
-        },
+        redis.url, {"--redis-ca": redis.ca, "--redis-cert": redis.cert, "--redis-key": redis.key}
     )
-    return ConsumerSettings.model_validate(
-        {
-            "db_path": str(db),
-            "redis_url": redis_url,
-            "redis_password": os.environ.get(c.ENV_REDIS_PASSWORD),
-            **{k: v for k, v in options.items() if v is not None},
-        }
-    )
+    given = {"db_path": str(db), **redis.as_settings(), **options}
+    try:
+        return ConsumerSettings.model_validate(
+            {
+                "redis_password": os.environ.get(c.ENV_REDIS_PASSWORD),
+                **{k: v for k, v in given.items() if v is not None},
+            }
+        )
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = problem["loc"][0] if problem["loc"] else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        raise typer.BadParameter(
+            f"{problem.get('input')!r}: {message}" if where else message,
+            param_hint=flag(str(where)) if where else None,
+        ) from None

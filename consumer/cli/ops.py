@@ -12,28 +12,22 @@ import typer
 
 from consumer.cli.common import (
     EXIT_USAGE,
-    DbOption,
     JsonFlag,
     LabelOption,
     LobbyOption,
-    RedisUrlOption,
     StreamOption,
-    TlsCa,
-    TlsCert,
-    TlsKey,
     fail,
     now_ms,
     opened,
     settings_for,
 )
+from consumer.cli.options import DEFAULT_DB, DbOption, RedisOptions, with_redis_options
 from consumer.contract import constants as c
-from consumer.contract.models import ConsumerSettings
 from consumer.errors import CheckFailed
+from consumer.settings import ConsumerSettings, default
 from store.backend import Store
 
 __all__ = ["CheckFailed", "register"]
-
-DEFAULT_DB = c.DEFAULT_DB_PATH
 
 
 @contextlib.contextmanager
@@ -60,29 +54,18 @@ outbox_app = typer.Typer(
 )
 
 
+@with_redis_options
 def check(
-    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
+    redis: RedisOptions,
     db: DbOption = DEFAULT_DB,
-    stream: StreamOption = c.HEALTH_STREAM,
-    label: LabelOption = c.OFFSET_LABEL,
-    redis_ca: TlsCa = None,
-    redis_cert: TlsCert = None,
-    redis_key: TlsKey = None,
+    stream: StreamOption = default("stream"),
+    label: LabelOption = default("label"),
 ) -> None:
     """Health probe: exit 0 when Redis answers, the schema is current and the offset is in the
     stream; otherwise exit 1 with a one-line reason."""
     from consumer.cli.operations import check as run_check
 
-    settings = settings_for(
-        db,
-        redis_url,
-        stream=stream,
-        label=label,
-        tls_ca=redis_ca,
-        tls_cert=redis_cert,
-        tls_key=redis_key,
-    )
-    typer.echo(run_check(settings))
+    typer.echo(run_check(settings_for(db, redis, stream=stream, label=label)))
 
 
 @offsets_app.command("show")
@@ -190,6 +173,7 @@ def dead_letters_list(
 
 
 @dead_letters_app.command("replay")
+@with_redis_options
 def dead_letters_replay(
     reason: Annotated[
         str | None, typer.Option(metavar="REASON", help="Replay rows of this reason.")
@@ -201,12 +185,10 @@ def dead_letters_replay(
     limit: Annotated[
         int, typer.Option(metavar="N", min=1, help="At most N rows (oldest first).")
     ] = 1000,
-    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
-    stream: StreamOption = c.HEALTH_STREAM,
+    *,
+    redis: RedisOptions,
+    stream: StreamOption = default("stream"),
     db: DbOption = DEFAULT_DB,
-    redis_ca: TlsCa = None,
-    redis_cert: TlsCert = None,
-    redis_key: TlsKey = None,
 ) -> None:
     """Re-inject dead letters into the input stream once their cause is fixed (for example
     the missing game was registered); replayed rows leave the table."""
@@ -214,9 +196,7 @@ def dead_letters_replay(
 
     if reason is None and not ids:
         fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
-    settings = settings_for(
-        db, redis_url, stream=stream, tls_ca=redis_ca, tls_cert=redis_cert, tls_key=redis_key
-    )
+    settings = settings_for(db, redis, stream=stream)
     with store_and_redis(db, settings) as (database, client):
         replayed, skipped = replay_dead_letters(
             database, client, stream, reason=reason, ids=list(ids or []), limit=limit
@@ -250,13 +230,11 @@ def outbox_show(
 
 
 @outbox_app.command("flush")
+@with_redis_options
 def outbox_flush(
-    redis_url: RedisUrlOption = c.DEFAULT_REDIS_URL,
-    lobby_stream: LobbyOption = c.LOBBY_STREAM,
+    redis: RedisOptions,
+    lobby_stream: LobbyOption = default("lobby_stream"),
     db: DbOption = DEFAULT_DB,
-    redis_ca: TlsCa = None,
-    redis_cert: TlsCert = None,
-    redis_key: TlsKey = None,
     force: Annotated[
         bool, typer.Option("--force", help="Publish even while a worker holds a lease.", metavar="")
     ] = False,
@@ -264,14 +242,7 @@ def outbox_flush(
     """Publish every pending snapshot now, in order (refused while a worker runs)."""
     from consumer.cli.operations import flush_outbox
 
-    settings = settings_for(
-        db,
-        redis_url,
-        lobby_stream=lobby_stream,
-        tls_ca=redis_ca,
-        tls_cert=redis_cert,
-        tls_key=redis_key,
-    )
+    settings = settings_for(db, redis, lobby_stream=lobby_stream)
     with store_and_redis(db, settings) as (database, client):
         sent = flush_outbox(database, client, lobby_stream, force=force)
     typer.echo(json.dumps({"published": sent, "stream": lobby_stream}))

@@ -1,4 +1,5 @@
-"""Names and defaults of the wire contract, each in one place."""
+"""Names of the wire contract and the environment, each in one place (the worker's
+settings and their defaults are ``consumer.settings``)."""
 
 HEALTH_STREAM = "runtime:health_events"
 """Where Runtime Manager writes container health events."""
@@ -16,14 +17,6 @@ FIELD_GAME_ID = b"game_id"
 FIELD_EVENT_TYPE = b"event_type"
 FIELD_OCCURRED_AT_MS = b"occurred_at_ms"
 """Input field names, fixed by Runtime Manager's contract."""
-
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_DB_PATH = "healthfsm.db"
-DEFAULT_BLOCK_MS = 2000
-DEFAULT_BATCH_SIZE = 2000
-"""Entries per XREAD and per SQLite transaction; see the README's performance section."""
-DEFAULT_GIVE_UP_AFTER_S = 30.0
-"""``consume --drain`` exits 1 once Redis or the store has been unreachable this long."""
 
 ENV_DB = "HEALTHFSM_DB"
 ENV_REDIS_URL = "HEALTHFSM_REDIS_URL"

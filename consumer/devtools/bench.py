@@ -28,11 +28,11 @@ from pathlib import Path
 
 import redis
 
-from consumer.contract import constants as c
-from consumer.contract.models import ConsumerSettings
+from consumer import settings
 from consumer.devtools import embedded
 from consumer.runtime.batch import BatchResult
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from store import open_database
 from store.postgres import redact_dsn
 from store.records import insert_new
@@ -49,7 +49,7 @@ class BenchConfig:
 
     events: int = 200_000
     games: int = 10_000
-    batch_size: int = c.DEFAULT_BATCH_SIZE
+    batch_size: int = settings.default("batch_size")
     single_events: int = 20_000
     rate: int = 5000
     steady_seconds: float = 10.0

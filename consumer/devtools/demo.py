@@ -17,10 +17,10 @@ from consumer.cli.render import console as render_console
 from consumer.cli.render import records_table, rows_table
 from consumer.contract import constants as c
 from consumer.contract.codec import decode_snapshot
-from consumer.contract.models import ConsumerSettings
 from consumer.devtools import embedded
 from consumer.errors import DemoRefused
 from consumer.runtime.worker import Worker, wall_clock_ms
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import dead_letters, open_database, records
 from store.admin import add_game

@@ -24,6 +24,9 @@ import redis
 
 from consumer.errors import RedisServerNotFound
 
+LOOPBACK = "127.0.0.1"
+"""The only address a test or demo server listens on."""
+
 ENV_REDIS_SERVER = "HEALTHFSM_REDIS_SERVER"
 """Which ``redis-server`` to start: ``bundled``, ``path``, a binary's path, or unset (PATH,
 else bundled)."""
@@ -63,7 +66,7 @@ def _bundled_redis_server() -> str:
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
@@ -108,7 +111,7 @@ class EmbeddedRedis:
 
     def save(self) -> Path:
         """Write the server's data to its RDB file (``SAVE``) and return the file's path."""
-        client = redis.Redis(host="127.0.0.1", port=self.port)
+        client = redis.Redis(host=LOOPBACK, port=self.port)
         try:
             client.save()
         finally:
@@ -122,7 +125,7 @@ def _spawn(port: int, workdir: str, extra_args: tuple[str, ...]) -> subprocess.P
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        LOOPBACK,
         "--save",
         "",
         "--appendonly",
@@ -136,7 +139,7 @@ def _spawn(port: int, workdir: str, extra_args: tuple[str, ...]) -> subprocess.P
 
 def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    client = redis.Redis(host=LOOPBACK, port=port, socket_connect_timeout=0.5)
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.runtime.lag import lag, stream_view
 from consumer.runtime.metrics import Metrics
+from consumer.settings import ConsumerSettings
 from store import offsets, outbox
 from store.backend import Store
 
@@ -39,59 +39,62 @@ class TotalsView(Protocol):
     def reconnects(self) -> int: ...
 
 
-class Watched(Protocol):
-    """What the monitor reads from the loop it watches: the narrow side of ``Worker``."""
+class Tick(NamedTuple):
+    """What a look found for the loop to act on: the lag it measured (entries, seconds)
+    when the interval had passed, and whether the stream under the offset is to be checked."""
 
-    settings: ConsumerSettings
-    client: redis.Redis
-    db: Store
-    metrics: Metrics
-    clock: Callable[[], int]
-
-    @property
-    def totals(self) -> TotalsView: ...
-
-    @property
-    def offset(self) -> str: ...
-
-    def check_position(self) -> bool: ...
-
-    def progressed(self, lag_entries: int, lag_seconds: float) -> None: ...
+    lag: tuple[int, float] | None
+    check_gap: bool
 
 
 log = logging.getLogger(__name__)
 
 
 class Monitor:
-    """Updates lag and backlog gauges, logs one INFO progress line per interval, finds gaps."""
+    """Updates lag and backlog gauges, logs one INFO progress line per interval, and says
+    when the loop should look for gaps. It reads; the loop acts on what it returns."""
 
-    def __init__(self, worker: Watched) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        client: redis.Redis,
+        db: Store,
+        settings: ConsumerSettings,
+        metrics: Metrics,
+        totals: TotalsView,
+        clock: Callable[[], int],
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.totals = totals
+        self.clock = clock
         self.gap_check_due = True
         self._last_tick = time.monotonic()
         self._entries_at_last_tick = 0
-        self._reported_gap_at: str | None = None
 
-    def maybe_tick(self) -> None:
-        """Do the periodic work if it is due."""
-        if self.gap_check_due:
-            self.check_gap()
+    def maybe_tick(self, offset: str) -> Tick:
+        """Measure and log if the interval has passed; say whether a gap check is due (after
+        start or a reconnect, and after every measurement)."""
+        measured = None
         now = time.monotonic()
-        if now - self._last_tick >= self.worker.settings.progress_interval_s:
-            self.tick(now)
+        if now - self._last_tick >= self.settings.progress_interval_s:
+            measured = self.tick(now, offset)
+            self.gap_check_due = True
+        due, self.gap_check_due = self.gap_check_due, False
+        return Tick(measured, due)
 
-    def tick(self, now: float) -> None:
-        """Measure lag and backlog, log progress."""
-        w = self.worker
-        view = stream_view(w.client, w.settings.stream)
-        read = offsets.entries_read(w.db.conn, w.settings.label)
-        entries, seconds = lag(w.client, w.settings.stream, w.offset, w.clock(), view, read)
-        pending = outbox.pending(w.db.conn)
-        w.metrics.lag_entries.set(entries)
-        w.metrics.lag_seconds.set(seconds)
-        w.metrics.outbox_pending.set(pending)
-        w.progressed(entries, seconds)
-        rate = (w.totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
+    def tick(self, now: float, offset: str) -> tuple[int, float]:
+        """Measure lag and backlog, log progress; return the lag (entries, seconds)."""
+        s, totals = self.settings, self.totals
+        view = stream_view(self.client, s.stream)
+        read = offsets.entries_read(self.db.conn, s.label)
+        entries, seconds = lag(self.client, s.stream, offset, self.clock(), view, read)
+        pending = outbox.pending(self.db.conn)
+        self.metrics.lag_entries.set(entries)
+        self.metrics.lag_seconds.set(seconds)
+        self.metrics.outbox_pending.set(pending)
+        rate = (totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
         log.info(
             "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d; totals: %d consumed,"
             " %d applied, %d rejected, %d published, %d reconnects",
@@ -99,11 +102,11 @@ class Monitor:
             entries,
             seconds,
             pending,
-            w.totals.entries,
-            w.totals.applied,
-            w.totals.rejected,
-            w.totals.snapshots_published,
-            w.totals.reconnects,
+            totals.entries,
+            totals.applied,
+            totals.rejected,
+            totals.snapshots_published,
+            totals.reconnects,
             extra={
                 "rate": round(rate, 1),
                 "lag_entries": entries,
@@ -112,10 +115,5 @@ class Monitor:
             },
         )
         self._last_tick = now
-        self._entries_at_last_tick = w.totals.entries
-        self.check_gap()
-
-    def check_gap(self) -> None:
-        """Look for a gap or a reset behind the committed offset (the worker acts on it)."""
-        self.gap_check_due = False
-        self.worker.check_position()
+        self._entries_at_last_tick = totals.entries
+        return entries, seconds

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.errors import StreamReset
 from consumer.runtime.lag import Gap, Reset, find_gap, find_reset, stream_view
-from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.redis_client import Entries
+from consumer.settings import ConsumerSettings
 from store import offsets
+from store.backend import Store
+from store.sql import Sql
 from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
@@ -50,14 +52,18 @@ class PositionWatch:
         client: redis.Redis,
         settings: ConsumerSettings,
         metrics: Metrics,
-        keeper: LeaseKeeper,
+        db: Store,
+        fenced: Callable[[], AbstractContextManager[Sql]],
         clock: Callable[[], int],
     ) -> None:
+        """``fenced`` opens a write transaction that holds only while the lease is ours
+        (``LeaseKeeper.fenced``): moving the offset is a write like a batch's."""
         self.client = client
         self.settings = settings
         self.stream = settings.stream
         self.metrics = metrics
-        self.keeper = keeper
+        self.db = db
+        self.fenced = fenced
         self.clock = clock
         self._reported: set[tuple[str, str | None]] = set()
 
@@ -70,20 +76,20 @@ class PositionWatch:
         reset raises ``StreamReset`` under ``--on-stream-reset stop``, or rewinds.
         """
         s = self.settings
-        found = self.inspect(offset, offsets.entries_read(self.keeper.db.conn, s.label), held)
+        found = self.inspect(offset, offsets.entries_read(self.db.conn, s.label), held)
         if isinstance(found, Reset):
             self.report_reset(found, s.label, offset)
             if s.on_stream_reset == "stop":
                 raise StreamReset(
                     f"stream {s.stream} was reset: {found.why} (label {s.label!r});"
-                    f" {reset_remedy(s.label, self.keeper.db.location)}"
+                    f" {reset_remedy(s.label, self.db.location)}"
                 )
             log.error(
                 "--on-stream-reset rewind: reading %s again from its start (was at %s)",
                 s.stream,
                 offset,
             )
-            with self.keeper.fenced() as conn:
+            with self.fenced() as conn:
                 offsets.set_to(conn, s.label, START_ID, self.clock())
             return START_ID, True
         if isinstance(found, Gap) and self.report_gap(found, offset):
@@ -96,11 +102,11 @@ class PositionWatch:
             view = stream_view(self.client, self.stream)
             if view is None:
                 return None
-            with self.keeper.fenced() as conn:
+            with self.fenced() as conn:
                 offsets.save(conn, self.settings.label, view.last_generated_id, self.clock(), lost)
             return view.last_generated_id, False
         if lost:
-            with self.keeper.fenced() as conn:
+            with self.fenced() as conn:
                 offsets.save(conn, self.settings.label, offset, self.clock(), lost)
         return None
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.connection import Connection
 
-from consumer.contract.models import ConsumerSettings
+from consumer.settings import ConsumerSettings
 from store.stream_id import START_ID
 
 CONNECT_TIMEOUT_S = 5.0

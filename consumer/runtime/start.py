@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.errors import StartRefused
 from consumer.runtime.health import HealthState
 from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.outage import Outage
+from consumer.settings import ConsumerSettings
 from store import offsets, open_database
 from store.backend import Store
 from store.errors import StoreUnavailable

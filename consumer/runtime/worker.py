@@ -18,7 +18,6 @@ from types import FrameType
 
 import redis
 
-from consumer.contract.models import ConsumerSettings
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
 from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.health import HealthState, Role, liveness_bound_s
@@ -40,6 +39,7 @@ from consumer.runtime.redis_client import (
 from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
 from consumer.runtime.systemd import Notifier
+from consumer.settings import ConsumerSettings
 from statemachine import RuntimeMachine, get_machine
 from store import SCHEMA_VERSION
 from store.backend import Store
@@ -173,9 +173,11 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.totals = Totals(self.metrics)
         self.totals.observers.append(self.metrics.observe_batch)
-        self.monitor = Monitor(self)
+        self.monitor = Monitor(self.client, db, settings, self.metrics, self.totals, clock)
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
-        self.position = PositionWatch(self.client, settings, self.metrics, self.keeper, clock)
+        self.position = PositionWatch(
+            self.client, settings, self.metrics, db, self.keeper.fenced, clock
+        )
         self.metrics_port: int | None = None
         self._block_ms = block_ms_for(settings)
         self.health = health or health_for(settings)
@@ -218,8 +220,7 @@ class Worker:
             return
         self._closed = True
         self.notifier.close()
-        self.read_ahead.discard()
-        self.relay.close()
+        self._drop_in_flight(unsettled=True)
         self.client.close()
 
     @property
@@ -377,9 +378,7 @@ class Worker:
             )
         else:
             log.info("holding the lease for label %r (epoch %d)", lease.label, lease.epoch)
-        self.cache.invalidate()
-        self.relay.close()  # whatever the last holder left in the outbox is read from the table
-        self.read_ahead.discard()
+        self._drop_in_flight(unsettled=True)  # what the last holder left is read from the table
         self._drain_target = None
         self._offset = starting_offset(self.db, self.keeper, self.client, self.settings, self.clock)
         self.monitor.gap_check_due = True
@@ -390,9 +389,7 @@ class Worker:
         self.keeper.forget()
         self.metrics.lease_held.set(0)
         self.metrics.lease_lost.inc()
-        self.relay.close()
-        self.read_ahead.discard()
-        self.cache.invalidate()
+        self._drop_in_flight(unsettled=True)
 
     def _release_lease(self) -> None:
         self.metrics.lease_held.set(0)
@@ -413,20 +410,21 @@ class Worker:
         except redis.AuthenticationError:
             raise  # a wrong password does not heal with time: fail with a clear message
         except REDIS_ERRORS as error:
-            self.read_ahead.discard()
+            self._drop_in_flight(unsettled=True)
             self.metrics.reconnects.inc()
             self.monitor.gap_check_due = True  # the stream may have been trimmed meanwhile
             self.health.failing("redis", error)
             wait_s = self._outage.wait_for("redis", error, self._backoff_s)
             log.warning("redis unavailable (%s); retrying in %.1fs", error, wait_s)
         except redis.exceptions.OutOfMemoryError as error:
+            self._drop_in_flight(unsettled=False)
             log.warning("redis refused a write (%s); retrying in %.1fs", error, self._backoff_s)
         except StoreBusy as error:
+            self._drop_in_flight(unsettled=False)
             self.metrics.busy_retries.inc()
             log.warning("%s; retrying in %.1fs", error, self._backoff_s)
         except StoreUnavailable as error:
-            self.read_ahead.discard()
-            self.relay.close()
+            self._drop_in_flight(unsettled=True)
             self.metrics.store_reconnects.inc()
             self.health.failing("store", error)
             wait_s = self._outage.wait_for("the store", error, self._backoff_s)
@@ -442,6 +440,22 @@ class Worker:
         self._stop.wait(wait_s)
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         return True
+
+    def _drop_in_flight(self, *, unsettled: bool) -> None:
+        """Drop what is in flight for a batch that is abandoned: the one place that does.
+
+        The read-ahead always goes (its reply answers a read that may no longer follow the
+        offset), and so does the record cache (a failed batch may have changed records in
+        memory; they are loaded again from the store). The relay's sent but unconfirmed
+        snapshots go only when they are ``unsettled``: the connection broke, or the lease
+        changed hands, so whether Redis took them is unknown or no longer ours to settle;
+        they are published again from the outbox table. Otherwise the relay confirms them as
+        usual, so a busy store or a rewind does not publish them twice.
+        """
+        self.read_ahead.discard()
+        self.cache.invalidate()
+        if unsettled:
+            self.relay.close()
 
     def _final_publish(self) -> None:
         """Publish what the outbox holds before exiting; if Redis is away, the rows wait."""
@@ -481,7 +495,7 @@ class Worker:
         self._offset = offset
         if rewound:
             self._drain_target = None
-            self.read_ahead.discard()
+            self._drop_in_flight(unsettled=False)
         return not rewound
 
     def progressed(self, lag_entries: int, lag_seconds: float) -> None:
@@ -504,7 +518,11 @@ class Worker:
         self.keeper.renew_if_due()  # idle ticks; and a paused worker learns here it lost
         if not self.read_ahead.in_flight:
             self._publish()
-        self.monitor.maybe_tick()
+        tick = self.monitor.maybe_tick(self._offset)
+        if tick.lag is not None:
+            self.progressed(*tick.lag)
+        if tick.check_gap:
+            self.check_position()
         self._look_at_schema()
         if s.drain and self._caught_up():
             return False
