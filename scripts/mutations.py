@@ -168,20 +168,20 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "outbox flush while a worker runs",
-        "consumer/cli/operations.py",
+        "consumer/cli/operator_actions.py",
         '    refuse_while_leased(db, None, "refusing to flush the outbox", force)\n',
         "",
     ),
     # -- the stream under the offset -------------------------------------------------------
     (
         "a reset is skipped silently: ids behind the offset are not noticed",
-        "consumer/runtime/lag.py",
+        "consumer/runtime/stream_view.py",
         "    if entry_id_key(view.last_generated_id) < entry_id_key(offset):",
         "    if False:",
     ),
     (
         "a recreated stream is not noticed (Redis 7 entries-added)",
-        "consumer/runtime/lag.py",
+        "consumer/runtime/stream_view.py",
         "and added < entries_read:",
         "and False:",
     ),
@@ -193,7 +193,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "an emptied stream hides its gap",
-        "consumer/runtime/lag.py",
+        "consumer/runtime/stream_view.py",
         "        return Gap(None, max(estimate, 1) if estimate is not None else None)",
         "        return None",
     ),
@@ -206,7 +206,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "replays do not claim their rows",
-        "consumer/cli/operations.py",
+        "consumer/cli/operator_actions.py",
         "        dead_letters.claim(conn, [i for i, _ in chosen], claimer, now)\n",
         "",
     ),
@@ -242,7 +242,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "a mistyped label silently starts from the beginning",
-        "consumer/runtime/start.py",
+        "consumer/runtime/start_offset.py",
         "    if others:\n        raise StartRefused(",
         "    if False:\n        raise StartRefused(",
     ),
@@ -268,16 +268,22 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "",
     ),
     (
-        "a lost Redis connection keeps the relay's unconfirmed sends",
+        "a worker that lost its lease sends its unsent snapshots after taking it back",
         "consumer/runtime/worker.py",
         "        if unsettled:\n            self.relay.close()\n",
         "",
     ),
     (
-        "an abandoned batch keeps the records it changed in memory",
-        "consumer/runtime/worker.py",
-        "        self.read_ahead.discard()\n        self.cache.invalidate()\n",
-        "        self.read_ahead.discard()\n",
+        "a failed batch leaves its changed records in the cache",
+        "consumer/runtime/batch.py",
+        "        if cache is not None:\n            cache.invalidate()\n        raise\n",
+        "        raise\n",
+    ),
+    (
+        "the record cache misses another connection's commit",
+        "store/sqlite/record_cache.py",
+        "        if version != self._version:\n",
+        "        if self._version is None:\n",
     ),
     (
         "a validation error is not a usage error",
@@ -416,7 +422,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "--drain waits for an unreachable store for ever",
-        "consumer/runtime/start.py",
+        "consumer/runtime/open_store.py",
         "    outage = Outage(s.give_up_after_s if s.drain else None)",
         "    outage = Outage(None)",
     ),
@@ -490,7 +496,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "a store that is not there yet is not reported to the probes",
-        "consumer/runtime/start.py",
+        "consumer/runtime/open_store.py",
         '                health.failing("store", error)',
         "                pass",
     ),

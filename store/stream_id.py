@@ -1,4 +1,9 @@
-"""Redis Stream entry ids (``MS-SEQ``): parsed, compared and validated in one place."""
+"""Redis Stream entry ids (``MS-SEQ``): parsed, compared and validated in one place.
+
+A Redis notion, kept in ``store`` because the store is the lowest layer that needs it: the
+committed offset is an entry id (``offsets`` validates and compares them), and ``store``
+may not import ``consumer``. The consumer imports it from here.
+"""
 
 from __future__ import annotations
 

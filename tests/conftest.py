@@ -21,6 +21,7 @@ from store import Store, open_database
 from store.admin import add_game
 from tests import pg
 from tests import pg_server as embedded_pg
+from tests.streams import as_id, entries, newest_id
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -155,12 +156,12 @@ def xadd_event(
     entry_id: str = "*",
 ) -> str:
     """Write one health event; return its id."""
-    entry_id = client.xadd(
+    added = client.xadd(
         stream,
         {"game_id": game_id, "event_type": event_type, "occurred_at_ms": occurred_at_ms},
         id=entry_id,
     )
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return as_id(added)
 
 
 def seed_flips(client: redis.Redis, games: int, count: int) -> str:
@@ -174,7 +175,7 @@ def seed_flips(client: redis.Redis, games: int, count: int) -> str:
             {"game_id": f"g{i % games}", "event_type": kind, "occurred_at_ms": "1"},
         )
     pipe.execute()
-    return str(client.xrevrange("runtime:health_events", count=1)[0][0].decode())
+    return newest_id(client, "runtime:health_events")
 
 
 WorkerFactory = Callable[..., Worker]
@@ -208,7 +209,7 @@ def make_worker(redis_url: str, db: Store, db_location: str) -> Iterator[WorkerF
 def published(client: redis.Redis, stream: str = "gm:lobby_events") -> list[dict[str, str]]:
     """Every entry on ``stream`` as a dict of strings."""
     return [
-        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(stream)
+        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries(client, stream)
     ]
 
 

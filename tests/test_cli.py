@@ -188,6 +188,12 @@ def test_consume_options_come_from_the_settings_model(capsys: pytest.CaptureFixt
         assert " ".join(str(field.description).split()) in out, name
         if field.default not in (None, False):
             assert f"default: {field.default}" in out, name
+        bounds = {type(rule).__name__: rule for rule in field.metadata}
+        if "Ge" in bounds and "Le" in bounds:
+            low, high = bounds["Ge"].ge, bounds["Le"].le
+            assert f"{low}<=x<={high}" in out, name
+        elif "Ge" in bounds:
+            assert f"x>={bounds['Ge'].ge}" in out, name
 
 
 def test_help_shows_whole_defaults_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:

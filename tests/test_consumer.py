@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.errors import InjectedFault
 from consumer.runtime import faults
@@ -20,20 +19,23 @@ from consumer.runtime.worker import Worker
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records
 from store.admin import set_status
+from store.backend import Store
+from store.sqlite.store import SqliteSql
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+from tests.streams import as_id, entries
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 STREAM = "runtime:health_events"
 
 
-def record_of(db: sqlite_utils.Database, game_id: str) -> tuple[str, str]:
+def record_of(db: Store, game_id: str) -> tuple[str, str]:
     record = records.get(db.conn, game_id)
     return record.state.value, record.engine_health
 
 
 def test_events_update_records_and_publish_snapshots(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g1", Status.RUNNING), ("g2", Status.ENGINE_UNREACHABLE))
     records.save(db.conn, records.get(db.conn, "g1"))
@@ -71,7 +73,7 @@ def test_events_update_records_and_publish_snapshots(
 
 
 def test_snapshots_carry_the_record_right_after_each_event(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     for event_type in ["probe_failed", "container_exited", "probe_failed", "probe_recovered"]:
@@ -86,7 +88,7 @@ def test_snapshots_carry_the_record_right_after_each_event(
 
 
 def test_debounce_skips_repeated_summaries(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     for event_type in ["probe_failed", "probe_failed", "container_started", "container_started"]:
@@ -96,7 +98,7 @@ def test_debounce_skips_repeated_summaries(
 
 
 def test_bad_entries_become_dead_letters_and_never_block(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     bad = [
@@ -119,9 +121,9 @@ def test_bad_entries_become_dead_letters_and_never_block(
     assert record_of(db, "g") == ("engine_unreachable", "exited")
     kept = dead_letters.list_recent(db.conn)[::-1]
     assert [(row["entry_id"], row["reason"]) for row in kept] == [
-        (bad[0].decode(), "missing_field"),
-        (bad[1].decode(), "invalid_field"),
-        (bad[2].decode(), "invalid_field"),
+        (as_id(bad[0]), "missing_field"),
+        (as_id(bad[1]), "invalid_field"),
+        (as_id(bad[2]), "invalid_field"),
         (unknown_type, "unknown_event_type"),
         (unknown_game, "unknown_game"),
     ]
@@ -131,7 +133,7 @@ def test_bad_entries_become_dead_letters_and_never_block(
 
 
 def test_oversized_dead_letter_fields_are_truncated(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     rclient.xadd(
         "runtime:health_events",
@@ -143,7 +145,7 @@ def test_oversized_dead_letter_fields_are_truncated(
 
 
 def test_cas_conflict_with_concurrent_admin_set_status(
-    db: sqlite_utils.Database, db_location: str, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, db_location: str, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     """Health events and an operator holding statuses, truly at the same time: every change
     in the history is an allowed one, and each starts from the status the one before it
@@ -196,7 +198,7 @@ def test_cas_conflict_with_concurrent_admin_set_status(
     assert {"admin", "container_exited", "probe_recovered"} <= causes  # all three raced
 
 
-def _history_is_a_chain_of_allowed_changes(db: sqlite_utils.Database, games: list[str]) -> set[str]:
+def _history_is_a_chain_of_allowed_changes(db: Store, games: list[str]) -> set[str]:
     """Per game, in commit order: each change starts where the last one ended, is allowed,
     and the record ends where the history does. Returns the causes seen."""
     from statemachine import ALLOWED_CHANGES
@@ -220,7 +222,7 @@ def _history_is_a_chain_of_allowed_changes(db: sqlite_utils.Database, games: lis
 
 
 def test_restart_resumes_from_offset_with_persisted_debounce(
-    db_location: str, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_location: str, db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "probe_failed")
@@ -247,7 +249,7 @@ def test_restart_resumes_from_offset_with_persisted_debounce(
 @pytest.mark.parametrize("point", list(FaultPoint))
 def test_crash_at_each_point_loses_nothing_and_applies_once(
     point: FaultPoint,
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
@@ -271,7 +273,7 @@ def test_crash_at_each_point_loses_nothing_and_applies_once(
 
 
 def test_outbox_left_by_a_crash_is_published_before_reading_on(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     first = xadd_event(rclient, "g", "probe_failed")
@@ -328,8 +330,8 @@ def test_batch_size_changes_nothing(
 
 
 def _start_behind_a_write_lock(
-    db_location: str, make_worker: WorkerFactory, **overrides: object
-) -> tuple[sqlite3.Connection, sqlite_utils.Database, Worker, threading.Thread]:
+    db_location: Path, make_worker: WorkerFactory, **overrides: object
+) -> tuple[sqlite3.Connection, Store, Worker, threading.Thread]:
     """Another connection holds the write lock (an admin command); a worker with a short
     busy timeout starts behind it in a thread."""
     from store import open_database
@@ -346,7 +348,7 @@ def _start_behind_a_write_lock(
 @pytest.mark.sqlite_only
 def test_busy_database_waits_and_never_advances_the_offset_alone(
     db_path: Path,
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
@@ -357,7 +359,7 @@ def test_busy_database_waits_and_never_advances_the_offset_alone(
     while worker.totals.busy_retries < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker.totals.busy_retries >= 2
-    assert offsets.load(blocker, "health_events") is None
+    assert offsets.load(SqliteSql(blocker), "health_events") is None
     blocker.execute("ROLLBACK")
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -370,7 +372,7 @@ def test_busy_database_waits_and_never_advances_the_offset_alone(
 @pytest.mark.sqlite_only
 def test_a_stop_request_is_honoured_while_the_database_stays_locked(
     db_path: Path,
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
 ) -> None:
@@ -386,14 +388,14 @@ def test_a_stop_request_is_honoured_while_the_database_stays_locked(
     worker.request_stop()  # SIGTERM's first effect: the 5 s backoff must not be sat out
     thread.join(timeout=10)
     assert not thread.is_alive() and time.monotonic() - asked < 2.0
-    assert offsets.load(blocker, "health_events") is None  # nothing half-done
+    assert offsets.load(SqliteSql(blocker), "health_events") is None  # nothing half-done
     blocker.execute("ROLLBACK")
     blocker.close()
     impatient.close()
 
 
 def test_drain_on_an_empty_or_missing_stream_exits_at_once(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     missing = make_worker()
     missing.run()  # no stream at all
@@ -407,7 +409,7 @@ def test_drain_on_an_empty_or_missing_stream_exits_at_once(
 
 
 def test_stop_request_finishes_the_batch_in_hand(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     worker = make_worker(drain=False, block_ms=50)
@@ -425,7 +427,7 @@ def test_stop_request_finishes_the_batch_in_hand(
 
 
 def test_record_cache_sees_writes_from_other_connections(
-    db_location: str, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_location: str, db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     from store import open_database
 
@@ -457,7 +459,7 @@ def test_record_cache_sees_writes_from_other_connections(
 
 
 def test_failed_batch_leaves_no_trace_in_the_cache(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     worker = make_worker()
@@ -479,7 +481,7 @@ def test_failed_batch_leaves_no_trace_in_the_cache(
 
 @pytest.mark.sqlite_only
 def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
-    db_path: Path, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_path: Path, db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     import os
 
@@ -506,14 +508,14 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
 
 
 def test_published_entries_are_exactly_the_codec_encoding(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     from consumer.contract.codec import encode_snapshot
 
     add_games(db, ("g", Status.RUNNING))
     entry = xadd_event(rclient, "g", "container_disappeared")
     make_worker().run()
-    [(_, fields)] = rclient.xrange("gm:lobby_events")
+    [(_, fields)] = entries(rclient, "gm:lobby_events")
     expected = encode_snapshot(
         outbox.OutboxRow(entry, "g", "engine_unreachable", "disappeared", 0, FIXED_NOW_MS)
     )

@@ -149,6 +149,6 @@ def _admin(machine: RuntimeMachine, expected: Status, to: Status) -> list[Any]:
     found = []
     for transitions in machine.machine.events[ADMIN_TRIGGER].transitions.values():
         for t in transitions:
-            if t.expected is expected and t.dest_status is to:
+            if getattr(t, "expected", None) is expected and getattr(t, "dest_status", None) is to:
                 found.append(t)
     return found

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.devtools import embedded
 from consumer.runtime.worker import Worker
-from consumer.settings import ConsumerSettings
+from consumer.settings import ConsumerSettings, ResetPolicy
 from statemachine import Status
 from store import offsets, open_database, outbox, records
+from store.backend import Store
 from tests.conftest import FIXED_NOW_MS, add_games, published, xadd_event
 from tests.processes import HEALTHFSM, run_cli
 
@@ -48,7 +48,7 @@ def redis_major(client: redis.Redis) -> int:
 
 def test_worker_survives_a_redis_restart(
     own_redis: embedded.EmbeddedRedis,
-    db: sqlite_utils.Database,
+    db: Store,
     db_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -62,7 +62,7 @@ def test_worker_survives_a_redis_restart(
         block_ms=100,
         backoff_initial_s=0.02,
         backoff_max_s=0.2,
-        on_stream_reset="rewind",  # the restarted server lost data: read its stream anew
+        on_stream_reset=ResetPolicy.REWIND,  # the restarted server lost data: read its stream anew
     )
     worker = Worker(settings, db, clock=lambda: FIXED_NOW_MS)
     thread = threading.Thread(target=worker.run)
@@ -109,7 +109,7 @@ def test_worker_survives_a_redis_restart(
 
 
 def test_publish_failure_keeps_the_outbox_until_redis_is_back(
-    own_redis: embedded.EmbeddedRedis, db: sqlite_utils.Database, db_path: Path
+    own_redis: embedded.EmbeddedRedis, db: Store, db_path: Path
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     client = redis.Redis.from_url(own_redis.url)
@@ -200,7 +200,7 @@ def test_sigterm_finishes_the_batch_publishes_and_exits_0(
 
 @pytest.mark.sqlite_only  # Redis's password; the store does not matter
 def test_password_in_url_is_never_logged(
-    db: sqlite_utils.Database, db_path: Path, caplog: pytest.LogCaptureFixture
+    db: Store, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with embedded.running("--requirepass", "s3cret-pw") as server:
         url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"

@@ -58,7 +58,7 @@ class Model:
 def _callback(name: str) -> Any:
     def call(*args: Any, **kwargs: Any) -> None:
         event = args[0] if args and isinstance(args[0], EventData) else None
-        model = event.model if event is not None else kwargs["owner"]
+        model: Any = event.model if event is not None else kwargs["owner"]
         model.note(name)
 
     return call
@@ -67,7 +67,7 @@ def _callback(name: str) -> Any:
 def _condition(name: str, attribute: str) -> Any:
     def check(*args: Any, **kwargs: Any) -> bool:
         event = args[0] if args and isinstance(args[0], EventData) else None
-        model = event.model if event is not None else kwargs["owner"]
+        model: Any = event.model if event is not None else kwargs["owner"]
         model.note(name)
         return bool(getattr(model, attribute))
 

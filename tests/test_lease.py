@@ -25,6 +25,7 @@ from store.errors import LeaseHeld, LeaseLost
 from store.records import insert_new
 from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
 from tests.processes import Consume, is_stopped, run_cli, wait_for
+from tests.streams import entries, newest_id
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -85,7 +86,7 @@ def test_two_workers_on_one_store_apply_and_publish_everything_once(
         kind = ("container_started", "probe_failed", "inspect_unhealthy")[i % 3]
         pipe.xadd(STREAM, {"game_id": game, "event_type": kind, "occurred_at_ms": "1"})
     pipe.execute()
-    last = rclient.xrevrange(STREAM, count=1)[0][0].decode()
+    last = newest_id(rclient, STREAM)
     args = _consume_args(redis_url, db_location, "--batch-size", "500")
     workers = [Consume(tmp_path / f"w{n}.log", *args) for n in range(2)]
     db = open_database(db_location)
@@ -287,10 +288,48 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
     with db.write() as conn:  # another worker takes over (the lease had expired)
         conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
     with pytest.raises(LeaseLost, match="other:1:x"):
-        worker._apply(rclient.xrange(STREAM))
-    assert worker._guarded(lambda: worker._apply(rclient.xrange(STREAM)))  # stands by
+        worker._apply(entries(rclient, STREAM))
+
+    def apply() -> bool:
+        worker._apply(entries(rclient, STREAM))
+        return True
+
+    assert worker._guarded(apply)  # stands by
     assert worker.metrics.lease_lost._value.get() == 1 and not worker.keeper.held
     assert offsets.load(db.conn, LABEL) is None and outbox.pending(db.conn) == 0
     assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 0
+    worker.close()
+    worker.db.close()
+
+
+def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_back(
+    db: Store, db_location: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """Paused past the TTL between commit and publish: the next holder publishes the rows
+    from the outbox; when the first worker takes the label back it must not send them too."""
+    from consumer.cli.operator_actions import flush_outbox
+
+    add_games(db, ("g", Status.RUNNING))
+    xadd_event(rclient, "g", "container_exited")
+    worker = _worker(redis_url, db_location)
+    assert worker._become_active()
+    worker._apply(entries(rclient, STREAM))  # committed; the relay holds the row in memory
+    with db.write() as conn:  # meanwhile another worker took the label over
+        conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
+
+    def renew() -> bool:
+        with worker.keeper.fenced():
+            return True
+
+    assert worker._guarded(renew) and not worker.keeper.held  # learns it lost: stands by
+    assert (
+        flush_outbox(db, rclient, "gm:lobby_events", force=True) == 1
+    )  # the other holder publishes it
+    with db.write() as conn:  # ... and releases the label
+        conn.execute("UPDATE leases SET expires_at_ms = 0")
+    assert worker._become_active()
+    worker._publish()
+    sources = [s["source_entry_id"] for s in published(rclient)]
+    assert len(sources) == 1, sources
     worker.close()
     worker.db.close()

@@ -29,6 +29,7 @@ from store import dead_letters, lease, offsets, open_database
 from store.backend import Store
 from tests.conftest import add_games
 from tests.processes import HEALTHFSM, run_cli, wait_for
+from tests.streams import newest_id, oldest_id
 
 FIXED_LINES = 15
 """What a drain may write at the default level whatever its size: start, lease, progress,
@@ -47,7 +48,7 @@ def seed_status_changes(client: redis.Redis, games: int, count: int) -> str:
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
-    return str(client.xrevrange(c.HEALTH_STREAM, count=1)[0][0].decode())
+    return newest_id(client, c.HEALTH_STREAM)
 
 
 def register(location: str, games: int) -> None:
@@ -99,7 +100,7 @@ def test_rejections_are_one_warning_per_batch_and_reason(
     """A new store pointed at a stream with history: every entry is an unknown game."""
     register(str(db_path), 0)
     seed_status_changes(rclient, 20_000, 20_000)
-    first = rclient.xrange(c.HEALTH_STREAM, count=1)[0][0].decode()
+    first = oldest_id(rclient, c.HEALTH_STREAM)
     code, lines = drain(tmp_path, redis_url, str(db_path), "--batch-size", "5000")
     assert code == 0, lines[-5:]
     warnings = [line for line in lines if " WARNING " in line]

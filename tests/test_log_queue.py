@@ -36,9 +36,12 @@ def test_dropped_records_are_counted_and_reported_once_the_writer_catches_up(
     logger.propagate = False
     try:
         started = time.monotonic()
-        caller = threading.Thread(
-            target=lambda: [logger.warning("record %d", i) for i in range(500)]
-        )
+
+        def log_500() -> None:
+            for i in range(500):
+                logger.warning("record %d", i)
+
+        caller = threading.Thread(target=log_500)
         caller.start()
         caller.join(5)
         assert not caller.is_alive(), "the caller waited on the blocked pipe"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.devtools import embedded
 from consumer.errors import InjectedFault
@@ -21,8 +20,10 @@ from consumer.runtime.faults import FaultPoint
 from statemachine import Status
 from store import SCHEMA_VERSION, history, outbox, records
 from store.admin import set_status
+from store.backend import Store
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 from tests.processes import cli_in_process as run_cli
+from tests.streams import entries
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -47,7 +48,7 @@ def metric(text: str, line_start: str) -> float:
 
 
 def test_metrics_are_served_and_count_what_happened(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING), ("h", Status.GENERATION_IN_PROGRESS))
     xadd_event(rclient, "g", "container_exited")
@@ -86,7 +87,7 @@ def test_metrics_are_served_and_count_what_happened(
 
 
 def test_progress_line_and_lag_gauges(
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
     caplog: pytest.LogCaptureFixture,
@@ -122,7 +123,7 @@ def test_progress_line_and_lag_gauges(
 
 
 def test_lag_counts_unread_entries(rclient: redis.Redis) -> None:
-    from consumer.runtime.lag import lag
+    from consumer.runtime.stream_view import lag
 
     first = xadd_event(rclient, "g", "probe_failed")
     for _ in range(3):
@@ -132,7 +133,7 @@ def test_lag_counts_unread_entries(rclient: redis.Redis) -> None:
 
 
 def test_gap_is_logged_counted_and_consumption_goes_on(
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -167,7 +168,7 @@ def test_gap_is_logged_counted_and_consumption_goes_on(
 
 def test_check_fails_clearly(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     tmp_path: Path,
@@ -192,7 +193,7 @@ def test_check_fails_clearly(
 
 def test_offsets_show_and_set(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -217,7 +218,7 @@ def test_offsets_show_and_set(
 
 def test_dead_letters_list_and_replay_after_the_game_is_registered(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -266,7 +267,7 @@ def test_dead_letters_list_and_replay_after_the_game_is_registered(
 
 def test_outbox_show_and_flush(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -287,7 +288,7 @@ def test_outbox_show_and_flush(
 
 def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -321,7 +322,7 @@ def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
 
 def test_worker_runs_under_the_minimal_acl(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     make_worker: WorkerFactory,
 ) -> None:
@@ -331,8 +332,8 @@ def test_worker_runs_under_the_minimal_acl(
         if int(str(admin.info("server")["redis_version"]).split(".")[0]) >= 7:
             acl = MINIMAL_ACL.replace("~runtime:health_events", "%R~runtime:health_events")
             acl = acl.replace("~gm:lobby_events", "%W~gm:lobby_events")
-        admin.execute_command("ACL", "SETUSER", "healthfsm", *acl.split())
-        admin.execute_command("ACL", "SETUSER", "default", "off")
+        admin.execute_command("ACL", "SETUSER", "healthfsm", *acl.split())  # type: ignore[no-untyped-call]
+        admin.execute_command("ACL", "SETUSER", "default", "off")  # type: ignore[no-untyped-call]
         url = f"redis://healthfsm:worker-pw@127.0.0.1:{server.port}/0"
         producer = redis.Redis.from_url(url.replace("healthfsm:worker-pw", "healthfsm:worker-pw"))
         with pytest.raises(redis.RedisError):
@@ -349,7 +350,7 @@ def test_worker_runs_under_the_minimal_acl(
         worker = make_worker(redis_url=url, metrics_port=None)
         worker.run()
         assert records.get(db.conn, "g").state is Status.ENGINE_UNREACHABLE
-        assert len(admin.xrange("gm:lobby_events")) == 1
+        assert len(entries(admin, "gm:lobby_events")) == 1
         code, _, err = run_cli(capsys, "check", "--redis-url", url, "--db", db_location)
         assert code == 0, err
         admin.close()
@@ -358,7 +359,7 @@ def test_worker_runs_under_the_minimal_acl(
 
 def test_json_logs_carry_entry_and_game_ids(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -392,7 +393,7 @@ def test_json_logs_carry_entry_and_game_ids(
 
 
 def test_drain_progress_line(
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
     capsys: pytest.CaptureFixture[str],
@@ -463,7 +464,7 @@ def _make_certs(directory: Path) -> None:
 
 
 def test_rediss_url_with_ca(
-    capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_location: str, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], db: Store, db_location: str, tmp_path: Path
 ) -> None:
     import shutil
     import subprocess

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.devtools import embedded
 from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import dead_letters, offsets, outbox, records
+from store.backend import Store
 from tests import old_stores
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
 from tests.processes import HEALTHFSM, run_cli, wait_for
 from tests.processes import cli_in_process as cli
+from tests.streams import entries
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -45,12 +46,12 @@ def _dead_letters_for(rclient: redis.Redis, make_worker: WorkerFactory, kinds: l
 
 
 def _replayed_kinds(rclient: redis.Redis, after: str) -> list[str]:
-    return [f[b"event_type"].decode() for _, f in rclient.xrange(STREAM, min=f"({after}")]
+    return [f[b"event_type"].decode() for _, f in entries(rclient, STREAM, min=f"({after}")]
 
 
 def test_replay_sends_the_oldest_rows_first_whatever_the_limit(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -71,7 +72,7 @@ def test_replay_sends_the_oldest_rows_first_whatever_the_limit(
 
 
 def test_concurrent_replays_never_send_a_row_twice(
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -84,13 +85,13 @@ def test_concurrent_replays_never_send_a_row_twice(
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
     assert sum(o["replayed"] for o in outputs) == 300
-    assert len(rclient.xrange(STREAM, min=f"({mark}")) == 300
+    assert len(entries(rclient, STREAM, min=f"({mark}")) == 300
     assert dead_letters.list_recent(db.conn) == []
 
 
 def test_a_row_claimed_by_a_crashed_replay_is_listed_and_sent_again_by_id(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -116,7 +117,7 @@ def test_a_row_claimed_by_a_crashed_replay_is_listed_and_sent_again_by_id(
 
 def test_replay_by_id_skips_a_row_another_live_replay_claimed(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -146,7 +147,7 @@ def test_replay_by_id_skips_a_row_another_live_replay_claimed(
 
 
 def test_rows_redis_accepted_before_a_refusal_are_not_published_again(
-    db: sqlite_utils.Database,
+    db: Store,
 ) -> None:
     with embedded.running("--maxmemory-policy", "noeviction") as server:
         client = redis.Redis.from_url(server.url)
@@ -166,7 +167,7 @@ def test_rows_redis_accepted_before_a_refusal_are_not_published_again(
         assert outbox.pending(db.conn) == 3000 - accepted  # exactly the refused rows stay
         client.config_set("maxmemory", 0)
         relay.publish()
-        sources = [f[b"source_entry_id"].decode() for _, f in client.xrange(LOBBY)]
+        sources = [f[b"source_entry_id"].decode() for _, f in entries(client, LOBBY)]
         assert sorted(sources) == sorted(row.source_entry_id for row in rows)  # once each
         relay.close()
         client.close()
@@ -177,7 +178,7 @@ def test_rows_redis_accepted_before_a_refusal_are_not_published_again(
 
 def test_admin_status_changes_reach_lobby_through_the_running_worker(
     capsys: pytest.CaptureFixture[str],
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -241,16 +242,14 @@ def test_admin_status_changes_reach_lobby_through_the_running_worker(
     "bad", ["99999999999999999999-0", "1-", "1-99999999999999999999", "\u0663-0", "17", "-1-0", ""]
 )
 def test_offsets_set_accepts_only_ids_redis_accepts(
-    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database, bad: str
+    capsys: pytest.CaptureFixture[str], db_location: str, db: Store, bad: str
 ) -> None:
     code, _, err = cli(capsys, "offsets", "set", LABEL, bad, "--yes", "--db", db_location)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert offsets.load(db.conn, LABEL) is None
 
 
-def test_offsets_set_edges(
-    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database
-) -> None:
+def test_offsets_set_edges(capsys: pytest.CaptureFixture[str], db_location: str, db: Store) -> None:
     args = ["--yes", "--db", db_location]
     code, _, err = cli(capsys, "offsets", "set", "", "1-0", *args)
     assert code == 2 and "LABEL" in err
@@ -261,7 +260,7 @@ def test_offsets_set_edges(
 
 
 def test_a_new_label_in_a_store_with_other_offsets_needs_start_from(
-    db: sqlite_utils.Database,
+    db: Store,
     db_location: str,
     redis_url: str,
     rclient: redis.Redis,
@@ -366,7 +365,7 @@ def test_init_creates_only_when_asked_and_runtime_add_needs_the_folder(
 
 @pytest.mark.sqlite_only
 def test_demo_refuses_a_store_with_games(
-    capsys: pytest.CaptureFixture[str], db: sqlite_utils.Database, db_path: Path
+    capsys: pytest.CaptureFixture[str], db: Store, db_path: Path
 ) -> None:
     add_games(db, ("real", Status.RUNNING))
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -377,7 +376,7 @@ def test_demo_refuses_a_store_with_games(
 
 
 def test_lobby_stream_equal_to_the_input_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], db_location: str, db: sqlite_utils.Database, redis_url: str
+    capsys: pytest.CaptureFixture[str], db_location: str, db: Store, redis_url: str
 ) -> None:
     code, _, err = cli(
         capsys,
@@ -399,7 +398,7 @@ def test_lobby_stream_equal_to_the_input_is_a_usage_error(
 
 
 def test_a_huge_game_id_is_kept_and_logged_in_bounded_form(
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
     caplog: pytest.LogCaptureFixture,
@@ -435,7 +434,7 @@ def test_any_rejection_reason_is_cut_before_it_is_stored() -> None:
     ],
 )
 def test_occurred_at_ms_follows_its_rule_exactly(
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
     raw: str,

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.contract.codec import encode_snapshot
 from consumer.devtools import embedded
@@ -15,7 +14,9 @@ from consumer.runtime.redis_client import connect
 from consumer.runtime.relay import OutboxRelay
 from statemachine import Status
 from store import outbox
+from store.backend import Store
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, xadd_event
+from tests.streams import entries
 
 STREAM = "runtime:health_events"
 LOBBY = "gm:lobby_events"
@@ -79,7 +80,7 @@ def test_read_ahead_says_when_the_offset_entry_was_trimmed(
 
 
 def _fields(client: redis.Redis, entry_id: str) -> dict[bytes, bytes]:
-    [(_, fields)] = client.xrange(STREAM, min=entry_id, max=entry_id)
+    [(_, fields)] = entries(client, STREAM, min=entry_id, max=entry_id)
     return dict(fields)
 
 
@@ -97,7 +98,7 @@ def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing() -> None:
     own.close()
 
 
-def _rows(db: sqlite_utils.Database, n: int, first: int = 0) -> list[tuple[int, outbox.OutboxRow]]:
+def _rows(db: Store, n: int, first: int = 0) -> list[tuple[int, outbox.OutboxRow]]:
     rows = [
         outbox.OutboxRow(f"{i + 1}-0", f"g{i}", "running", "healthy", i, FIXED_NOW_MS)
         for i in range(first, first + n)
@@ -107,7 +108,7 @@ def _rows(db: sqlite_utils.Database, n: int, first: int = 0) -> list[tuple[int, 
 
 
 def test_relay_sends_now_and_confirms_later_in_order(
-    db: sqlite_utils.Database, client: redis.Redis, rclient: redis.Redis
+    db: Store, client: redis.Redis, rclient: redis.Redis
 ) -> None:
     relay = OutboxRelay(db, client, LOBBY, chunk=3)
     assert relay.publish() == 0  # start: the (empty) table first
@@ -117,13 +118,13 @@ def test_relay_sends_now_and_confirms_later_in_order(
     assert relay.in_flight == 7 and outbox.pending(db.conn) == 7
     assert relay.confirm() == 7
     assert relay.in_flight == 0 and outbox.pending(db.conn) == 0
-    got = [dict(fields) for _, fields in rclient.xrange(LOBBY)]
+    got = [dict(fields) for _, fields in entries(rclient, LOBBY)]
     assert got == [encode_snapshot(row) for _, row in committed]
     relay.close()
 
 
 def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
-    db: sqlite_utils.Database,
+    db: Store,
 ) -> None:
     server = embedded.start()
     try:
@@ -141,7 +142,7 @@ def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
         relay.committed(_rows(db, 1, first=4))  # ignored: the table is the truth now
         assert relay.send() == 4  # the backlog goes out synchronously, in order
         after = redis.Redis.from_url(server.url)  # a new, empty server
-        assert [f[b"game_id"] for _, f in after.xrange(LOBBY)] == [b"g1", b"g2", b"g3", b"g4"]
+        assert [f[b"game_id"] for _, f in entries(after, LOBBY)] == [b"g1", b"g2", b"g3", b"g4"]
         assert outbox.pending(db.conn) == 0
         after.close()
         relay.close()
@@ -151,7 +152,7 @@ def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
 
 
 def test_a_backlog_drains_pipelined_with_the_same_result(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING), ("h", Status.RUNNING))
     kinds = ["probe_failed", "probe_recovered", "container_exited", "container_started"]
@@ -172,7 +173,7 @@ def test_a_backlog_drains_pipelined_with_the_same_result(
 
 
 def test_connections_killed_mid_backlog_lose_nothing(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     """CLIENT KILL drops the read-ahead, the relay and the main connection mid-drain."""
     import threading
@@ -192,7 +193,7 @@ def test_connections_killed_mid_backlog_lose_nothing(
     deadline = time.monotonic() + 15
     while worker.totals.batches < 10 and time.monotonic() < deadline:
         time.sleep(0.001)
-    killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert killed >= 1 and worker.totals.reconnects >= 1
@@ -206,7 +207,7 @@ def test_connections_killed_mid_backlog_lose_nothing(
 
 
 def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
-    db_path: object, db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db_path: object, db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     """Another writer takes the lock while snapshots are in flight: deletes and batches wait."""
     import sqlite3

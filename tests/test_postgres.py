@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -355,7 +356,7 @@ def test_migrate_from_sqlite_moves_everything_a_worker_needs(
     moved = json.loads(out)
     assert moved["runtime_records"] == 3 and moved["dead_letters"] == 1 and moved["outbox_seq"] > 0
 
-    def shown(*argv: str, db: str) -> object:
+    def shown(*argv: str, db: str) -> Any:
         code, out, err = cli(capsys, *argv, "--json", "--db", db)
         assert code == 0, err
         return json.loads(out)
@@ -369,7 +370,7 @@ def test_migrate_from_sqlite_moves_everything_a_worker_needs(
     [pg_offset] = shown("offsets", "show", db=pg_url)
     [lite_offset] = shown("offsets", "show", db=source)
     for key in ("label", "entry_id", "entries_read"):
-        assert pg_offset[key] == lite_offset[key]  # type: ignore[index]
+        assert pg_offset[key] == lite_offset[key]
 
     code, _, err = cli(capsys, "migrate", "--from-sqlite", source, "--db", pg_url)
     assert code == 1 and "already holds 3 runtime records" in err, err
@@ -385,8 +386,8 @@ def test_migrate_from_sqlite_moves_everything_a_worker_needs(
     code, _, err = cli(capsys, "consume", "--drain", "--redis-url", redis_url, "--db", pg_url)
     assert code == 0, err
     [offset] = shown("offsets", "show", db=pg_url)
-    assert offset["entry_id"] == entry  # type: ignore[index]
-    assert offset["entries_read"] == lite_offset["entries_read"] + 1  # type: ignore[index]
+    assert offset["entry_id"] == entry
+    assert offset["entries_read"] == lite_offset["entries_read"] + 1
 
 
 def test_an_admin_snapshot_waits_for_an_open_batch_so_seqs_follow_commits(
@@ -432,7 +433,7 @@ def test_a_standby_never_takes_a_lease_renewed_after_it_looked(pg_url: str, pg_d
         held, _ = lease.try_acquire(sql, LABEL, "h:1:a", "node-a", 1000, 500)
     assert held is not None
     holder = open_database(pg_url)
-    outcome: list[object] = []
+    outcome: list[tuple[lease.Lease | None, lease.Lease | None]] = []
     try:
         with holder.write() as sql:
             assert lease.renew(sql, held, 1400, 500) is not None  # row locked, not committed
@@ -448,7 +449,7 @@ def test_a_standby_never_takes_a_lease_renewed_after_it_looked(pg_url: str, pg_d
     finally:
         holder.close()
     [(taken, seen)] = outcome
-    assert taken is None and seen is not None and seen.holder == "h:1:a"  # type: ignore[attr-defined]
+    assert taken is None and seen is not None and seen.holder == "h:1:a"
     row = lease.read(pg_db.conn, LABEL)
     assert row is not None and row.holder == "h:1:a" and row.expires_at_ms == 1900
 
@@ -458,7 +459,7 @@ def test_a_replay_skips_the_rows_another_replay_is_choosing(
 ) -> None:
     """Two replays at once: the second takes the next rows instead of waiting for (or, worse,
     re-claiming) the rows the first is claiming."""
-    from consumer.cli.operations import replay_dead_letters
+    from consumer.cli.operator_actions import replay_dead_letters
 
     for _ in range(150):
         xadd_event(rclient, "late", "probe_failed")

@@ -42,6 +42,7 @@ from store.offsets import entry_id_key
 from tests import model, pg
 from tests.conftest import FIXED_NOW_MS
 from tests.contract_schema import HEALTH_EVENT, SNAPSHOT, violations
+from tests.streams import as_id, entries, newest_id
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -245,7 +246,7 @@ class InProcessComparison(RuleBasedStateMachine):
 
 # Scaled from the active profile: ``--hypothesis-profile=deep`` runs more.
 InProcessComparison.TestCase.settings = settings(
-    max_examples=3 * settings.default.max_examples, stateful_step_count=40
+    max_examples=3 * settings().max_examples, stateful_step_count=40
 )
 TestInProcess = InProcessComparison.TestCase
 
@@ -258,7 +259,7 @@ class InProcessComparisonPostgres(InProcessComparison):
 
 # A third of SQLite's examples: each costs a schema and more round trips (CI time).
 InProcessComparisonPostgres.TestCase.settings = settings(
-    max_examples=settings.default.max_examples, stateful_step_count=40
+    max_examples=settings().max_examples, stateful_step_count=40
 )
 TestInProcessPostgres = InProcessComparisonPostgres.TestCase
 
@@ -305,11 +306,12 @@ class CrashComparison(RuleBasedStateMachine):
     def _xadd(
         self, fields: dict[bytes, bytes], game_id: str | None, event_type: str | None, valid: bool
     ) -> None:
-        entry_id = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
-        self.model.health(entry_id.decode(), game_id, event_type, valid)
+        added = self.client.xadd("runtime:health_events", fields)  # type: ignore[arg-type]
+        entry_id = as_id(added)
+        self.model.health(entry_id, game_id, event_type, valid)
         if valid:
             self.valid_inputs.append(fields)
-        self.last = entry_id.decode()
+        self.last = entry_id
         self.history[self.last] = self._view()
 
     @rule(game_id=st.sampled_from(["g0", "g1", "g2", "g3", "ghost"]), event_type=event_types)
@@ -373,8 +375,7 @@ class CrashComparison(RuleBasedStateMachine):
         limits = [first_batches, second_batches]
         if second_first:
             workers.reverse()
-        newest = self.client.xrevrange("runtime:health_events", count=1)
-        target = newest[0][0].decode() if newest else "0-0"
+        target = newest_id(self.client, "runtime:health_events", empty="0-0")
         for worker, limit in zip(workers, limits, strict=True):
             _stop_when_due(worker, limit, target, workers)
         _run_together(workers, target)
@@ -405,7 +406,7 @@ class CrashComparison(RuleBasedStateMachine):
             db.close()
         published = [
             {k.decode(): v.decode() for k, v in fields.items()}
-            for _, fields in self.client.xrange("gm:lobby_events")
+            for _, fields in entries(self.client, "gm:lobby_events")
         ]
         firsts = [
             {**s, "source_entry_id": _model_source(s["source_entry_id"])}
@@ -442,7 +443,7 @@ class CrashComparison(RuleBasedStateMachine):
             waiting = {row.source_entry_id for _, row in outbox.peek(db.conn, 100_000)}
         finally:
             db.close()
-        out = {f[b"source_entry_id"].decode() for _, f in self.client.xrange("gm:lobby_events")}
+        out = {f[b"source_entry_id"].decode() for _, f in entries(self.client, "gm:lobby_events")}
         admins = {s for s in out | waiting if _model_source(s) == model.ADMIN_SOURCE}
         due = [s["source_entry_id"] for s in self.model.snapshots]
         assert len(admins) == due.count(model.ADMIN_SOURCE)  # committed with the change itself
@@ -454,7 +455,7 @@ class CrashComparison(RuleBasedStateMachine):
     def both_streams_follow_the_contract(self) -> None:
         """Every published snapshot is valid by docs/asyncapi.yaml, and so is every health
         event the model counts as valid (the malformed ones are meant to be rejected)."""
-        for _, fields in self.client.xrange("gm:lobby_events"):
+        for _, fields in entries(self.client, "gm:lobby_events"):
             assert not violations(SNAPSHOT, fields), fields
         for fields in self.valid_inputs:
             assert not violations(HEALTH_EVENT, fields), fields
@@ -465,7 +466,7 @@ class CrashComparison(RuleBasedStateMachine):
         order of the events that caused them."""
         firsts: list[str] = []
         seen: set[str] = set()
-        for _, fields in self.client.xrange("gm:lobby_events"):
+        for _, fields in entries(self.client, "gm:lobby_events"):
             source = fields[b"source_entry_id"].decode()
             if source not in seen and _model_source(source) != model.ADMIN_SOURCE:
                 firsts.append(source)
@@ -537,7 +538,7 @@ def crash_redis(redis_url: str, backend: str) -> str:
 def test_crash_comparison(crash_redis: str, backend: str) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
-    examples = settings.default.max_examples
+    examples = settings().max_examples
     if backend == "postgres":  # a third: its steps cost about three times as much (CI time)
         examples = max(1, examples // 3)
     run_state_machine_as_test(

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlite_utils
 
 from consumer.errors import StreamReset
 from consumer.runtime.batch import BatchResult
 from statemachine import Status
 from store import offsets, records
+from store.backend import Store
 from tests.conftest import WorkerFactory, add_games, published, xadd_event
 from tests.processes import run_cli
 
@@ -46,7 +46,7 @@ def _events(
 
 
 def test_a_stream_behind_the_offset_stops_the_worker_with_the_remedy(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+    db: Store, db_path: Path, redis_url: str, rclient: redis.Redis
 ) -> None:
     """Case 2: Redis came back without its data and new ids are lower than the offset."""
     add_games(db, ("g", Status.RUNNING))
@@ -69,7 +69,7 @@ def test_a_stream_behind_the_offset_stops_the_worker_with_the_remedy(
 
 
 def test_rewind_reads_a_reset_stream_from_its_start(
-    db: sqlite_utils.Database,
+    db: Store,
     redis_url: str,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
@@ -92,7 +92,7 @@ def test_rewind_reads_a_reset_stream_from_its_start(
 
 
 def test_a_missing_stream_under_a_stored_offset_is_a_reset(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     _events(rclient, 2)
@@ -103,7 +103,7 @@ def test_a_missing_stream_under_a_stored_offset_is_a_reset(
 
 
 def test_a_recreated_stream_is_a_reset_where_redis_can_tell(
-    db: sqlite_utils.Database, rclient: redis.Redis, make_worker: WorkerFactory
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:
     """Deleted and written again with higher ids: Redis 7 counts fewer entries-added than
     this label has read; Redis 6.2 has no such count, and the worker reads the new entries."""
@@ -122,7 +122,7 @@ def test_a_recreated_stream_is_a_reset_where_redis_can_tell(
 
 
 def test_a_gap_is_reported_by_the_batch_that_crosses_it(
-    db: sqlite_utils.Database,
+    db: Store,
     rclient: redis.Redis,
     make_worker: WorkerFactory,
     caplog: pytest.LogCaptureFixture,
@@ -155,7 +155,7 @@ def test_a_gap_is_reported_by_the_batch_that_crosses_it(
 
 
 def test_unread_entries_trimmed_to_an_empty_stream_are_a_gap(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+    db: Store, db_path: Path, redis_url: str, rclient: redis.Redis
 ) -> None:
     """Case 3a: XTRIM MAXLEN 0 with 500 unread entries while the worker was stopped."""
     add_games(db, ("g", Status.RUNNING))
@@ -179,7 +179,7 @@ def test_unread_entries_trimmed_to_an_empty_stream_are_a_gap(
 
 
 def test_check_fails_while_the_offset_is_behind_the_first_entry(
-    db: sqlite_utils.Database, db_path: Path, redis_url: str, rclient: redis.Redis
+    db: Store, db_path: Path, redis_url: str, rclient: redis.Redis
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     _events(rclient, 2)

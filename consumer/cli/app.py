@@ -198,7 +198,7 @@ def _open_unless_stopped(settings: ConsumerSettings, health: HealthState) -> Sto
     import signal
     import threading
 
-    from consumer.runtime.start import open_when_reachable
+    from consumer.runtime.open_store import open_when_reachable
 
     stop = threading.Event()
     previous = {
@@ -473,9 +473,9 @@ def bench(
         bench_report(report)
 
 
-from consumer.cli import ops as cli_ops  # noqa: E402  (registers the operator commands)
+from consumer.cli import operator_commands  # noqa: E402  (registers the operator commands)
 
-cli_ops.register(app, runtime_app)
+operator_commands.register(app, runtime_app)
 
 _EXIT_CODES: list[tuple[type[HealthFsmError], int]] = [
     (StatusConflict, EXIT_CONFLICT),

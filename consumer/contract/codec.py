@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from consumer.contract import constants as c
 from consumer.contract.bounds import shorten
-from consumer.contract.models import RuntimeSnapshotUpdate
+from consumer.contract.snapshot import RuntimeSnapshotUpdate
 from consumer.errors import DecodeError
 from statemachine.enums import EVENT_TYPE_BY_VALUE, EventType
 from store.outbox import OutboxRow

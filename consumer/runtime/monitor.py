@@ -13,8 +13,8 @@ from typing import NamedTuple, Protocol
 
 import redis
 
-from consumer.runtime.lag import lag, stream_view
 from consumer.runtime.metrics import Metrics
+from consumer.runtime.stream_view import lag, stream_view
 from consumer.settings import ConsumerSettings
 from store import offsets, outbox
 from store.backend import Store

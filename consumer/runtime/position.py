@@ -16,9 +16,9 @@ from contextlib import AbstractContextManager
 import redis
 
 from consumer.errors import StreamReset
-from consumer.runtime.lag import Gap, Reset, find_gap, find_reset, stream_view
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.redis_client import Entries
+from consumer.runtime.stream_view import Gap, Reset, find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
 from store import offsets
 from store.backend import Store

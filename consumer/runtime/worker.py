@@ -37,7 +37,7 @@ from consumer.runtime.redis_client import (
     redact_url,
 )
 from consumer.runtime.relay import OutboxRelay
-from consumer.runtime.start import refuse_an_unconfirmed_new_label, starting_offset
+from consumer.runtime.start_offset import refuse_an_unconfirmed_new_label, starting_offset
 from consumer.runtime.systemd import Notifier
 from consumer.settings import ConsumerSettings
 from statemachine import RuntimeMachine, get_machine
@@ -444,16 +444,16 @@ class Worker:
     def _drop_in_flight(self, *, unsettled: bool) -> None:
         """Drop what is in flight for a batch that is abandoned: the one place that does.
 
-        The read-ahead always goes (its reply answers a read that may no longer follow the
-        offset), and so does the record cache (a failed batch may have changed records in
-        memory; they are loaded again from the store). The relay's sent but unconfirmed
-        snapshots go only when they are ``unsettled``: the connection broke, or the lease
-        changed hands, so whether Redis took them is unknown or no longer ours to settle;
-        they are published again from the outbox table. Otherwise the relay confirms them as
-        usual, so a busy store or a rewind does not publish them twice.
+        The read-ahead always goes: its reply answers a read that may no longer follow the
+        offset. The relay's snapshots go only when they are ``unsettled``: the connection
+        broke or the lease changed hands, so whether Redis took them is unknown, or no
+        longer ours to settle (the next holder publishes them from the outbox table, and
+        sending them after taking the label back would repeat them). Otherwise the relay
+        confirms them as usual, so a busy store or a rewind does not publish them twice.
+        The record cache needs nothing from here: it drops itself when a batch fails
+        (``apply_batch``) and when another connection committed (``RecordCache.load``).
         """
         self.read_ahead.discard()
-        self.cache.invalidate()
         if unsettled:
             self.relay.close()
 

@@ -8,20 +8,16 @@ whole stream again to live records.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import redis
 
 from consumer.errors import StartRefused
-from consumer.runtime.health import HealthState
-from consumer.runtime.lag import stream_view
 from consumer.runtime.lease_keeper import LeaseKeeper
-from consumer.runtime.outage import Outage
+from consumer.runtime.stream_view import stream_view
 from consumer.settings import ConsumerSettings
-from store import offsets, open_database
+from store import offsets
 from store.backend import Store
-from store.errors import StoreUnavailable
 from store.stream_id import START_ID, StreamId
 
 log = logging.getLogger(__name__)
@@ -75,32 +71,3 @@ def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, in
             return START_ID, 0
         return view.last_generated_id, view.entries_added or 0
     return str(StreamId.parse(start_from)), 0
-
-
-def open_when_reachable(
-    s: ConsumerSettings, stop: threading.Event, health: HealthState | None = None
-) -> Store | None:
-    """The worker's store; a database server that is not up yet is waited for, not fatal.
-
-    Everything else (a wrong password, a missing or foreign store) fails at once. Returns
-    None when ``stop`` is set while waiting; ``--drain`` gives up after ``give_up_after_s``.
-    """
-    delay = s.backoff_initial_s
-    outage = Outage(s.give_up_after_s if s.drain else None)
-    while not stop.is_set():
-        try:
-            store = open_database(s.db_path)
-        except StoreUnavailable as error:
-            if health is not None:
-                health.failing("store", error)
-                health.beat()
-            wait_s = outage.wait_for("the store", error, delay)
-            log.warning("%s; retrying in %.1fs", error, wait_s)
-            stop.wait(wait_s)
-            delay = min(delay * 2, s.backoff_max_s)
-        else:
-            if health is not None:
-                health.reached("store")
-            return store
-    log.info("stopped while waiting for the database")
-    return None

@@ -63,7 +63,7 @@ def check(
 ) -> None:
     """Health probe: exit 0 when Redis answers, the schema is current and the offset is in the
     stream; otherwise exit 1 with a one-line reason."""
-    from consumer.cli.operations import check as run_check
+    from consumer.cli.operator_actions import check as run_check
 
     typer.echo(run_check(settings_for(db, redis, stream=stream, label=label)))
 
@@ -72,7 +72,7 @@ def check(
 def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
     """Every stored offset (label, entry id, when it moved, entries read) and who holds
     each label's lease."""
-    from consumer.cli.operations import describe_lease
+    from consumer.cli.operator_actions import describe_lease
     from consumer.cli.render import rows_table
     from consumer.runtime.clock import wall_clock_ms
     from store import lease, offsets
@@ -113,7 +113,7 @@ def offsets_set(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
-    from consumer.cli.operations import refuse_while_leased
+    from consumer.cli.operator_actions import refuse_while_leased
     from store import offsets
     from store.stream_id import StreamId
 
@@ -192,7 +192,7 @@ def dead_letters_replay(
 ) -> None:
     """Re-inject dead letters into the input stream once their cause is fixed (for example
     the missing game was registered); replayed rows leave the table."""
-    from consumer.cli.operations import replay_dead_letters
+    from consumer.cli.operator_actions import replay_dead_letters
 
     if reason is None and not ids:
         fail("say which rows: --reason R and/or --id N", EXIT_USAGE)
@@ -240,7 +240,7 @@ def outbox_flush(
     ] = False,
 ) -> None:
     """Publish every pending snapshot now, in order (refused while a worker runs)."""
-    from consumer.cli.operations import flush_outbox
+    from consumer.cli.operator_actions import flush_outbox
 
     settings = settings_for(db, redis, lobby_stream=lobby_stream)
     with store_and_redis(db, settings) as (database, client):

@@ -8,10 +8,10 @@ import redis
 
 from consumer.errors import CheckFailed
 from consumer.runtime.clock import format_ms, wall_clock_ms
-from consumer.runtime.lag import find_gap, find_reset, stream_view
 from consumer.runtime.position import reset_remedy
 from consumer.runtime.redis_client import client_for, redact_url
 from consumer.runtime.relay import OutboxRelay
+from consumer.runtime.stream_view import find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
 from statemachine.errors import HealthFsmError
 from store import SCHEMA_VERSION, dead_letters, offsets, open_database
