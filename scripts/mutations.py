@@ -298,6 +298,18 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            pass",
     ),
     (
+        "the partition rule ignores hash tags",
+        "consumer/contract/partitions.py",
+        "    if start != -1:\n",
+        "    if False:\n",
+    ),
+    (
+        "a partition's slot range starts one slot early",
+        "consumer/contract/partitions.py",
+        "    first = -(-partition * SLOTS // partitions)\n",
+        "    first = partition * SLOTS // partitions\n",
+    ),
+    (
         "a released migration step is changed in place",
         "store/migrations.py",
         '"ALTER TABLE stream_offsets ADD COLUMN entries_read {int} NOT NULL DEFAULT 0"',

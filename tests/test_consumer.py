@@ -272,6 +272,34 @@ def test_crash_at_each_point_loses_nothing_and_applies_once(
     assert outbox.pending(db.conn) == 0
 
 
+def test_a_batch_that_fails_before_commit_is_applied_again_from_what_was_committed(
+    db: Store, rclient: redis.Redis
+) -> None:
+    """The records a failed batch changed in memory must not be the next attempt's start."""
+    from consumer.runtime.batch import apply_batch
+    from statemachine import get_machine
+
+    add_games(db, ("g", Status.RUNNING))
+    cache, machine = db.record_loader(), get_machine()
+    first = xadd_event(rclient, "g", "probe_failed")
+
+    def apply(after: str) -> object:
+        batch = entries(rclient, "runtime:health_events", min=f"({after}")
+        return apply_batch(
+            db, machine, batch, stream=STREAM, label="health_events", now_ms=1, cache=cache
+        )
+
+    apply("0-0")  # the record is cached now
+    exited = xadd_event(rclient, "g", "container_exited")
+    faults.arm(FaultPoint.BEFORE_COMMIT)
+    with pytest.raises(InjectedFault):
+        apply(first)
+    apply(first)
+    assert record_of(db, "g") == ("engine_unreachable", "exited")
+    pending = [row.source_entry_id for _, row in outbox.peek(db.conn, 10)]
+    assert pending == [first, exited]
+
+
 def test_outbox_left_by_a_crash_is_published_before_reading_on(
     db: Store, rclient: redis.Redis, make_worker: WorkerFactory
 ) -> None:

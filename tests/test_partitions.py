@@ -1,0 +1,65 @@
+"""The partition rule: a game's Redis Cluster key slot, cut into contiguous ranges."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.contract.partitions import (
+    MAX_PARTITIONS,
+    SLOTS,
+    crc16_xmodem,
+    key_slot,
+    partition_of,
+    slot_range,
+)
+from consumer.devtools import embedded
+
+
+def test_crc16_and_slots_match_the_published_vectors() -> None:
+    # The Redis Cluster specification's check value, and slots from its examples.
+    assert crc16_xmodem(b"123456789") == 0x31C3
+    assert key_slot("foo") == 12182
+    assert key_slot("bar") == 5061
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    assert key_slot("foo{}{bar}") == key_slot(b"foo{}{bar}")  # an empty tag: whole key
+    assert key_slot("foo{{bar}}zap") == key_slot("{bar")
+    assert key_slot("foo{bar}{zap}") == key_slot("bar")
+
+
+def test_slots_match_what_a_real_cluster_node_computes() -> None:
+    """``CLUSTER KEYSLOT`` on a cluster-enabled redis-server, for ids of every shape."""
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "{}-_:. é€"
+    ids = ["", "{", "}", "{}", "{}x", "x{}", "{a}", "a{b}c", "a{{b}}", "é{€}"]
+    ids += ["".join(rng.choices(alphabet, k=rng.randint(1, 24))) for _ in range(500)]
+    ids += [f"game-{n}" for n in range(500)]
+    with embedded.running("--cluster-enabled", "yes") as server:
+        client = redis.Redis(host=embedded.LOOPBACK, port=server.port)
+        try:
+            for game_id in ids:
+                expected = client.execute_command("CLUSTER", "KEYSLOT", game_id)  # type: ignore[no-untyped-call]
+                assert key_slot(game_id) == expected, game_id
+        finally:
+            client.close()
+
+
+@given(st.integers(1, MAX_PARTITIONS))
+def test_each_partition_is_one_contiguous_range_and_together_they_cover_every_slot(
+    partitions: int,
+) -> None:
+    covered = [slot for p in range(partitions) for slot in slot_range(p, partitions)]
+    assert covered == list(range(SLOTS))
+    for p in (0, partitions // 2, partitions - 1):
+        for slot in (slot_range(p, partitions)[0], slot_range(p, partitions)[-1]):
+            assert slot * partitions // SLOTS == p
+
+
+@given(st.text(), st.integers(1, MAX_PARTITIONS))
+def test_a_game_is_in_the_partition_whose_range_holds_its_slot(game_id: str, n: int) -> None:
+    assert key_slot(game_id) in slot_range(partition_of(game_id, n), n)
+    assert partition_of(game_id, 1) == 0
