@@ -1,0 +1,85 @@
+"""What a worker pays for an entry it does not apply, against what it pays for one it does.
+
+Partitioned consumption (issue 17) has every worker read the whole stream and apply only
+its partitions' entries, so each entry it skips costs a read, a look at ``game_id`` and a
+partition lookup. This measures, in one run and alternating rounds on one stream:
+
+- apply: the real worker draining the stream into a fresh SQLite store (today's cost);
+- read: the worker's own range reads over the same stream, nothing else;
+- skip: those reads plus, per entry, ``game_id`` and its partition (cached per game, as a
+  worker would), compared with a held set that holds nothing.
+
+Run: ``HEALTHFSM_REDIS_SERVER=bundled .venv/bin/python scripts/skip_cost.py [EVENTS] [ROUNDS]``
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from consumer.contract.partitions import partition_of
+from consumer.devtools import embedded
+from consumer.devtools.bench import fresh_database, seed_stream, timed_drain, workload
+from consumer.runtime.redis_client import read_range
+
+STREAM = "skip:health_events"
+LOBBY = "skip:lobby_events"
+GAMES = 1000
+BATCH = 2000
+
+
+def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> float:
+    """Seconds to read the whole stream in batches (and, with ``skip``, to classify each
+    entry by partition and skip it)."""
+    held: set[int] = set()
+    partition: dict[bytes, int] = {}
+    after, applied = "0-0", 0
+    started = time.perf_counter()
+    while True:
+        fresh, _ = read_range(client, STREAM, after, BATCH)
+        if not fresh:
+            break
+        if skip:
+            for _, fields in fresh:
+                game = fields.get(b"game_id", b"")
+                p = partition.get(game)
+                if p is None:
+                    p = partition[game] = partition_of(game, partitions)
+                if p in held:
+                    applied += 1
+        after = fresh[-1][0].decode()
+    assert applied == 0
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    with embedded.running() as server, tempfile.TemporaryDirectory() as scratch:
+        client = redis.Redis.from_url(server.url)
+        seed_stream(client, STREAM, workload(events, GAMES, seed=1))
+        results: dict[str, list[float]] = {"apply": [], "read": [], "skip": []}
+        for n in range(rounds):
+            path = str(Path(scratch) / f"apply-{n}.db")
+            fresh_database(path, GAMES)
+            seconds, _ = timed_drain(server.url, STREAM, LOBBY, path, BATCH)
+            client.delete(LOBBY)
+            results["apply"].append(seconds / events * 1e6)
+            results["read"].append(read_all(client, skip=False) / events * 1e6)
+            results["skip"].append(read_all(client, skip=True) / events * 1e6)
+        client.close()
+    apply_us, read_us, skip_us = (statistics.median(results[k]) for k in ("apply", "read", "skip"))
+    print(f"{events} events over {GAMES} games, batch {BATCH}, median of {rounds} rounds")
+    print(f"apply (the worker, SQLite):  {apply_us:6.2f} us per event")
+    print(f"read only:                   {read_us:6.2f} us per entry ({read_us / apply_us:.0%})")
+    print(f"read + classify + skip:      {skip_us:6.2f} us per entry ({skip_us / apply_us:.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
