@@ -298,6 +298,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            pass",
     ),
     (
+        "moving a SQLite store leaves each table's last column behind",
+        "store/transfer.py",
+        "column.name for column in lite.utils[table].columns)",
+        "column.name for column in lite.utils[table].columns[:-1])",
+    ),
+    (
         "the partition rule ignores hash tags",
         "consumer/contract/partitions.py",
         "    if start != -1:\n",

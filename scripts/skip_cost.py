@@ -33,13 +33,13 @@ GAMES = 1000
 BATCH = 2000
 
 
-def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> float:
-    """Seconds to read the whole stream in batches (and, with ``skip``, to classify each
-    entry by partition and skip it)."""
+def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> tuple[float, float]:
+    """Wall and CPU seconds of this process to read the whole stream in batches (and, with
+    ``skip``, to classify each entry by partition and skip it)."""
     held: set[int] = set()
     partition: dict[bytes, int] = {}
     after, applied = "0-0", 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while True:
         fresh, _ = read_range(client, STREAM, after, BATCH)
         if not fresh:
@@ -54,7 +54,7 @@ def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> float:
                     applied += 1
         after = fresh[-1][0].decode()
     assert applied == 0
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> int:
@@ -63,21 +63,29 @@ def main() -> int:
     with embedded.running() as server, tempfile.TemporaryDirectory() as scratch:
         client = redis.Redis.from_url(server.url)
         seed_stream(client, STREAM, workload(events, GAMES, seed=1))
-        results: dict[str, list[float]] = {"apply": [], "read": [], "skip": []}
+        results: dict[str, list[tuple[float, float]]] = {"apply": [], "read": [], "skip": []}
         for n in range(rounds):
             path = str(Path(scratch) / f"apply-{n}.db")
             fresh_database(path, GAMES)
+            cpu = time.process_time()
             seconds, _ = timed_drain(server.url, STREAM, LOBBY, path, BATCH)
+            results["apply"].append((seconds, time.process_time() - cpu))
             client.delete(LOBBY)
-            results["apply"].append(seconds / events * 1e6)
-            results["read"].append(read_all(client, skip=False) / events * 1e6)
-            results["skip"].append(read_all(client, skip=True) / events * 1e6)
+            results["read"].append(read_all(client, skip=False))
+            results["skip"].append(read_all(client, skip=True))
         client.close()
-    apply_us, read_us, skip_us = (statistics.median(results[k]) for k in ("apply", "read", "skip"))
     print(f"{events} events over {GAMES} games, batch {BATCH}, median of {rounds} rounds")
-    print(f"apply (the worker, SQLite):  {apply_us:6.2f} us per event")
-    print(f"read only:                   {read_us:6.2f} us per entry ({read_us / apply_us:.0%})")
-    print(f"read + classify + skip:      {skip_us:6.2f} us per entry ({skip_us / apply_us:.0%})")
+    print("                              wall us/entry      worker CPU us/entry")
+    base = [statistics.median(r[i] for r in results["apply"]) / events * 1e6 for i in (0, 1)]
+    for name, shown in (
+        ("apply (the worker, SQLite)", "apply"),
+        ("read only", "read"),
+        ("read + classify + skip", "skip"),
+    ):
+        wall, cpu = (statistics.median(r[i] for r in results[shown]) / events * 1e6 for i in (0, 1))
+        print(
+            f"{name:28}  {wall:6.2f} ({wall / base[0]:4.0%})      {cpu:6.2f} ({cpu / base[1]:4.0%})"
+        )
     return 0
 
 

@@ -19,39 +19,10 @@ from store.postgres import open_postgres
 from store.postgres.store import PgSql
 from store.sqlite import DEFAULT_BUSY_TIMEOUT_S, SqliteStore, open_sqlite
 
-TABLES: dict[str, tuple[str, ...]] = {
-    "runtime_records": (
-        "game_id",
-        "status",
-        "engine_health",
-        "current_turn",
-        "updated_at_ms",
-        "last_emitted_summary",
-    ),
-    "stream_offsets": ("label", "entry_id", "updated_at_ms", "entries_read"),
-    "dead_letters": (
-        "id",
-        "entry_id",
-        "stream",
-        "reason",
-        "detail",
-        "fields",
-        "received_at_ms",
-        "claimed_by",
-        "claimed_at_ms",
-    ),
-    "runtime_history": (
-        "id",
-        "game_id",
-        "entry_id",
-        "cause",
-        "from_status",
-        "to_status",
-        "engine_health",
-        "at_ms",
-    ),
-}
-"""What is copied, in this order; the identity columns keep their values."""
+TABLES = ("runtime_records", "stream_offsets", "dead_letters", "runtime_history")
+"""What is copied, in this order, with every column the source has (sqlite-utils reads them
+from the file, so a column a migration adds is copied without a second list of names); the
+identity columns keep their values."""
 
 IDENTITIES = {"dead_letters": "id", "runtime_history": "id"}
 
@@ -97,8 +68,8 @@ def _copy(lite: SqliteStore, sql: PgSql, source: Path, location: str) -> dict[st
         )
     counts: dict[str, object] = {"from": str(source), "to": location}
     with sql.raw.cursor() as cursor:
-        for table, columns in TABLES.items():
-            names = ", ".join(columns)
+        for table in TABLES:
+            names = ", ".join(column.name for column in lite.utils[table].columns)
             rows = lite.raw.execute(f"SELECT {names} FROM {table} ORDER BY 1")
             copied = 0
             with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
