@@ -7,7 +7,9 @@ partition lookup. This measures, in one run and alternating rounds on one stream
 - apply: the real worker draining the stream into a fresh SQLite store (today's cost);
 - read: the worker's own range reads over the same stream, nothing else;
 - skip: those reads plus, per entry, ``game_id`` and its partition (cached per game, as a
-  worker would), compared with a held set that holds nothing.
+  worker would), compared with a held set that holds nothing;
+- raw skip: the same on the reply as hiredis parses it (each entry's fields a flat list),
+  without redis-py's XRANGE callback, which builds a dict per entry in Python.
 
 Run: ``HEALTHFSM_REDIS_SERVER=bundled .venv/bin/python scripts/skip_cost.py [EVENTS] [ROUNDS]``
 """
@@ -33,6 +35,17 @@ GAMES = 1000
 BATCH = 2000
 
 
+def game_of(fields: object) -> bytes:
+    """``game_id`` from an entry's fields: a dict (redis-py's callback) or a flat list."""
+    if isinstance(fields, dict):
+        return bytes(fields.get(b"game_id", b""))
+    assert isinstance(fields, list)
+    for key in range(0, len(fields) - 1, 2):
+        if fields[key] == b"game_id":
+            return bytes(fields[key + 1])
+    return b""
+
+
 def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> tuple[float, float]:
     """Wall and CPU seconds of this process to read the whole stream in batches (and, with
     ``skip``, to classify each entry by partition and skip it)."""
@@ -46,7 +59,7 @@ def read_all(client: redis.Redis, *, skip: bool, partitions: int = 8) -> tuple[f
             break
         if skip:
             for _, fields in fresh:
-                game = fields.get(b"game_id", b"")
+                game = game_of(fields)
                 p = partition.get(game)
                 if p is None:
                     p = partition[game] = partition_of(game, partitions)
@@ -63,7 +76,14 @@ def main() -> int:
     with embedded.running() as server, tempfile.TemporaryDirectory() as scratch:
         client = redis.Redis.from_url(server.url)
         seed_stream(client, STREAM, workload(events, GAMES, seed=1))
-        results: dict[str, list[tuple[float, float]]] = {"apply": [], "read": [], "skip": []}
+        raw = redis.Redis.from_url(server.url)
+        raw.set_response_callback("XRANGE", lambda reply, **_: reply)
+        results: dict[str, list[tuple[float, float]]] = {
+            "apply": [],
+            "read": [],
+            "skip": [],
+            "raw": [],
+        }
         for n in range(rounds):
             path = str(Path(scratch) / f"apply-{n}.db")
             fresh_database(path, GAMES)
@@ -73,7 +93,9 @@ def main() -> int:
             client.delete(LOBBY)
             results["read"].append(read_all(client, skip=False))
             results["skip"].append(read_all(client, skip=True))
+            results["raw"].append(read_all(raw, skip=True))
         client.close()
+        raw.close()
     print(f"{events} events over {GAMES} games, batch {BATCH}, median of {rounds} rounds")
     print("                              wall us/entry      worker CPU us/entry")
     base = [statistics.median(r[i] for r in results["apply"]) / events * 1e6 for i in (0, 1)]
@@ -81,6 +103,7 @@ def main() -> int:
         ("apply (the worker, SQLite)", "apply"),
         ("read only", "read"),
         ("read + classify + skip", "skip"),
+        ("raw reply + classify + skip", "raw"),
     ):
         wall, cpu = (statistics.median(r[i] for r in results[shown]) / events * 1e6 for i in (0, 1))
         print(
