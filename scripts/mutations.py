@@ -4,8 +4,10 @@ Run from the repository root: ``.venv/bin/python scripts/mutations.py [TEST PATH
 (``MUTATION=REGEX`` runs only the mutations whose name it matches). Each mutation is a text
 replacement in one source file of a scratch copy of the tree, so the working tree is never
 touched; the tests run in the copy, whose packages shadow the editable install. Prints one
-line per mutation with the tests that failed (a mutation no test catches is a gap in the
-suite and makes the script exit non-zero).
+line per mutation with the test file that failed first (a mutation no test catches is a
+gap in the suite and makes the script exit non-zero). The tests stop at the first failure
+(``-x``): whether a mutation is caught is the question, and a full list of what fails
+took most of the time (``MUTATION_ALL_FAILURES=1`` lists every failing file instead).
 """
 
 from __future__ import annotations
@@ -638,6 +640,7 @@ def _pytest(copy: Path, tests: list[str]) -> subprocess.CompletedProcess[str]:
             "addopts=",
             "--no-header",
             "-rf",
+            *([] if os.environ.get("MUTATION_ALL_FAILURES") == "1" else ["-x"]),
             *tests,
         ],
         cwd=copy,
