@@ -282,12 +282,6 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        raise\n",
     ),
     (
-        "the record cache misses another connection's commit",
-        "store/sqlite/record_cache.py",
-        "        if version != self._version:\n",
-        "        if self._version is None:\n",
-    ),
-    (
         "a validation error is not a usage error",
         "consumer/cli/common.py",
         "    except ValidationError as error:",
