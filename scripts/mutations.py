@@ -5,7 +5,9 @@ Run from the repository root: ``.venv/bin/python scripts/mutations.py [TEST PATH
 replacement in one source file of a scratch copy of the tree, so the working tree is never
 touched; the tests run in the copy, whose packages shadow the editable install. Prints one
 line per mutation with the test file that failed first (a mutation no test catches is a
-gap in the suite and makes the script exit non-zero). The tests stop at the first failure
+gap in the suite and makes the script exit non-zero). The tests first run on the unmutated
+copy and must pass there: a test that fails in the copy anyway (a file it reads was not
+copied) would make every mutant look caught. The tests stop at the first failure
 (``-x``): whether a mutation is caught is the question, and a full list of what fails
 took most of the time (``MUTATION_ALL_FAILURES=1`` lists every failing file instead).
 """
@@ -560,6 +562,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
 
 
 COPIED = (
+    ".ci",
+    "scripts",
     "consumer",
     "statemachine",
     "store",
@@ -585,6 +589,15 @@ def main() -> int:
                 shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
             elif source.exists():
                 shutil.copy2(source, copy / name)
+        baseline = _pytest(copy, tests)
+        if baseline.returncode != 0:  # then every mutant would look caught
+            print(
+                "BASELINE FAILED: the tests fail on the unmutated copy, so no mutation can be"
+                f" judged:\n{baseline.stdout.strip()}",
+                flush=True,
+            )
+            return 2
+        print(f"baseline passed: {baseline.stdout.strip().splitlines()[-1]}", flush=True)
         for name, path, old, new in MUTATIONS:
             if not re.search(only, name):
                 continue
