@@ -326,6 +326,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "    for version, step in enumerate(MIGRATIONS[:-1], start=1):\n",
     ),
     (
+        "migrate goes ahead on a store newer than this build",
+        "store/migrations.py",
+        "[POSTGRES_LOCK_KEY])\n    needs_migration(sql)\n",
+        "[POSTGRES_LOCK_KEY])\n",
+    ),
+    (
         "SQLite does not mirror the version in user_version",
         "store/migrations.py",
         '            sql.execute(f"PRAGMA user_version={version}")\n',

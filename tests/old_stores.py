@@ -11,6 +11,9 @@ from pathlib import Path
 
 import psycopg
 
+from store import SCHEMA_VERSION
+from store.backend import Store
+
 FIXTURES = Path(__file__).parent / "fixtures" / "stores"
 
 SQLITE_VERSIONS = (1, 2, 3)
@@ -18,6 +21,17 @@ SQLITE_VERSIONS = (1, 2, 3)
 
 POSTGRES_VERSIONS = (3,)
 """Every schema version a released healthfsm wrote to PostgreSQL (it came with version 3)."""
+
+
+def record_a_future_version(store: Store) -> None:
+    """Make ``store`` look migrated by a newer healthfsm than this one."""
+    with store.write() as sql:
+        sql.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, 'future', 0)",
+            [SCHEMA_VERSION + 1],
+        )
+        if sql.dialect == "sqlite":
+            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
 
 
 def write_sqlite(version: int, path: Path) -> Path:

@@ -94,16 +94,20 @@ def test_a_store_newer_than_this_build_is_refused_untouched(
 ) -> None:
     location = old_store(backend, released(backend)[-1], tmp_path)
     store = open_database(location)
-    with store.write() as sql:
-        sql.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, 'future', 0)",
-            [SCHEMA_VERSION + 1],
-        )
-        if sql.dialect == "sqlite":
-            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    old_stores.record_a_future_version(store)
+    before = columns(store.conn), _versions(store.conn)
     store.close()
     code, _, err = run_cli(capsys, "migrate", "--db", location)
     assert code == 1 and "newer than this healthfsm" in err and err.count("\n") == 1
+    store = open_database(location, upgrade=False)
+    try:
+        assert (columns(store.conn), _versions(store.conn)) == before
+    finally:
+        store.close()
+
+
+def _versions(sql: Sql) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in sql.execute("SELECT * FROM schema_migrations ORDER BY 1")]
 
 
 def test_each_step_renders_for_both_dialects() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database
 from store.errors import SchemaError
+from tests import old_stores
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -75,13 +76,7 @@ def test_migrations_are_recorded_and_idempotent(db_location: str) -> None:
 
 def test_newer_schema_is_refused(db_location: str) -> None:
     db = open_database(db_location, create=True)
-    with db.write() as sql:
-        sql.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, 'future', 0)",
-            [SCHEMA_VERSION + 1],
-        )
-        if db.dialect == "sqlite":
-            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    old_stores.record_a_future_version(db)
     db.close()
     with pytest.raises(SchemaError, match="newer"):
         open_database(db_location)
