@@ -48,8 +48,36 @@ _COLUMNS_TYPED = [(name, "text") for name in DeadLetter._fields[:-1]] + [
 
 
 def add_many(conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT) -> None:
-    """Keep the rows and prune the oldest beyond ``limit``."""
+    """Keep the rows and prune the oldest beyond ``limit``.
+
+    An entry already kept is not kept twice: after a re-partition or a takeover an entry
+    may be read again by another worker, and each rejected entry is one dead letter.
+    """
+    kept = _already_kept(conn, rows)
+    if kept:
+        rows = [row for row in rows if (row.stream, row.entry_id) not in kept]
     append_bounded(conn, "dead_letters", _COLUMNS_TYPED, rows, limit)
+
+
+def _already_kept(conn: Sql, rows: Sequence[DeadLetter]) -> set[tuple[str, str]]:
+    """Which of ``rows``' (stream, entry id) pairs the table holds (one indexed query)."""
+    ids = sorted({row.entry_id for row in rows})
+    if not ids:
+        return set()
+    if conn.dialect == "postgres":
+        cursor = conn.execute(
+            "SELECT stream, entry_id FROM dead_letters WHERE entry_id = ANY(?)", [ids]
+        )
+        return {(str(stream), str(entry_id)) for stream, entry_id in cursor}
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(ids), 900):  # below SQLite's historical 999-variable limit
+        chunk = ids[start : start + 900]
+        marks = ",".join("?" * len(chunk))
+        cursor = conn.execute(
+            f"SELECT stream, entry_id FROM dead_letters WHERE entry_id IN ({marks})", chunk
+        )
+        found.update((str(stream), str(entry_id)) for stream, entry_id in cursor)
+    return found
 
 
 def list_recent(conn: Sql, reason: str | None = None, limit: int = 50) -> list[dict[str, object]]:

@@ -127,6 +127,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE dead_letters ADD COLUMN claimed_at_ms {int}",
         ),
     ),
+    Migration(
+        "partitions",
+        "Several workers share a label by partition: the label's partition count, a lease"
+        " and an offset per partition (used while the count is above 1; with one partition"
+        " the label's row in leases and stream_offsets is partition 0), a heartbeat per"
+        " worker for fair shares, the last entry applied to each record (a re-read entry is"
+        " never applied twice), and dead letters looked up by entry (never stored twice).",
+        (
+            """CREATE TABLE label_partitions (
+                label {text} PRIMARY KEY,
+                partitions {int} NOT NULL,
+                changed_at_ms {int} NOT NULL
+            )""",
+            """CREATE TABLE partition_leases (
+                label {text} NOT NULL,
+                partition {int} NOT NULL,
+                holder {text} NOT NULL,
+                node {text} NOT NULL,
+                epoch {int} NOT NULL,
+                acquired_at_ms {int} NOT NULL,
+                expires_at_ms {int} NOT NULL,
+                PRIMARY KEY (label, partition)
+            )""",
+            """CREATE TABLE partition_offsets (
+                label {text} NOT NULL,
+                partition {int} NOT NULL,
+                entry_id {text} NOT NULL,
+                updated_at_ms {int} NOT NULL,
+                entries_read {int} NOT NULL DEFAULT 0,
+                PRIMARY KEY (label, partition)
+            )""",
+            """CREATE TABLE workers (
+                label {text} NOT NULL,
+                holder {text} NOT NULL,
+                node {text} NOT NULL,
+                started_at_ms {int} NOT NULL,
+                expires_at_ms {int} NOT NULL,
+                PRIMARY KEY (label, holder)
+            )""",
+            "ALTER TABLE runtime_records ADD COLUMN last_entry_id {text}",
+            "CREATE INDEX dead_letters_entry ON dead_letters (entry_id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

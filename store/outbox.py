@@ -6,6 +6,7 @@ crash can duplicate a snapshot (consumers drop it by ``source_entry_id``) but ne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -82,8 +83,17 @@ def set_source(conn: Sql, seq: int, source_entry_id: str) -> None:
 
 
 def delete_seqs(conn: Sql, seqs: Sequence[int]) -> None:
-    """Forget exactly these rows (Redis accepted them, but refused others of their chunk)."""
-    conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+    """Forget exactly these rows (Redis accepted them, but refused others of their chunk;
+    or other partitions' rows sit in between), in one statement."""
+    if not seqs:
+        return
+    if conn.dialect == "postgres":
+        conn.execute("DELETE FROM outbox WHERE seq = ANY(?)", [list(seqs)])
+        return
+    conn.execute(
+        "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+        [json.dumps(list(seqs))],
+    )
 
 
 def last_seq(conn: Sql) -> int:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
 from store.errors import GameExists, GameNotFound, SchemaError
 from store.sql import Sql
+from store.stream_id import entry_id_key
 
-_COLUMNS = "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary"
+_COLUMNS = (
+    "game_id, status, engine_health, current_turn, updated_at_ms, last_emitted_summary,"
+    " last_entry_id"
+)
 _CHUNK = 900
 """Game ids per ``IN (...)`` query; below SQLite's historical 999-variable limit."""
 
 
-def _record(row: tuple[str, str, str, int, int, str | None]) -> RuntimeRecord:
+def _record(row: tuple[str, str, str, int, int, str | None, str | None]) -> RuntimeRecord:
     status = STATUS_BY_VALUE.get(row[1])
     if status is None:
         raise SchemaError(f"runtime record {row[0]!r} has an unknown status {row[1]!r}")
-    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5])
+    return RuntimeRecord(row[0], status, row[2], row[3], row[4], row[5], row[6])
 
 
 def load_many(
@@ -49,13 +53,15 @@ def load_many(
 
 
 def save_many(conn: Sql, records: Iterable[RuntimeRecord]) -> None:
-    """Write back status, summary, time and debounce state of already existing records."""
+    """Write back status, summary, time, debounce state and the last entry applied of
+    already existing records."""
     rows = [
         (
             r.state._value_,  # not .value: a property, ten times the cost per record
             r.engine_health,
             r.updated_at_ms,
             r.last_emitted_summary,
+            r.last_entry_id,
             r.game_id,
         )
         for r in records
@@ -66,16 +72,17 @@ def save_many(conn: Sql, records: Iterable[RuntimeRecord]) -> None:
         return
     conn.executemany(
         "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
-        " last_emitted_summary = ? WHERE game_id = ?",
+        " last_emitted_summary = ?, last_entry_id = ? WHERE game_id = ?",
         rows,
     )
 
 
 _SAVE_POSTGRES = (
     "UPDATE runtime_records AS r SET status = v.status, engine_health = v.engine_health,"
-    " updated_at_ms = v.updated_at_ms, last_emitted_summary = v.last_emitted_summary"
-    " FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[])"
-    " AS v(status, engine_health, updated_at_ms, last_emitted_summary, game_id)"
+    " updated_at_ms = v.updated_at_ms, last_emitted_summary = v.last_emitted_summary,"
+    " last_entry_id = v.last_entry_id"
+    " FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[])"
+    " AS v(status, engine_health, updated_at_ms, last_emitted_summary, last_entry_id, game_id)"
     " WHERE r.game_id = v.game_id"
 )
 """One statement per batch, the columns as arrays: measured against executemany in
@@ -85,7 +92,7 @@ pipeline mode and COPY in docs/performance.md."""
 def insert_new(conn: Sql, game_ids: Iterable[str], status: str, now_ms: int) -> None:
     """Register many games at once (benchmarks, bulk imports); existing ids are an error."""
     conn.executemany(
-        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL)",
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, '', 0, ?, NULL, NULL)",
         ((game_id, status, now_ms) for game_id in game_ids),
     )
 
@@ -104,7 +111,7 @@ def get(conn: Sql, game_id: str, *, for_update: bool = False) -> RuntimeRecord:
 def add(conn: Sql, record: RuntimeRecord) -> None:
     """Register a new game; ``GameExists`` if the id is taken. Call inside a write."""
     inserted = conn.execute(
-        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (game_id) DO NOTHING",
         [
             record.game_id,
@@ -113,6 +120,7 @@ def add(conn: Sql, record: RuntimeRecord) -> None:
             record.current_turn,
             record.updated_at_ms,
             record.last_emitted_summary,
+            record.last_entry_id,
         ],
     )
     if inserted.rowcount != 1:
@@ -122,6 +130,24 @@ def add(conn: Sql, record: RuntimeRecord) -> None:
 def save(conn: Sql, record: RuntimeRecord) -> None:
     """Write back one record (admin path)."""
     save_many(conn, [record])
+
+
+def forget_marks(conn: Sql, after: str, keep: Callable[[str], bool] | None = None) -> int:
+    """Clear the last-applied mark of records marked past ``after``, so entries after it
+    apply again: an operator's or a reset's rewind means it (``offsets set``,
+    ``--on-stream-reset rewind``). ``keep`` spares games that are not the caller's (other
+    partitions). Returns how many marks were cleared."""
+    start = entry_id_key(after)
+    rows = conn.execute(
+        "SELECT game_id, last_entry_id FROM runtime_records WHERE last_entry_id IS NOT NULL"
+    ).fetchall()
+    cleared = [
+        (game_id,)
+        for game_id, mark in rows
+        if entry_id_key(mark) > start and (keep is None or not keep(game_id))
+    ]
+    conn.executemany("UPDATE runtime_records SET last_entry_id = NULL WHERE game_id = ?", cleared)
+    return len(cleared)
 
 
 def iter_all(conn: Sql, status: Status | None = None) -> Iterator[RuntimeRecord]:

@@ -6,6 +6,7 @@ import json
 
 import redis
 
+from consumer.cli.partition_actions import check_partitions
 from consumer.errors import CheckFailed
 from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.position import reset_remedy
@@ -14,7 +15,7 @@ from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.stream_view import find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
 from statemachine.errors import HealthFsmError
-from store import SCHEMA_VERSION, dead_letters, offsets, open_database
+from store import SCHEMA_VERSION, dead_letters, offsets, open_database, partitions
 from store import lease as leases
 from store.backend import Store
 from store.errors import LeaseHeld
@@ -28,6 +29,20 @@ def binding_leases(conn: Sql, label: str | None, now_ms: int) -> list[leases.Lea
     """Live leases (of ``label``, or of any label) whose holder is not known to be dead."""
     node = leases.this_node()
     found = leases.live_leases(conn, now_ms)
+    names = [label] if label is not None else list(partitions.counts(conn))
+    for name in names:
+        for part in partitions.read_leases(conn, name).values():
+            if part.holder and part.live(now_ms):
+                found.append(
+                    leases.Lease(
+                        name,
+                        part.holder,
+                        part.node,
+                        part.epoch,
+                        part.acquired_at_ms,
+                        part.expires_at_ms,
+                    )
+                )
     return [
         lease
         for lease in found
@@ -56,6 +71,46 @@ def describe_lease(lease: leases.Lease | None, now_ms: int) -> str:
     return f"free (last held by {lease.describe()})"
 
 
+def offset_rows(conn: Sql, now_ms: int) -> list[dict[str, object]]:
+    """``offsets show``: today's row per label, one per partition, with ``partition`` and
+    ``partitions``; a label with one partition has one row, partition 0."""
+    from consumer.cli.partition_actions import partition_rows
+
+    rows = []
+    for row in offsets.list_all(conn):
+        label = str(row["label"])
+        count = partitions.count(conn, label)
+        if count == 1:
+            held = leases.read(conn, label)
+            live = held is not None and held.live(now_ms)
+            row["lease_holder"] = held.holder if held is not None and live else None
+            row["lease_epoch"] = held.epoch if held is not None else None
+            row["lease_expires_at_ms"] = held.expires_at_ms if held is not None and live else None
+            row["lease"] = describe_lease(held, now_ms)
+            row["partition"] = 0
+            row["partitions"] = 1
+            rows.append(row)
+            continue
+        stored = partitions.load_offsets(conn, label)
+        for part in partition_rows(conn, label, now_ms):
+            offset = stored.get(int(str(part["partition"])))
+            rows.append(
+                {
+                    "label": label,
+                    "entry_id": part["entry_id"],
+                    "updated_at_ms": offset.updated_at_ms if offset else None,
+                    "entries_read": part["entries_read"],
+                    "lease_holder": part["holder"],
+                    "lease_epoch": part["epoch"],
+                    "lease_expires_at_ms": part["expires_at_ms"],
+                    "lease": part["lease"],
+                    "partition": part["partition"],
+                    "partitions": count,
+                }
+            )
+    return rows
+
+
 def check(settings: ConsumerSettings) -> str:
     """Redis answers, the database opens at the current schema, the offset is in the stream."""
     db = open_database(settings.db_path, read_only=True)
@@ -64,16 +119,27 @@ def check(settings: ConsumerSettings) -> str:
         read = offsets.entries_read(db.conn, settings.label)
         lease = leases.read(db.conn, settings.label)
         location = db.location
+        client = client_for(settings)
+        try:
+            client.ping()
+            view = stream_view(client, settings.stream)
+        except redis.RedisError as error:
+            raise CheckFailed(f"redis at {redact_url(settings.redis_url)}: {error}") from error
+        finally:
+            client.close()
+        now = wall_clock_ms()
+        ttl_ms = int(settings.lease_ttl_s * 1000)
+        problems = check_partitions(db.conn, settings.label, view, now, ttl_ms)
+        count = partitions.count(db.conn, settings.label)
+        held = len(
+            [p for p in partitions.read_leases(db.conn, settings.label).values() if p.live(now)]
+        )
     finally:
         db.close()
-    client = client_for(settings)
-    try:
-        client.ping()
-        view = stream_view(client, settings.stream)
-    except redis.RedisError as error:
-        raise CheckFailed(f"redis at {redact_url(settings.redis_url)}: {error}") from error
-    finally:
-        client.close()
+    if problems:
+        raise CheckFailed(
+            problems[0] + (f" (and {len(problems) - 1} more)" if problems[1:] else "")
+        )
     reset = find_reset(view, offset, read)
     if reset is not None:
         raise CheckFailed(
@@ -93,6 +159,11 @@ def check(settings: ConsumerSettings) -> str:
             " trimmed (a running worker reports them and reads on)"
         )
     length = view.length if view else 0
+    if count > 1:
+        return (
+            f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
+            f" stream), {count} partitions, {held} held"
+        )
     return (
         f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
         f" stream), lease {describe_lease(lease, wall_clock_ms())}"

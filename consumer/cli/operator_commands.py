@@ -9,6 +9,7 @@ from typing import Annotated
 
 import redis
 import typer
+from redis.exceptions import RedisError
 
 from consumer.cli.common import (
     EXIT_USAGE,
@@ -70,29 +71,19 @@ def check(
 
 @offsets_app.command("show")
 def offsets_show(db: DbOption = DEFAULT_DB, as_json: JsonFlag = False) -> None:
-    """Every stored offset (label, entry id, when it moved, entries read) and who holds
-    each label's lease."""
-    from consumer.cli.operator_actions import describe_lease
+    """Every stored offset (label, partition, entry id, when it moved, entries read) and
+    who holds each lease: one row per partition (a label with one partition has one)."""
+    from consumer.cli.operator_actions import offset_rows
     from consumer.cli.render import rows_table
     from consumer.runtime.clock import wall_clock_ms
-    from store import lease, offsets
 
-    now = wall_clock_ms()
     with opened(db, read_only=True) as database:
-        rows = offsets.list_all(database.conn)
-        for row in rows:
-            held = lease.read(database.conn, str(row["label"]))
-            live = held is not None and held.live(now)
-            row["lease_holder"] = held.holder if held is not None and live else None
-            row["lease_epoch"] = held.epoch if held is not None else None
-            row["lease_expires_at_ms"] = held.expires_at_ms if held is not None and live else None
-            row["lease"] = describe_lease(held, now)
+        rows = offset_rows(database.conn, wall_clock_ms())
     if as_json:
         typer.echo(json.dumps(rows))
     else:
-        rows_table(
-            rows, ["label", "entry_id", "updated_at_ms", "entries_read", "lease"], "stream offsets"
-        )
+        columns = ["label", "partition", "entry_id", "updated_at_ms", "entries_read", "lease"]
+        rows_table(rows, columns, "stream offsets")
 
 
 @offsets_app.command("set")
@@ -112,9 +103,10 @@ def offsets_set(
     ] = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Move an offset (stop the consumer first). Needs --yes: it skips or replays entries."""
+    """Move an offset, every partition's (stop the consumers first). Needs --yes: it skips or
+    replays entries."""
     from consumer.cli.operator_actions import refuse_while_leased
-    from store import offsets
+    from consumer.cli.partition_actions import set_every_offset
     from store.stream_id import StreamId
 
     if not label.strip():
@@ -128,8 +120,7 @@ def offsets_set(
     with opened(db) as database:
         refuse_while_leased(database, label, "refusing to move the offset", force)
         with database.write() as conn:
-            before = offsets.load(conn, label)
-            offsets.set_to(conn, label, entry_id, now_ms())
+            before = set_every_offset(conn, label, entry_id, now_ms())
     if before is None:
         typer.echo(
             f"healthfsm: note: label {label!r} had no offset; it is new in this database",
@@ -270,10 +261,101 @@ def runtime_history(
         )
 
 
+partitions_app = typer.Typer(
+    help="Show or change how a label's games are shared among workers.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@partitions_app.command("set")
+def partitions_set(
+    label: Annotated[str, typer.Argument(metavar="LABEL", help="The consumer's offset label.")],
+    count: Annotated[
+        int,
+        typer.Argument(metavar="N", min=1, max=256, help="The new partition count, 1 to 256."),
+    ],
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Confirm: every holder is fenced and the workers rebalance.",
+            metavar="",
+        ),
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Change a label's partition count, also while workers run. Each new partition starts
+    at the lowest offset of the old ones whose games it takes; no entry applies twice."""
+    from consumer.cli.partition_actions import repartition
+
+    if not label.strip():
+        raise typer.BadParameter("must not be blank", param_hint="LABEL")
+    if not yes:
+        fail("re-partitioning fences every worker of the label; add --yes to confirm", EXIT_USAGE)
+    with opened(db) as database:
+        typer.echo(json.dumps(repartition(database, label, count, now_ms())))
+
+
+@with_redis_options
+def partitions_show(
+    redis: RedisOptions,
+    label: Annotated[
+        str | None,
+        typer.Option("--label", metavar="LABEL", help="Only this label (default: every one)."),
+    ] = None,
+    game: Annotated[
+        str | None,
+        typer.Option("--game", metavar="ID", help="Print only which partition this game is in."),
+    ] = None,
+    stream: StreamOption = default("stream"),
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each partition of each label: holder, epoch, expiry, offset and lag (entries behind
+    the stream's end; empty when Redis does not answer)."""
+    from consumer.cli import partition_actions as pa
+    from consumer.cli.render import rows_table
+    from consumer.runtime.clock import wall_clock_ms
+    from consumer.runtime.redis_client import client_for
+
+    now = wall_clock_ms()
+    with opened(db, read_only=True) as database:
+        if game is not None:
+            where = pa.game_partition(database.conn, label or default("label"), game)
+            if as_json:
+                typer.echo(json.dumps(where))
+            else:
+                typer.echo(
+                    f"game {game!r}: slot {where['slot']}, partition {where['partition']}"
+                    f" of {where['partitions']} (label {where['label']!r})"
+                )
+            return
+        names = [label] if label is not None else pa.labels(database.conn)
+        rows = [row for name in names for row in pa.partition_rows(database.conn, name, now)]
+    settings = settings_for(db, redis, stream=stream)
+    client = client_for(settings)
+    try:
+        pa.add_lag(rows, client, settings.stream, now)
+    except RedisError as error:
+        typer.echo(f"healthfsm: note: no lag shown, redis did not answer: {error}", err=True)
+        for row in rows:
+            row["lag_entries"] = None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        columns = ["label", "partition", "entry_id", "lag_entries", "lease"]
+        rows_table(rows, columns, "partitions")
+
+
 def register(app: typer.Typer, runtime_app: typer.Typer) -> None:
     """Attach the operator commands to the main app."""
     app.command("check")(check)
     app.add_typer(offsets_app, name="offsets")
+    partitions_app.command("show")(partitions_show)
+    app.add_typer(partitions_app, name="partitions")
     app.add_typer(dead_letters_app, name="dead-letters")
     app.add_typer(outbox_app, name="outbox")
     runtime_app.command("history")(runtime_history)

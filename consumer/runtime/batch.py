@@ -26,6 +26,7 @@ from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, St
 from store import dead_letters, history, offsets, outbox, records
 from store.backend import RecordLoader, Store
 from store.sql import Sql
+from store.stream_id import entry_id_key
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class BatchResult:
     last_entry_id: str
     entries: int = 0
     applied: int = 0
+    skipped: int = 0
+    """Entries of records that had already applied them (their ``last_entry_id``)."""
     snapshots: list[tuple[int, outbox.OutboxRow]] = field(default_factory=list)
     """The outbox rows this batch committed, with their sequence numbers, in order."""
     rejected: Counter[str] = field(default_factory=Counter)
@@ -77,6 +80,9 @@ def _dead_letter(
 
 Fence = Callable[[Sql], None]
 """Checks, inside the batch's transaction, that the batch may still commit (or raises)."""
+
+OffsetWriter = Callable[[Sql, "BatchResult", int], None]
+"""Stores the batch's new offset inside its transaction (the label's, or its partitions')."""
 
 Decoded = tuple[int, DecodedEvent, Mapping[bytes, bytes]]
 Rejected = tuple[int, dead_letters.DeadLetter]
@@ -131,6 +137,7 @@ def _drive(
     cas_types: frozenset[EventType] = CAS_EVENT_TYPES
     misses: dict[EventType, int] = {}
     unknown = 0
+    skipped = 0
     for position, event, fields in decoded:
         record = loaded.get(event.game_id)
         if record is None:
@@ -141,6 +148,15 @@ def _drive(
             dead = _dead_letter(event.entry_id, stream, error, fields, now_ms, event.game_id)
             rejected.append((position, dead))
             continue
+        mark = record.last_entry_id
+        if (
+            mark is not None
+            and event.game_id not in touched  # marked earlier in this batch: older than this
+            and entry_id_key(event.entry_id) <= entry_id_key(mark)
+        ):
+            skipped += 1  # applied before (a re-read): never twice
+            continue
+        record.last_entry_id = event.entry_id
         before = record.state
         health_before = record.engine_health
         effect = apply(record, event.event_type, now_ms)
@@ -173,10 +189,20 @@ def _drive(
                     now_ms,
                 )
             )
-    result.applied = len(decoded) - unknown
+    result.applied = len(decoded) - unknown - skipped
+    result.skipped = skipped
     for event_type, n in misses.items():
         result.cas_misses[event_type.value] += n
     return touched, snapshots
+
+
+def label_offset(label: str) -> OffsetWriter:
+    """The offset writer of a label with one partition: its row in ``stream_offsets``."""
+
+    def save(conn: Sql, result: BatchResult, now_ms: int) -> None:
+        offsets.save(conn, label, result.last_entry_id, now_ms, result.entries)
+
+    return save
 
 
 def apply_batch(
@@ -190,8 +216,15 @@ def apply_batch(
     cache: RecordLoader | None = None,
     decoded_hook: Callable[[], object] | None = None,
     fence: Fence | None = None,
+    read_through: str | None = None,
+    entries_read: int | None = None,
+    save_offset: OffsetWriter | None = None,
 ) -> BatchResult:
-    """Apply ``entries`` (non-empty, in stream order) and commit them with the offset.
+    """Apply ``entries`` (in stream order) and commit them with the offset.
+
+    ``entries`` is what was read, or with partitions the part of it this worker applies:
+    then ``read_through`` and ``entries_read`` say how far and how much was read (the
+    offset moves past skipped entries too) and ``save_offset`` stores it.
 
     ``cache`` is how the store loads records (SQLite keeps them between batches, PostgreSQL
     locks them); it is emptied if the batch fails, because the machine has already changed
@@ -199,13 +232,17 @@ def apply_batch(
     decoding, before the write transaction: the worker confirms the previous batch's
     snapshots there, so Redis appends them while this batch decodes.
     """
-    result = BatchResult(last_entry_id=entries[-1][0].decode(), entries=len(entries))
+    last = read_through if read_through is not None else entries[-1][0].decode()
+    read = entries_read if entries_read is not None else len(entries)
+    if save_offset is None:
+        save_offset = label_offset(label)
+    result = BatchResult(last_entry_id=last, entries=read)
     decoded, rejected = _decode_all(entries, stream, now_ms)
     if decoded_hook is not None:
         decoded_hook()
     try:
         touched = _commit(
-            db, machine, decoded, rejected, result, stream, label, now_ms, cache, fence
+            db, machine, decoded, rejected, result, stream, now_ms, cache, fence, save_offset
         )
     except BaseException:
         if cache is not None:
@@ -255,10 +292,10 @@ def _commit(
     rejected: list[Rejected],
     result: BatchResult,
     stream: str,
-    label: str,
     now_ms: int,
     cache: RecordLoader | None,
     fence: Fence | None,
+    save_offset: OffsetWriter,
 ) -> dict[str, RuntimeRecord]:
     """The batch's one write transaction; returns the records it changed."""
     with db.write() as conn:
@@ -274,6 +311,6 @@ def _commit(
         if rejected:
             rejected.sort(key=lambda item: item[0])
             dead_letters.add_many(conn, [dead for _, dead in rejected])
-        offsets.save(conn, label, result.last_entry_id, now_ms, result.entries)
+        save_offset(conn, result, now_ms)
         hit(FaultPoint.BEFORE_COMMIT)
     return touched

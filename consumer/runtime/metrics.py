@@ -134,6 +134,31 @@ class Metrics:
             "Times this worker found its lease taken over (fenced off) and stood by again.",
             registry=r,
         )
+        self.partitions_held = Gauge(
+            "healthfsm_partitions_held",
+            "Partitions of its label this worker holds (1 while active on a label with one"
+            " partition).",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "healthfsm_rebalances_total",
+            "Partitions this worker took or gave up while sharing its label with others.",
+            ["change"],
+            registry=r,
+        )
+        self.partition_lag_entries = Gauge(
+            "healthfsm_partition_lag_entries",
+            "Entries behind the stream's end, per partition this worker holds.",
+            ["partition"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "healthfsm_events_skipped_total",
+            "Entries read but not applied: another partition's, or already applied to the"
+            " record (a re-read after a takeover or a re-partition).",
+            ["why"],
+            registry=r,
+        )
 
         r.register(LogDropsCollector())
 
@@ -141,6 +166,8 @@ class Metrics:
         """Count one committed batch."""
         self.consumed.inc(result.entries)
         self.applied.inc(result.applied)
+        if result.skipped:
+            self.skipped.labels("applied_before").inc(result.skipped)
         self.batch_size.observe(result.entries)
         self.batch_duration.observe(seconds)
         for reason, n in result.rejected.items():

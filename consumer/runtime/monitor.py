@@ -14,9 +14,10 @@ from typing import NamedTuple, Protocol
 import redis
 
 from consumer.runtime.metrics import Metrics
-from consumer.runtime.stream_view import lag, stream_view
+from consumer.runtime.offset_book import HeldOffsets, LabelOffset, OffsetBook
+from consumer.runtime.stream_view import StreamView, lag, stream_view
 from consumer.settings import ConsumerSettings
-from store import offsets, outbox
+from store import outbox, partitions
 from store.backend import Store
 
 
@@ -69,6 +70,10 @@ class Monitor:
         self.metrics = metrics
         self.totals = totals
         self.clock = clock
+        self.book: OffsetBook = LabelOffset(settings.label)
+        """Where the offset is stored (the worker swaps it when it holds partitions)."""
+        self.describe_held: Callable[[], str] | None = None
+        """With partitions: which ones this worker holds, for the progress line."""
         self.gap_check_due = True
         self._last_tick = time.monotonic()
         self._entries_at_last_tick = 0
@@ -88,20 +93,26 @@ class Monitor:
         """Measure lag and backlog, log progress; return the lag (entries, seconds)."""
         s, totals = self.settings, self.totals
         view = stream_view(self.client, s.stream)
-        read = offsets.entries_read(self.db.conn, s.label)
+        read = self.book.entries_read(self.db.conn)
         entries, seconds = lag(self.client, s.stream, offset, self.clock(), view, read)
+        held = ""
+        if isinstance(self.book, HeldOffsets):
+            self._partition_lag(view)
+            if self.describe_held is not None:
+                held = f", partitions {self.describe_held()}"
         pending = outbox.pending(self.db.conn)
         self.metrics.lag_entries.set(entries)
         self.metrics.lag_seconds.set(seconds)
         self.metrics.outbox_pending.set(pending)
         rate = (totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
         log.info(
-            "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d; totals: %d consumed,"
+            "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d%s; totals: %d consumed,"
             " %d applied, %d rejected, %d published, %d reconnects",
             rate,
             entries,
             seconds,
             pending,
+            held,
             totals.entries,
             totals.applied,
             totals.rejected,
@@ -117,3 +128,14 @@ class Monitor:
         self._last_tick = now
         self._entries_at_last_tick = totals.entries
         return entries, seconds
+
+    def _partition_lag(self, view: StreamView | None) -> None:
+        """The lag of each held partition (they differ for a while after a takeover)."""
+        assert isinstance(self.book, HeldOffsets)
+        stored = partitions.load_offsets(self.db.conn, self.settings.label)
+        now = self.clock()
+        for partition, at in self.book.at.items():
+            row = stored.get(partition)
+            read = None if row is None else row.entries_read
+            entries, _ = lag(self.client, self.settings.stream, at, now, view, read)
+            self.metrics.partition_lag_entries.labels(str(partition)).set(entries)

@@ -17,10 +17,10 @@ import redis
 
 from consumer.errors import StreamReset
 from consumer.runtime.metrics import Metrics
+from consumer.runtime.offset_book import OffsetBook
 from consumer.runtime.redis_client import Entries
 from consumer.runtime.stream_view import Gap, Reset, find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
-from store import offsets
 from store.backend import Store
 from store.sql import Sql
 from store.stream_id import START_ID, entry_id_key
@@ -55,9 +55,11 @@ class PositionWatch:
         db: Store,
         fenced: Callable[[], AbstractContextManager[Sql]],
         clock: Callable[[], int],
+        book: OffsetBook,
     ) -> None:
         """``fenced`` opens a write transaction that holds only while the lease is ours
-        (``LeaseKeeper.fenced``): moving the offset is a write like a batch's."""
+        (``LeaseKeeper.fenced``): moving the offset is a write like a batch's. ``book`` is
+        where the offset is stored (the worker swaps it when it holds partitions)."""
         self.client = client
         self.settings = settings
         self.stream = settings.stream
@@ -65,6 +67,7 @@ class PositionWatch:
         self.db = db
         self.fenced = fenced
         self.clock = clock
+        self.book = book
         self._reported: set[tuple[str, str | None]] = set()
 
     def settle(self, offset: str, held: Entries | None = None) -> tuple[str, bool] | None:
@@ -76,7 +79,7 @@ class PositionWatch:
         reset raises ``StreamReset`` under ``--on-stream-reset stop``, or rewinds.
         """
         s = self.settings
-        found = self.inspect(offset, offsets.entries_read(self.db.conn, s.label), held)
+        found = self.inspect(offset, self.book.entries_read(self.db.conn), held)
         if isinstance(found, Reset):
             self.report_reset(found, s.label, offset)
             if s.on_stream_reset == "stop":
@@ -90,7 +93,7 @@ class PositionWatch:
                 offset,
             )
             with self.fenced() as conn:
-                offsets.set_to(conn, s.label, START_ID, self.clock())
+                self.book.rewind(conn, START_ID, self.clock())
             return START_ID, True
         if isinstance(found, Gap) and self.report_gap(found, offset):
             return self._account(found, offset)
@@ -103,11 +106,11 @@ class PositionWatch:
             if view is None:
                 return None
             with self.fenced() as conn:
-                offsets.save(conn, self.settings.label, view.last_generated_id, self.clock(), lost)
+                self.book.save(conn, view.last_generated_id, self.clock(), lost)
             return view.last_generated_id, False
         if lost:
             with self.fenced() as conn:
-                offsets.save(conn, self.settings.label, offset, self.clock(), lost)
+                self.book.save(conn, offset, self.clock(), lost)
         return None
 
     def inspect(

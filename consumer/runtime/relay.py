@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -129,6 +129,16 @@ class OutboxRelay:
         self._last_seen = 0
         """Highest seq this relay knows of; a row above it that it did not commit means
         another process (an admin ``set-status``) wrote to the outbox."""
+        self.owns: Callable[[str], bool] | None = None
+        """With partitions: whether a game's rows are this worker's to publish (its
+        partition is held). Rows of other partitions are left to their holders, and
+        confirmed rows are deleted by seq, never up to one."""
+
+    def rescan(self) -> None:
+        """Partitions were taken: what their last holder left may sit below the rows this
+        relay has seen, so publish from the table's start, before anything new."""
+        self._read_table()
+        self.published_through = 0
 
     @property
     def in_flight(self) -> int:
@@ -143,11 +153,21 @@ class OutboxRelay:
         """
         if not rows:
             return
-        if rows[0][0] != self._last_seen + 1:
+        if rows[0][0] != self._last_seen + 1 and self._ours_between(self._last_seen, rows[0][0]):
             self._read_table()
         self._last_seen = max(self._last_seen, rows[-1][0])
         if not self._from_table:
             self._in_memory.extend(rows)
+
+    def _ours_between(self, after: int, before: int) -> bool:
+        """Whether rows another process committed between two seqs are this relay's to
+        publish: always without partitions; with them, only rows of held partitions (other
+        workers' rows fill the sequence all the time)."""
+        owns = self.owns
+        if owns is None:
+            return True
+        between = outbox.peek(self.db.conn, before - after - 1, after=after)
+        return any(owns(row.game_id) for seq, row in between if seq < before)
 
     def look_for_others_rows(self) -> None:
         """While idle: publish from the table if another process added rows (admin changes)."""
@@ -187,10 +207,14 @@ class OutboxRelay:
             self.send()
             return published + self.confirm()
         # the backlog: read from the table, one chunk written and confirmed at a time
+        owns = self.owns
         with self._reset_on_failure():
             while rows := outbox.peek(self.db.conn, self.chunk, after=self.published_through):
-                self._write(rows)
-                published += self._confirm_first()
+                mine = rows if owns is None else [row for row in rows if owns(row[1].game_id)]
+                if mine:
+                    self._write(mine)
+                    published += self._confirm_first()
+                self.published_through = max(self.published_through, rows[-1][0])
         self._from_table = False
         self._last_seen = max(self._last_seen, self.published_through)
         return published
@@ -246,7 +270,10 @@ class OutboxRelay:
         log.debug("published %d snapshots to %s", len(seqs), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
         with self.db.write() as conn_:
-            outbox.delete_through(conn_, seqs[-1])
+            if self.owns is None:
+                outbox.delete_through(conn_, seqs[-1])
+            else:  # other partitions' rows sit in between
+                outbox.delete_seqs(conn_, seqs)
         return len(seqs)
 
     def _reset(self) -> None:

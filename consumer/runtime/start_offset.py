@@ -28,6 +28,8 @@ def refuse_an_unconfirmed_new_label(db: Store, s: ConsumerSettings) -> None:
     if s.start_from is not None or offsets.load(db.conn, s.label) is not None:
         return
     others = [str(row["label"]) for row in offsets.list_all(db.conn)]
+    if s.label in others:
+        return  # another worker sharing the label by partition placed it just now
     if others:
         raise StartRefused(
             f"label {s.label!r} has no stored offset, but this database has offsets"
@@ -59,6 +61,17 @@ def starting_offset(
         offsets.set_to(conn, s.label, entry_id, clock(), known_read)
     log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
     return entry_id
+
+
+def first_offset(db: Store, client: redis.Redis, s: ConsumerSettings) -> tuple[str, int]:
+    """(entry id, entries read before it) where a label that never committed starts: for
+    its partitions, placed at once for all of them (``partitions.init_offsets``)."""
+    if s.start_from is None:
+        refuse_an_unconfirmed_new_label(db, s)
+        return START_ID, 0
+    entry_id, known_read = _resolve(s.start_from, client, s.stream)
+    log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
+    return entry_id, known_read
 
 
 def _resolve(start_from: str, client: redis.Redis, stream: str) -> tuple[str, int]:

@@ -13,19 +13,23 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 
 import redis
 
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
 from consumer.runtime.clock import format_ms, wall_clock_ms
+from consumer.runtime.cpu import CpuSplit
 from consumer.runtime.health import HealthState, Role, liveness_bound_s
 from consumer.runtime.http_endpoints import serve
 from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.monitor import Monitor
+from consumer.runtime.offset_book import HeldOffsets, LabelOffset
 from consumer.runtime.outage import Outage
+from consumer.runtime.partition_keeper import PartitionKeeper
+from consumer.runtime.partition_map import PartitionMap
 from consumer.runtime.position import PositionWatch
 from consumer.runtime.read_ahead import ReadAhead
 from consumer.runtime.redis_client import (
@@ -37,14 +41,20 @@ from consumer.runtime.redis_client import (
     redact_url,
 )
 from consumer.runtime.relay import OutboxRelay
-from consumer.runtime.start_offset import refuse_an_unconfirmed_new_label, starting_offset
+from consumer.runtime.start_offset import (
+    first_offset,
+    refuse_an_unconfirmed_new_label,
+    starting_offset,
+)
 from consumer.runtime.systemd import Notifier
 from consumer.settings import ConsumerSettings
 from statemachine import RuntimeMachine, get_machine
-from store import SCHEMA_VERSION
+from store import SCHEMA_VERSION, partitions
 from store.backend import Store
 from store.errors import LeaseHeld, LeaseLost, StoreBusy, StoreError, StoreUnavailable
 from store.lease import Lease
+from store.partitions import PartitionLease
+from store.sql import Sql
 from store.stream_id import START_ID, entry_id_key
 
 log = logging.getLogger(__name__)
@@ -175,9 +185,22 @@ class Worker:
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self.client, db, settings, self.metrics, self.totals, clock)
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
-        self.position = PositionWatch(
-            self.client, settings, self.metrics, db, self.keeper.fenced, clock
+        self.parts = PartitionKeeper(
+            db, settings.label, settings.lease_ttl_s, self.keeper.holder, self.keeper.node, clock
         )
+        self.partitioned = False
+        """Whether this worker shares its label by partition (count above 1) right now."""
+        self.map = PartitionMap(1)
+        self.label_offset = LabelOffset(settings.label)
+        self.held_offsets = HeldOffsets(settings.label, self._owns)
+        self.position = PositionWatch(
+            self.client, settings, self.metrics, db, self._fenced, clock, self.label_offset
+        )
+        self.monitor.book = self.label_offset
+        self.monitor.describe_held = self.describe_held
+        self.cpu = CpuSplit()
+        self._joined = False
+        self._rebalanced_at = float("-inf")
         self.metrics_port: int | None = None
         self._block_ms = block_ms_for(settings)
         self.health = health or health_for(settings)
@@ -267,13 +290,43 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self.keeper.held and not self._guarded(self._become_active):
+            if not self.holding and not self._guarded(self._become_active):
                 break
-            if self.keeper.held and not self._guarded(self._iteration):
+            if self.holding and not self._guarded(self._iteration):
                 break
             self.health.beat()
-        if self.keeper.held:
+        if self.holding:
             self._final_publish()
+
+    @property
+    def holding(self) -> bool:
+        """Whether this worker believes it may consume: the label's lease, or a partition."""
+        return self.parts.active if self.partitioned else self.keeper.held
+
+    def _owns(self, game_id: str) -> bool:
+        """Whether ``game_id``'s records and outbox rows are this worker's (its partition is
+        held); always with one partition."""
+        return not self.partitioned or self.map.of(game_id) in self.parts.held
+
+    def _fence(self, conn: Sql) -> None:
+        """Inside a batch's transaction: renew the lease or every partition lease, or raise."""
+        if self.partitioned:
+            self.parts.fence(conn)
+        else:
+            self.keeper.fence(conn)
+
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[Sql]:
+        """A write transaction that commits only while what this worker holds is its own."""
+        with self.db.write() as conn:
+            self._fence(conn)
+            yield conn
+
+    def _renew_if_due(self) -> None:
+        if self.partitioned:
+            self.parts.renew_if_due()
+        else:
+            self.keeper.renew_if_due()
 
     # the lease -------------------------------------------------------------------------
 
@@ -284,6 +337,15 @@ class Worker:
         """
         announced: Lease | None = None
         while not self._stop.is_set():
+            count = partitions.count(self.db.conn, self.settings.label)
+            if count > 1:
+                if self._take_partitions(count):
+                    return True
+                self.health.beat()
+                self._stop.wait(self.settings.lease_poll_s)
+                continue
+            if self._joined:
+                self._leave_partitions()
             taken, before = self.keeper.try_acquire()
             self.health.reached("store")
             if taken is not None:
@@ -314,7 +376,7 @@ class Worker:
             self._stop.wait(self.settings.lease_poll_s)
         return False
 
-    def _standing_by(self, holder: Lease) -> None:
+    def _standing_by(self, holder: Lease | PartitionLease) -> None:
         """What a standby tells the probes and systemd, and what it checks for them: that
         Redis answers (it will need it on takeover) and that the schema is current."""
         self.health.role = Role.STANDBY
@@ -363,6 +425,9 @@ class Worker:
             self.keeper.holder,
         )
         self.metrics.lease_held.set(1)
+        self.metrics.partitions_held.set(1)
+        self.position.book = self.monitor.book = self.label_offset
+        self.relay.owns = None
         self.health.role = Role.ACTIVE
         self.health.holding(self.keeper.holder, lease.expires_at_ms)
         self.notifier.ready(f"active: label {s.label!r}")
@@ -387,16 +452,163 @@ class Worker:
         log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
         self.health.role = Role.STANDBY
         self.keeper.forget()
+        self.parts.forget()
+        self.held_offsets.at.clear()
         self.metrics.lease_held.set(0)
+        self.metrics.partitions_held.set(0)
+        self.metrics.partition_lag_entries.clear()
         self.metrics.lease_lost.inc()
         self._drop_in_flight(unsettled=True)
 
     def _release_lease(self) -> None:
         self.metrics.lease_held.set(0)
+        self.metrics.partitions_held.set(0)
         try:
             self.keeper.release()
+            if self._joined:
+                self._leave_partitions()
         except StoreError as error:
             log.warning("lease not released (%s); a standby takes over when it expires", error)
+
+    # partitions ------------------------------------------------------------------------
+
+    def _take_partitions(self, count: int) -> bool:
+        """Join the label's workers and take free partitions up to the fair share; stand by
+        (or, with ``--drain``, raise ``LeaseHeld``) when none is free. Whether any was taken."""
+        if not self._joined:
+            self.parts.join()
+            self._joined = True
+        taken, seen = self.parts.acquire(count)
+        self.health.reached("store")
+        if taken:
+            try:
+                self._took_partitions(taken, seen, count)
+            except BaseException:
+                self._release_lease()
+                raise
+            return True
+        holders = sorted({row.holder for row in seen.values() if row.holder})
+        if self.settings.drain:
+            raise LeaseHeld(
+                f"the {count} partitions of label {self.settings.label!r} are held by"
+                f" {', '.join(holders) or 'other workers'}; another worker is consuming"
+                " (--drain does not wait)"
+            )
+        soonest = min(seen.values(), key=lambda row: row.expires_at_ms, default=None)
+        if soonest is not None:
+            self._standing_by(soonest)
+        return False
+
+    def _took_partitions(
+        self, taken: list[int], seen: Mapping[int, PartitionLease], count: int
+    ) -> None:
+        """Start on newly taken partitions: their offsets, and their last holder's outbox
+        rows before anything new (``OutboxRelay.rescan``)."""
+        s = self.settings
+        first = not self.partitioned
+        if first or self.map.partitions != count:
+            self.map = PartitionMap(count)
+        if first:
+            self.partitioned = True
+            self.position.book = self.monitor.book = self.held_offsets
+            self.relay.owns = self._owns
+            self.health.role = Role.ACTIVE
+            self._drop_in_flight(unsettled=True)
+            log.info(
+                "consuming %s -> %s as %r, partitions shared with %d workers (db %s, redis %s,"
+                " batch %d, block %d ms, holder %s)",
+                s.stream,
+                s.lobby_stream,
+                s.label,
+                len(self.parts.workers),
+                self.db.location,
+                redact_url(s.redis_url),
+                s.batch_size,
+                self._block_ms,
+                self.parts.holder,
+            )
+        else:
+            self._drop_in_flight(unsettled=False)
+        for partition in taken:
+            before = seen[partition]
+            how = "never held" if not before.holder else "released, expired or dead"
+            if before.holder and before.holder != self.parts.holder:
+                self.metrics.lease_takeovers.inc()
+            log.info(
+                "took partition %d of %d of label %r from %s (%s), now epoch %d",
+                partition,
+                count,
+                s.label,
+                before.describe(),
+                how,
+                self.parts.held[partition],
+            )
+        self.metrics.rebalances.labels("taken").inc(len(taken))
+        self._place_partitions(taken, count)
+        self.relay.rescan()
+        self._after_rebalance()
+        self.health.holding(self.parts.holder, self.clock() + self.parts.ttl_ms)
+        self.notifier.ready(f"active: label {s.label!r}, partitions {self.describe_held()}")
+
+    def _place_partitions(self, taken: list[int], count: int) -> None:
+        """Read the taken partitions' offsets; a label that never committed starts where
+        ``--start-from`` says (or at the stream's beginning), for every partition at once."""
+        stored = partitions.load_offsets(self.db.conn, self.settings.label)
+        if any(p not in stored for p in taken):
+            entry_id, read = first_offset(self.db, self.client, self.settings)
+            with self._fenced() as conn:
+                partitions.init_offsets(
+                    conn, self.settings.label, count, entry_id, read, self.clock()
+                )
+            stored = partitions.load_offsets(self.db.conn, self.settings.label)
+        for partition in taken:
+            self.held_offsets.at[partition] = stored[partition].entry_id
+
+    def _after_rebalance(self) -> None:
+        self._offset = self.held_offsets.position
+        self._drain_target = None
+        self.monitor.gap_check_due = True
+        self.metrics.partitions_held.set(len(self.parts.held))
+        self.metrics.partition_lag_entries.clear()
+
+    def describe_held(self) -> str:
+        """``0,3,5 of 8`` for the progress line and systemd's status."""
+        held = ",".join(str(p) for p in sorted(self.parts.held)) or "none"
+        return f"{held} of {self.parts.partitions}"
+
+    def _rebalance_if_due(self) -> None:
+        """Every poll interval: take free partitions up to the fair share, or give the
+        extra up at this batch boundary once its outbox rows are published."""
+        now = time.monotonic()
+        if now - self._rebalanced_at < min(self.settings.lease_poll_s, self.parts.ttl_ms / 3000):
+            return
+        self._rebalanced_at = now
+        count = partitions.count(self.db.conn, self.settings.label)
+        if count != self.parts.partitions:
+            return  # re-partitioned: the next fence finds the leases gone and starts over
+        share, _ = self.parts.look(count)
+        extras = self.parts.extras()
+        if extras:
+            self._publish()  # every committed row of the extra partitions is on the stream
+            released = self.parts.release(extras)
+            for partition in released:
+                self.held_offsets.at.pop(partition, None)
+            self.metrics.rebalances.labels("released").inc(len(released))
+            self._drop_in_flight(unsettled=False)
+            self._after_rebalance()
+        elif len(self.parts.held) < share:
+            taken, seen = self.parts.acquire(count)
+            if taken:
+                self._took_partitions(taken, seen, count)
+
+    def _leave_partitions(self) -> None:
+        """Stop sharing the label by partition (stopping, or the count went back to 1)."""
+        self.parts.release(None)
+        self._joined = False
+        self.partitioned = False
+        self.held_offsets.at.clear()
+        self.relay.owns = None
+        self.position.book = self.monitor.book = self.label_offset
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
         """Run one loop step; wait out Redis outages and writer locks instead of crashing.
@@ -505,6 +717,14 @@ class Worker:
             f"active: label {self.settings.label!r}, lag {lag_entries} entries ({lag_seconds:.1f}s)"
         )
 
+    def _renewed_and_still_holding(self) -> bool:
+        """Renew on idle ticks (a paused worker learns here it lost), and rebalance."""
+        self._renew_if_due()
+        if self.partitioned:
+            self._rebalance_if_due()
+            return self.parts.active
+        return True
+
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
 
@@ -515,7 +735,8 @@ class Worker:
         Returns False when the loop should end (drained).
         """
         s = self.settings
-        self.keeper.renew_if_due()  # idle ticks; and a paused worker learns here it lost
+        if not self._renewed_and_still_holding():
+            return True
         if not self.read_ahead.in_flight:
             self._publish()
         tick = self.monitor.maybe_tick(self._offset)
@@ -538,7 +759,7 @@ class Worker:
             self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
         self._backoff_s = s.backoff_initial_s
-        self.keeper.renew_if_due()  # paused past the TTL: publish nothing
+        self._renew_if_due()  # paused past the TTL: publish nothing
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
             self._confirm_published()
@@ -578,20 +799,55 @@ class Worker:
         (``LeaseLost``) leaves nothing written and goes to ``_guarded``, the one place that
         backs off; the batch is read again from the unchanged offset."""
         started = time.perf_counter()
-        result = apply_batch(
-            self.db,
-            self.machine,
-            entries,
-            stream=self.settings.stream,
-            label=self.settings.label,
-            now_ms=self.clock(),
-            cache=self.cache,
-            decoded_hook=self._confirm_published,
-            fence=self.keeper.fence,
-        )
+        if self.partitioned:
+            result = self._apply_held(entries)
+        else:
+            with self.cpu.applying():
+                result = apply_batch(
+                    self.db,
+                    self.machine,
+                    entries,
+                    stream=self.settings.stream,
+                    label=self.settings.label,
+                    now_ms=self.clock(),
+                    cache=self.cache,
+                    decoded_hook=self._confirm_published,
+                    fence=self.keeper.fence,
+                )
+            self._offset = result.last_entry_id
         self.relay.committed(result.snapshots)
-        self._offset = result.last_entry_id
         self._count(result, time.perf_counter() - started)
+
+    def _apply_held(self, entries: Sequence[RawEntry]) -> BatchResult:
+        """Apply the entries of the partitions held, past each one's offset; every held
+        partition's offset moves to the last entry read, in the batch's transaction."""
+        book = self.held_offsets
+        spread = book.spread()
+        mine = self.map.select(entries, self.parts.held, spread)
+        if spread is not None:
+            keys = [entry_id_key(raw_id.decode()) for raw_id, _ in entries]
+            book.read_after = {p: sum(1 for k in keys if k > at) for p, at in spread.items()}
+        others = len(entries) - len(mine)
+        with self.cpu.applying():
+            result = apply_batch(
+                self.db,
+                self.machine,
+                mine,
+                stream=self.settings.stream,
+                label=self.settings.label,
+                now_ms=self.clock(),
+                cache=self.cache,
+                decoded_hook=self._confirm_published,
+                fence=self.parts.fence,
+                read_through=entries[-1][0].decode(),
+                entries_read=len(entries),
+                save_offset=book.save_batch,
+            )
+        book.committed(result)
+        self._offset = book.position
+        if others:
+            self.metrics.skipped.labels("other_partition").inc(others)
+        return result
 
     def _count(self, result: BatchResult, seconds: float) -> None:
         """Tell the observers (the metrics first: they are the counts) about a batch."""
