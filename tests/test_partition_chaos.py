@@ -91,7 +91,12 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     rng = random.Random(1717)
     db = open_database(db_location, create=True)
     add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(GAMES)])
-    assert run_cli("partitions", "set", LABEL, "6", "--yes", "--db", db_location).returncode == 0
+
+    def repartition(count: int) -> None:
+        done = run_cli("partitions", "set", LABEL, str(count), "--yes", "--db", db_location)
+        assert done.returncode == 0, done.stderr
+
+    repartition(6)
     args = [
         "--redis-url",
         redis_url,
