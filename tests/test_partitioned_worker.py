@@ -9,10 +9,20 @@ import pytest
 import redis
 
 from consumer.cli.partition_actions import repartition
+from consumer.contract.partitions import partition_of
+from consumer.runtime.batch import apply_batch
 from consumer.runtime.worker import Worker
 from statemachine import Status
-from store import Store, partitions, records
-from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, published, seed_flips
+from store import Store, offsets, open_database, outbox, partitions, records
+from store.errors import LeaseLost
+from tests.conftest import (
+    FIXED_NOW_MS,
+    WorkerFactory,
+    add_games,
+    published,
+    seed_flips,
+    xadd_event,
+)
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -143,3 +153,162 @@ def test_three_workers_share_six_partitions_and_equal_one_worker(
     assert _snapshot_order(rclient, "gm:lobby_events") == expected_order
     held = [set(w.parts.held) for w in workers]
     assert not any(held), "every partition released on stop"
+
+
+def _occupy(db: Store, *held: int, holder: str = "elsewhere:1:x") -> None:
+    """Another live worker holds these partitions (a far expiry, another node)."""
+    with db.write() as conn:
+        for partition in held:
+            conn.execute(
+                "UPDATE partition_leases SET holder = ?, node = 'far', epoch = epoch + 1,"
+                " expires_at_ms = ? WHERE label = ? AND partition = ?",
+                [holder, FIXED_NOW_MS + 10**9, LABEL, partition],
+            )
+
+
+def _free(db: Store) -> None:
+    with db.write() as conn:
+        conn.execute("UPDATE partition_leases SET expires_at_ms = 0 WHERE label = ?", [LABEL])
+
+
+def _games_of(partition: int, count: int, n: int = GAMES) -> set[str]:
+    return {f"g{i}" for i in range(n) if partition_of(f"g{i}", count) == partition}
+
+
+def test_a_batch_rolls_back_whole_when_any_held_partition_was_taken(
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    _games(db)
+    seed_flips(rclient, GAMES, 200)
+    repartition(db, LABEL, 4, FIXED_NOW_MS)
+    worker = make_worker()
+    worker.parts.join()
+    taken, _ = worker.parts.acquire(4)
+    assert taken == [0, 1, 2, 3]
+    _occupy(db, 2)  # taken over while this worker was paused
+    before = _records(db)
+    batch = rclient.xrange("runtime:health_events", count=200)
+    with pytest.raises(LeaseLost, match="taken over"):
+        apply_batch(
+            db,
+            worker.machine,
+            batch,
+            stream="runtime:health_events",
+            label=LABEL,
+            now_ms=FIXED_NOW_MS,
+            fence=worker.parts.fence,
+            save_offset=worker.held_offsets.save_batch,
+        )
+    assert worker.parts.held == {}
+    assert _records(db) == before
+    assert partitions.load_offsets(db.conn, LABEL) == {}, "no offset moved"
+
+
+def test_a_worker_applies_only_the_partitions_it_holds(
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    _games(db)
+    last = seed_flips(rclient, GAMES, 400)
+    repartition(db, LABEL, 4, FIXED_NOW_MS)
+    _occupy(db, 2, 3)
+    worker = make_worker()
+    worker.run()
+    got = _records(db)
+    for partition in (0, 1):
+        assert all(got[g][1] != "" for g in _games_of(partition, 4)), "its own: applied"
+    for partition in (2, 3):
+        assert all(got[g] == ("running", "") for g in _games_of(partition, 4)), "not its own"
+    stored = partitions.load_offsets(db.conn, LABEL)
+    assert stored[0].entry_id == stored[1].entry_id == last
+    assert stored[2].entry_id == stored[3].entry_id == "0-0"
+    assert offsets.load(db.conn, LABEL) == "0-0", "stream_offsets keeps the low-water mark"
+    sources = {s["game_id"] for s in published(rclient)}
+    assert sources and sources <= _games_of(0, 4) | _games_of(1, 4)
+
+
+def test_merging_partitions_starts_at_the_lowest_offset_and_applies_nothing_twice(
+    db: Store,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    _games(db)
+    last = seed_flips(rclient, GAMES, 400)
+    expected_records, expected_order = _reference(tmp_path_factory, redis_url)
+    repartition(db, LABEL, 2, FIXED_NOW_MS)
+    _occupy(db, 1)
+    make_worker().run()  # partition 0 only: at the last entry; partition 1 at the start
+    assert partitions.load_offsets(db.conn, LABEL)[0].entry_id == last
+    _free(db)
+    change = repartition(db, LABEL, 1, FIXED_NOW_MS)
+    assert change["offsets"] == {"0": "0-0"}, "the lowest of the old offsets"
+    make_worker().run()  # reads everything again; partition 0's games skip what they had
+    assert _records(db) == expected_records
+    changes = db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0]
+    assert changes == sum(len(v) for v in expected_order.values()), "no change applied twice"
+    assert _snapshot_order(rclient, "gm:lobby_events") == expected_order
+    assert len(published(rclient)) == sum(len(v) for v in expected_order.values())
+    assert offsets.load(db.conn, LABEL) == last
+
+
+def test_the_relay_leaves_other_partitions_rows_to_their_holder(
+    db: Store, rclient: redis.Redis, make_worker: WorkerFactory
+) -> None:
+    _games(db)
+    repartition(db, LABEL, 2, FIXED_NOW_MS)
+    _occupy(db, 1)
+    theirs = sorted(_games_of(1, 2))[0]
+    mine = sorted(_games_of(0, 2))[0]
+    with db.write() as conn:
+        outbox.enqueue(
+            conn,
+            [
+                outbox.OutboxRow("1-1", theirs, "running", "healthy", 0, FIXED_NOW_MS),
+                outbox.OutboxRow("1-2", mine, "running", "healthy", 0, FIXED_NOW_MS),
+            ],
+        )
+    xadd_event(rclient, mine, "probe_failed")
+    make_worker().run()
+    assert [s["game_id"] for s in published(rclient)] == [mine, mine]
+    left = outbox.peek(db.conn, 10)
+    assert [row.game_id for _, row in left] == [theirs], "left for partition 1's holder"
+
+
+def test_a_partition_is_released_only_once_its_outbox_rows_are_published(
+    db: Store,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    db_location: str,
+) -> None:
+    _games(db)
+    seed_flips(rclient, GAMES, 20_000)
+    repartition(db, LABEL, 4, FIXED_NOW_MS)
+    (worker,) = _sharing(make_worker, db_location, 1)
+    worker.settings = worker.settings.model_copy(update={"batch_size": 50})
+    left_behind: list[int] = []
+    release = worker.parts.release
+
+    def checked_release(chosen: list[int] | None = None) -> list[int]:
+        rows = outbox.peek(worker.db.conn, 100_000)
+        left_behind.extend(
+            seq for seq, row in rows if chosen and worker.map.of(row.game_id) in chosen
+        )
+        return release(chosen)
+
+    worker.parts.release = checked_release  # type: ignore[method-assign]
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(worker.parts.held) == 4, 10, "all four taken")
+        wait_for(lambda: worker.totals.snapshots_published > 0, 10, "publishing")
+        newcomer = make_worker(open_database(db_location))
+        newcomer.parts.join()  # a second worker: the first now holds twice its share
+        wait_for(lambda: len(worker.parts.held) == 2, 10, "the extra two released")
+        assert worker.totals.entries < 20_000, "released mid-backlog, at a batch boundary"
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.db.close()
+        newcomer.db.close()
+    assert left_behind == [], "rows of a released partition were still unpublished"
