@@ -57,7 +57,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "partitions: release a partition before its outbox is published",
         "consumer/runtime/worker.py",
-        "            self._publish()  # every committed row of the extra partitions is on the stream\n"
+        "            self._publish()  # every committed row of the extra partitions is on the"
+        " stream\n"
         "            released = self.parts.release(extras)\n",
         "            released = self.parts.release(extras)\n            self._publish()\n",
     ),
