@@ -14,15 +14,14 @@ import random
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
 
-from consumer.runtime.relay import PUBLISH_CHUNK
 from statemachine import Status
 from store import Store, open_database, outbox, partitions, records
+from store.stream_id import entry_id_key
 from tests.conftest import add_games
 from tests.model import Model, ModelRecord
 from tests.processes import Consume, run_cli, wait_for
@@ -37,6 +36,8 @@ GAMES = 300
 EVENTS = 50_000
 REJECTED_EVERY = 100
 TTL_S = 2.0
+WINDOW_MS = 2000
+"""How far from a kill, pause or re-partition a repeated snapshot's first copy may be."""
 KINDS = ["container_started", "probe_failed", "container_exited", "probe_recovered"]
 
 
@@ -120,7 +121,11 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     produced = threading.Event()
     producer = threading.Thread(target=_produce, args=(rclient, rng, produced))
     most_at_once = 0
-    disruptions = 0
+    disruptions: list[int] = []
+
+    def disrupted() -> None:
+        """A kill, a pause, a resume or a re-partition happened now (wall ms)."""
+        disruptions.append(int(time.time() * 1000))
 
     def watch(seconds: float) -> None:
         nonlocal most_at_once
@@ -135,32 +140,37 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
         victim = workers.pop(rng.randrange(len(workers)))
         victim.signal(signal.SIGKILL)
         victim.wait()
-        disruptions += 1
+        disrupted()
         watch(rng.uniform(0.5, 1.5))
         workers.append(start())
         watch(rng.uniform(1.0, 2.0))
+        # paused past the TTL, and re-partitioned while its partitions lag behind: the new
+        # partitions start at their offsets and re-read what the others applied since
         paused = workers[rng.randrange(len(workers))]
         paused.signal(signal.SIGSTOP)
-        watch(TTL_S + rng.uniform(0.5, 1.5))
+        disrupted()
+        watch(rng.uniform(0.5, 1.0))
+        repartition(8)
+        disrupted()
+        watch(TTL_S + rng.uniform(0.5, 1.0))
         paused.signal(signal.SIGCONT)
-        disruptions += 1
-        watch(rng.uniform(0.5, 1.5))
-        assert (
-            run_cli("partitions", "set", LABEL, "8", "--yes", "--db", db_location).returncode == 0
-        )
-        disruptions += 1
+        disrupted()
         watch(rng.uniform(1.0, 2.0))
         workers.append(start())
         watch(rng.uniform(0.5, 1.5))
-        assert (
-            run_cli("partitions", "set", LABEL, "4", "--yes", "--db", db_location).returncode == 0
-        )
-        disruptions += 1
+        paused = workers[rng.randrange(len(workers))]
+        paused.signal(signal.SIGSTOP)
+        disrupted()
+        watch(rng.uniform(0.3, 0.8))
+        repartition(4)
+        disrupted()
+        paused.signal(signal.SIGCONT)
+        disrupted()
         watch(rng.uniform(1.0, 2.0))
         victim = workers.pop(rng.randrange(len(workers)))
         victim.signal(signal.SIGKILL)
         victim.wait()
-        disruptions += 1
+        disrupted()
         producer.join(120)
         assert produced.is_set()
         last = newest_id(rclient, STREAM)
@@ -185,23 +195,7 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     got = {r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db.conn)}
     assert got == {g: (r.status, r.engine_health) for g, r in model.records.items()}
 
-    sent = [fields for _, fields in entries(rclient, LOBBY)]
-    sources = [f[b"source_entry_id"].decode() for f in sent]
-    order: dict[str, list[str]] = {}
-    seen: set[str] = set()
-    for fields, source in zip(sent, sources, strict=True):
-        if source not in seen:
-            seen.add(source)
-            order.setdefault(fields[b"game_id"].decode(), []).append(source)
-    expected: dict[str, list[str]] = {}
-    for snapshot in model.snapshots:
-        expected.setdefault(snapshot["game_id"], []).append(snapshot["source_entry_id"])
-    assert order == expected, "each game's snapshots, deduplicated, in the model's order"
-    repeated = {source: n for source, n in Counter(sources).items() if n > 1}
-    # the documented window: a snapshot repeats only when its publisher died, paused past
-    # its lease or was fenced between the XADD and the outbox delete, one chunk at most each
-    assert len(repeated) <= disruptions * PUBLISH_CHUNK
-    assert all(n <= 1 + disruptions for n in repeated.values())
+    _assert_lobby_is_the_models(rclient, model, disruptions, most_at_once)
 
     dead = [str(row[0]) for row in db.conn.execute("SELECT entry_id FROM dead_letters")]
     assert sorted(dead) == sorted(entry_id for entry_id, _ in model.dead), "one each"
@@ -210,3 +204,31 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     assert {o.entry_id for o in partitions.load_offsets(db.conn, LABEL).values()} == {last}
     assert most_at_once >= 2, "at least two workers held partitions at the same time"
     db.close()
+
+
+def _assert_lobby_is_the_models(
+    rclient: redis.Redis, model: Model, disruptions: list[int], most_at_once: int
+) -> None:
+    """Each game's snapshots, deduplicated, in the model's order; every repeat explained by
+    a disruption (the documented window)."""
+    sent = entries(rclient, LOBBY)
+    order: dict[str, list[str]] = {}
+    copies: dict[str, list[int]] = {}
+    for raw_id, fields in sent:
+        source = fields[b"source_entry_id"].decode()
+        if source not in copies:
+            order.setdefault(fields[b"game_id"].decode(), []).append(source)
+        copies.setdefault(source, []).append(entry_id_key(raw_id.decode()).ms)
+    expected: dict[str, list[str]] = {}
+    for snapshot in model.snapshots:
+        expected.setdefault(snapshot["game_id"], []).append(snapshot["source_entry_id"])
+    assert order == expected, "each game's snapshots, deduplicated, in the model's order"
+    repeated = {source: at for source, at in copies.items() if len(at) > 1}
+    print(
+        f"chaos: {len(sent)} snapshots published, {len(repeated)} repeated,"
+        f" {len(disruptions)} disruptions, {most_at_once} holders at once at most"
+    )
+    for source, at in repeated.items():  # the documented window: its publisher was killed,
+        # paused or fenced between the XADD and the outbox delete, and the next holder
+        # published it again afterwards
+        assert any(abs(at[0] - d) <= WINDOW_MS and at[1] >= d for d in disruptions), source

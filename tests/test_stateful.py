@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,9 @@ from hypothesis.stateful import (
     rule,
 )
 
+from consumer.cli.partition_actions import repartition
 from consumer.contract.codec import encode_snapshot
+from consumer.contract.partitions import partition_of
 from consumer.errors import InjectedFault
 from consumer.runtime import faults
 from consumer.runtime.batch import apply_batch
@@ -36,7 +40,7 @@ from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
 from statemachine import Status, get_machine
 from statemachine.errors import StatusConflict, TransitionNotAllowed
-from store import dead_letters, offsets, open_database, outbox, records
+from store import Store, dead_letters, offsets, open_database, outbox, partitions, records
 from store.admin import add_game, set_status
 from store.offsets import entry_id_key
 from tests import model, pg
@@ -381,6 +385,46 @@ class CrashComparison(RuleBasedStateMachine):
         _run_together(workers, target)
         note(f"batches per worker: {[w.totals.batches for w in workers]}")
 
+    @rule(count=st.integers(1, 4))
+    def change_partition_count(self, count: int) -> None:
+        """``healthfsm partitions set``: each new partition starts at the lowest offset of the
+        old ones whose games it takes; the invariants below hold per partition."""
+        db = open_database(self.path)
+        try:
+            repartition(db, "health_events", count, FIXED_NOW_MS)
+        finally:
+            db.close()
+
+    @rule(
+        batch_size=st.integers(1, 5),
+        workers=st.integers(2, 3),
+        die_after=st.integers(0, 3),
+        leave_after=st.integers(0, 3),
+        join_late=st.booleans(),
+    )
+    def workers_join_leave_and_die(
+        self, batch_size: int, workers: int, die_after: int, leave_after: int, join_late: bool
+    ) -> None:
+        """Workers share the label (its partitions, or one active and the rest standing by):
+        one dies after ``die_after`` batches (0: it does not) without releasing anything, as
+        after kill -9, so its leases and heartbeat expire; one leaves after ``leave_after``
+        batches (a handover); the last joins late. The survivors apply everything."""
+        target = newest_id(self.client, "runtime:health_events", empty="0-0")
+        if target == "0-0":
+            return
+        crew = [_sharing_worker(self.path, batch_size) for _ in range(workers)]
+        died: list[float] = []
+        if die_after:
+            _dies_after(crew[0], die_after, died)
+        if leave_after:
+            _leaves_after(crew[1], leave_after)
+        try:
+            _run_sharing(crew, join_late, lambda: _all_applied(self.path, target))
+        finally:
+            if died:  # what the dead one held binds until its lease runs out, as after kill -9
+                time.sleep(max(0.0, died[0] + crew[0].settings.lease_ttl_s + 0.05 - time.time()))
+        note(f"batches per worker: {[w.totals.batches for w in crew]}, died: {bool(died)}")
+
     def _run(self, batch_size: int) -> None:
         db = open_database(self.path)  # a restart: a fresh connection, no memory of the last
         try:
@@ -423,32 +467,33 @@ class CrashComparison(RuleBasedStateMachine):
 
     @invariant()
     def store_is_the_model_at_the_stored_offset(self) -> None:
-        """Exactly the entries up to the offset are applied: none lost, none applied twice."""
+        """Exactly the entries up to the offset are applied: none lost, none applied twice
+        (with partitions: each game's, up to its partition's offset)."""
         db = open_database(self.path)
         try:
-            offset = offsets.load(db.conn, "health_events") or "0-0"
+            at = _offset_of_each_game(db, self.model.records)
             stored = {
                 r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db.conn)
             }
         finally:
             db.close()
-        assert stored == self.history[offset]
+        assert stored == {game: self.history[at[game]][game] for game in stored}
 
     @invariant()
     def no_snapshot_is_lost(self) -> None:
         """Whatever the crash: each snapshot due up to the stored offset is out or in the outbox."""
         db = open_database(self.path)
         try:
-            offset = entry_id_key(offsets.load(db.conn, "health_events") or "0-0")
+            at = _offset_of_each_game(db, self.model.records)
             waiting = {row.source_entry_id for _, row in outbox.peek(db.conn, 100_000)}
         finally:
             db.close()
         out = {f[b"source_entry_id"].decode() for _, f in entries(self.client, "gm:lobby_events")}
         admins = {s for s in out | waiting if _model_source(s) == model.ADMIN_SOURCE}
-        due = [s["source_entry_id"] for s in self.model.snapshots]
-        assert len(admins) == due.count(model.ADMIN_SOURCE)  # committed with the change itself
-        for source in due:
-            if source != model.ADMIN_SOURCE and entry_id_key(source) <= offset:
+        due = [(s["game_id"], s["source_entry_id"]) for s in self.model.snapshots]
+        assert len(admins) == [source for _, source in due].count(model.ADMIN_SOURCE)
+        for game, source in due:
+            if source != model.ADMIN_SOURCE and entry_id_key(source) <= entry_id_key(at[game]):
                 assert source in out | waiting, source
 
     @invariant()
@@ -462,16 +507,18 @@ class CrashComparison(RuleBasedStateMachine):
 
     @invariant()
     def first_sightings_keep_event_order(self) -> None:
-        """A repeat is only ever a snapshot already published; first sightings keep the
-        order of the events that caused them."""
-        firsts: list[str] = []
+        """A repeat is only ever a snapshot already published; each game's first sightings
+        keep the order of the events that caused them (nothing is promised across games:
+        with partitions, workers publish side by side)."""
+        firsts: dict[str, list[str]] = {}
         seen: set[str] = set()
         for _, fields in entries(self.client, "gm:lobby_events"):
             source = fields[b"source_entry_id"].decode()
             if source not in seen and _model_source(source) != model.ADMIN_SOURCE:
-                firsts.append(source)
+                firsts.setdefault(fields[b"game_id"].decode(), []).append(source)
                 seen.add(source)
-        assert firsts == sorted(firsts, key=entry_id_key)
+        for sources in firsts.values():
+            assert sources == sorted(sources, key=entry_id_key)
 
 
 def _standby_capable_worker(path: str, batch_size: int) -> Worker:
@@ -484,6 +531,110 @@ def _standby_capable_worker(path: str, batch_size: int) -> Worker:
         backoff_initial_s=0.005,
     )
     return Worker(settings_, open_database(path), clock=lambda: FIXED_NOW_MS)
+
+
+def _offset_of_each_game(db: Store, games: Iterable[str]) -> dict[str, str]:
+    """Each game's committed offset: the label's, or its partition's."""
+    count = partitions.count(db.conn, "health_events")
+    if count == 1:
+        offset = offsets.load(db.conn, "health_events") or "0-0"
+        return dict.fromkeys(games, offset)
+    stored = partitions.load_offsets(db.conn, "health_events")
+    return {
+        game: stored[p].entry_id if (p := partition_of(game, count)) in stored else "0-0"
+        for game in games
+    }
+
+
+def _all_applied(path: str, target: str) -> bool:
+    """Every partition (or the label) is at ``target`` and the outbox is empty."""
+    db = open_database(path)
+    try:
+        count = partitions.count(db.conn, "health_events")
+        if count == 1:
+            at = {offsets.load(db.conn, "health_events")}
+        else:
+            stored = partitions.load_offsets(db.conn, "health_events")
+            at = {o.entry_id for o in stored.values()} if len(stored) == count else {None}
+        return at == {target} and outbox.pending(db.conn) == 0
+    finally:
+        db.close()
+
+
+def _sharing_worker(path: str, batch_size: int) -> Worker:
+    """A consuming worker with a short lease, so a dead one's partitions are soon taken."""
+    settings_ = ConsumerSettings(
+        redis_url=REDIS_URL[0],
+        db_path=str(path),
+        batch_size=batch_size,
+        block_ms=5,
+        lease_ttl_s=0.6,
+        lease_poll_s=0.01,
+        backoff_initial_s=0.005,
+        backoff_max_s=0.05,
+    )
+    return Worker(settings_, open_database(path), clock=lambda: FIXED_NOW_MS)
+
+
+class _Died(Exception):
+    """A worker's thread ends here as a killed process would, after a commit."""
+
+
+def _dies_after(worker: Worker, batches: int, died: list[float]) -> None:
+    """After ``batches`` commits the worker stops dead: nothing released, nothing published
+    (its leases and heartbeat expire; the next holder publishes its outbox rows). The wall
+    time of its death goes into ``died``."""
+
+    def observe(result: object, seconds: float) -> None:
+        if worker.totals.batches >= batches:
+            died.append(time.time())
+            raise _Died
+
+    release = worker._release_lease
+
+    def release_unless_dead() -> None:
+        if not died:  # stopped before its time came: a clean stop
+            release()
+
+    worker._release_lease = release_unless_dead  # type: ignore[method-assign]
+    worker.totals.observers.append(observe)
+
+
+def _leaves_after(worker: Worker, batches: int) -> None:
+    def observe(result: object, seconds: float) -> None:
+        if worker.totals.batches >= batches:
+            worker.request_stop()
+
+    worker.totals.observers.append(observe)
+
+
+def _run_quietly(worker: Worker) -> None:
+    with contextlib.suppress(_Died):
+        worker.run()
+
+
+def _run_sharing(crew: list[Worker], join_late: bool, done: Callable[[], bool]) -> None:
+    """Run the workers in threads (the last one a little later if ``join_late``) until
+    ``done()``; then stop them and close their stores."""
+    threads = [threading.Thread(target=_run_quietly, args=(w,)) for w in crew]
+    for thread in threads[:-1] if join_late else threads:
+        thread.start()
+    try:
+        if join_late:
+            time.sleep(0.05)
+            threads[-1].start()
+        deadline = time.monotonic() + 30
+        while not done():
+            assert time.monotonic() < deadline, "the survivors did not finish"
+            time.sleep(0.01)
+    finally:
+        for worker in crew:
+            worker.request_stop()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(timeout=10)
+        for worker in crew:
+            worker.db.close()
 
 
 def _stop_when_due(worker: Worker, limit: int, target: str, workers: list[Worker]) -> None:
@@ -513,7 +664,7 @@ def _run_together(workers: list[Worker], target: str) -> None:
     deadline = time.monotonic() + 20
     while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
         for worker in workers:
-            if worker.keeper.held and worker.offset == target:
+            if worker.holding and worker.offset == target:
                 worker.request_stop()  # took over with nothing left to read
         time.sleep(0.002)
     for worker, thread in zip(workers, threads, strict=True):

@@ -185,8 +185,8 @@ class Worker:
         self.totals.observers.append(self.metrics.observe_batch)
         self.monitor = Monitor(self.client, db, settings, self.metrics, self.totals, clock)
         self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
-        self.parts = PartitionKeeper(
-            db, settings.label, settings.lease_ttl_s, self.keeper.holder, self.keeper.node, clock
+        self.parts = PartitionKeeper(  # on the wall clock, as the lease: machines compare it
+            db, settings.label, settings.lease_ttl_s, self.keeper.holder, self.keeper.node
         )
         self.partitioned = False
         """Whether this worker shares its label by partition (count above 1) right now."""
@@ -465,10 +465,15 @@ class Worker:
         self.metrics.partitions_held.set(0)
         try:
             self.keeper.release()
-            if self._joined:
-                self._leave_partitions()
         except StoreError as error:
             log.warning("lease not released (%s); a standby takes over when it expires", error)
+        if self._joined:
+            try:
+                self._leave_partitions()
+            except StoreError as error:
+                log.warning(
+                    "partitions not released (%s); others take them when they expire", error
+                )
 
     # partitions ------------------------------------------------------------------------
 
@@ -547,7 +552,7 @@ class Worker:
         self._place_partitions(taken, count)
         self.relay.rescan()
         self._after_rebalance()
-        self.health.holding(self.parts.holder, self.clock() + self.parts.ttl_ms)
+        self.health.holding(self.parts.holder, wall_clock_ms() + self.parts.ttl_ms)
         self.notifier.ready(f"active: label {s.label!r}, partitions {self.describe_held()}")
 
     def _place_partitions(self, taken: list[int], count: int) -> None:
@@ -565,7 +570,10 @@ class Worker:
             self.held_offsets.at[partition] = stored[partition].entry_id
 
     def _after_rebalance(self) -> None:
-        self._offset = self.held_offsets.position
+        if not self.parts.active:  # gave everything up (a share of 0): stand by
+            self.health.role = Role.STANDBY
+        else:
+            self._offset = self.held_offsets.position
         self._drain_target = None
         self.monitor.gap_check_due = True
         self.metrics.partitions_held.set(len(self.parts.held))
