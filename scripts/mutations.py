@@ -38,7 +38,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "partitions: forget the per-record skip (a re-read entry applies again)",
         "consumer/runtime/batch.py",
-        "            and entry_id_key(event.entry_id) <= entry_id_key(mark)",
+        "            and not_after(event.entry_id, mark)",
         "            and False",
     ),
     (

@@ -440,8 +440,24 @@ def bench(
             " (scratch schemas, dropped afterwards). Default: temporary SQLite files.",
         ),
     ] = None,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--workers",
+            metavar="K",
+            min=1,
+            max=16,
+            help="Measure K worker processes sharing one stream by partition instead (repeat"
+            " for several K; K=1 is always measured too).",
+        ),
+    ] = None,
+    partitions: Annotated[
+        int,
+        typer.Option("--partitions", metavar="N", min=1, max=256, help="Partitions for --workers."),
+    ] = 8,
 ) -> None:
-    """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory."""
+    """Measure drain throughput, the batch-size-1 ratio, the bare floor, latency and memory;
+    with --workers, the drain and each worker's CPU when several share the stream."""
     from consumer.cli.render import bench_report
     from consumer.devtools.bench import BenchConfig, run_bench
     from store import is_postgres_url
@@ -451,6 +467,9 @@ def bench(
             "takes a postgresql:// URL; SQLite is measured on temporary files", param_hint="--db"
         )
     logs.configure("ERROR")
+    if workers:
+        _bench_shared(workers, partitions, events, games, batch_size, seed, db, redis_url, as_json)
+        return
     cfg = BenchConfig(
         events,
         games,
@@ -471,6 +490,31 @@ def bench(
         typer.echo(json.dumps(asdict(report), indent=2))
     else:
         bench_report(report)
+
+
+def _bench_shared(
+    workers: list[int],
+    partitions: int,
+    events: int,
+    games: int,
+    batch_size: int,
+    seed: int,
+    db: str | None,
+    redis_url: str | None,
+    as_json: bool,
+) -> None:
+    from dataclasses import asdict
+
+    from consumer.cli.render import shared_bench_report
+    from consumer.devtools.bench_shared import SharedConfig, run_shared
+
+    cfg = SharedConfig(workers, partitions, events, games, batch_size, seed, db)
+    say = (lambda line: None) if as_json else (lambda line: typer.echo(f"... {line}", err=True))
+    report = run_shared(cfg, redis_url, say)
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+    else:
+        shared_bench_report(report)
 
 
 from consumer.cli import operator_commands  # noqa: E402  (registers the operator commands)

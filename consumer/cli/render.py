@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from consumer.devtools.bench import BenchReport
+    from consumer.devtools.bench_shared import SharedReport
     from consumer.runtime.batch import BatchResult
     from consumer.runtime.worker import Worker
 
@@ -140,6 +141,37 @@ def bench_report(report: BenchReport) -> None:
         table.add_row(name, value)
     out = console()
     out.print(table)
+    for target, held in report.targets.items():
+        out.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
+
+
+def shared_bench_report(report: SharedReport) -> None:
+    """Print the shared-stream figures: per K, the drain and each worker's CPU split."""
+    cfg = report.config
+    table = Table(
+        title=f"healthfsm bench --workers ({report.backend}): {cfg['events']:,} events,"
+        f" {cfg['partitions']} partitions"
+    )
+    for name in ("K", "drain events/s", "worker", "applied", "CPU ms/1k", "apply", "read+skip"):
+        table.add_column(name, justify="right")
+    for run in report.runs:
+        for index, w in enumerate(run.per_worker):
+            first = index == 0
+            table.add_row(
+                str(run.workers) if first else "",
+                f"{run.events_per_s:,}" if first else "",
+                str(index + 1),
+                f"{w.applied:,}",
+                f"{w.cpu_ms:.1f}",
+                f"{w.apply_ms:.1f}",
+                f"{w.read_skip_ms:.1f}",
+            )
+    out = console()
+    out.print(table)
+    out.print(
+        f"  one worker: {report.one_worker_cpu_ms:.1f} ms CPU per 1,000 entries; reading and"
+        f" skipping an entry of another partition: {report.skip_cost_ms:.2f} ms per 1,000"
+    )
     for target, held in report.targets.items():
         out.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
 

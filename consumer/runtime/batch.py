@@ -26,7 +26,7 @@ from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, St
 from store import dead_letters, history, offsets, outbox, records
 from store.backend import RecordLoader, Store
 from store.sql import Sql
-from store.stream_id import entry_id_key
+from store.stream_id import not_after
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def _drive(
         if (
             mark is not None
             and event.game_id not in touched  # marked earlier in this batch: older than this
-            and entry_id_key(event.entry_id) <= entry_id_key(mark)
+            and not_after(event.entry_id, mark)
         ):
             skipped += 1  # applied before (a re-read): never twice
             continue
