@@ -18,6 +18,8 @@ from consumer.contract.partitions import (
     slot_range,
 )
 from consumer.devtools import embedded
+from consumer.runtime.redis_client import SKIPPED, range_entries
+from store.stream_id import not_after
 
 
 def test_crc16_and_slots_match_the_published_vectors() -> None:
@@ -63,3 +65,27 @@ def test_each_partition_is_one_contiguous_range_and_together_they_cover_every_sl
 def test_a_game_is_in_the_partition_whose_range_holds_its_slot(game_id: str, n: int) -> None:
     assert key_slot(game_id) in slot_range(partition_of(game_id, n), n)
     assert partition_of(game_id, 1) == 0
+
+
+ids = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+
+
+@given(ids, ids)
+def test_not_after_orders_ids_as_redis_does(a: tuple[int, int], b: tuple[int, int]) -> None:
+    assert not_after(f"{a[0]}-{a[1]}", f"{b[0]}-{b[1]}") == (a <= b)
+
+
+def test_entries_of_other_partitions_are_read_for_their_id_alone() -> None:
+    reply = [
+        [b"1-0", [b"game_id", b"mine", b"event_type", b"probe_failed"]],
+        [b"2-0", [b"game_id", b"theirs", b"event_type", b"probe_failed"]],
+        [b"3-0", [b"event_type", b"probe_failed"]],
+        [b"4-0", [b"game_id", b"theirs", b"game_id", b"mine"]],  # a dict keeps the last
+    ]
+    got = range_entries(reply, keep=lambda raw: raw == b"mine")
+    assert [entry_id for entry_id, _ in got] == [b"1-0", b"2-0", b"3-0", b"4-0"]
+    assert [fields is SKIPPED for _, fields in got] == [False, True, True, False]
+    assert got[0][1] == {b"game_id": b"mine", b"event_type": b"probe_failed"}
+    assert range_entries(reply) == [
+        (entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in reply
+    ]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from consumer.contract import constants as c
 from consumer.contract.partitions import partition_of
 from consumer.runtime.batch import RawEntry
+from consumer.runtime.redis_client import SKIPPED
 from store.stream_id import StreamId, entry_id_key
 
 _GAME_ID = c.FIELD_GAME_ID
@@ -64,7 +65,10 @@ class PartitionMap:
         known = self._known
         mine: list[RawEntry] = []
         for entry in entries:
-            raw = entry[1].get(_GAME_ID)
+            fields = entry[1]
+            if fields is SKIPPED:  # refused as it was read (``redis_client.range_entries``)
+                continue
+            raw = fields.get(_GAME_ID)
             partition = known.get(raw)
             if partition is None:
                 partition = self.of_raw(raw)

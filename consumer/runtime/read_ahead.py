@@ -13,6 +13,7 @@ import redis
 
 from consumer.runtime.redis_client import (
     Entries,
+    Keep,
     OwnConnection,
     range_command,
     range_entries,
@@ -27,6 +28,8 @@ class ReadAhead:
         self._own = OwnConnection(client)
         self._after: str | None = None
         self._count = 0
+        self.keep: Keep | None = None
+        """With partitions: which entries get their fields built (``range_entries``)."""
 
     @property
     def in_flight(self) -> bool:
@@ -55,7 +58,7 @@ class ReadAhead:
             return None
         self._after = None
         try:
-            reply = range_entries(self._own.get().read_response())
+            reply = range_entries(self._own.get().read_response(), self.keep)
         except BaseException:
             self.discard()
             raise

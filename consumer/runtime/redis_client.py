@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,6 +66,17 @@ def connect(
     return client
 
 
+def skip_on_read(client: redis.Redis, keep: Keep | None) -> None:
+    """Have this client's XRANGE and XREAD replies mark the entries ``keep`` refuses as
+    ``SKIPPED`` (None: build every entry's fields again)."""
+    if keep is None:
+        client.set_response_callback("XREAD", entries_of)
+        client.set_response_callback("XRANGE", range_entries)
+        return
+    client.set_response_callback("XREAD", lambda reply, **_: entries_of(reply, keep))
+    client.set_response_callback("XRANGE", lambda reply, **_: range_entries(reply, keep))
+
+
 def client_for(settings: ConsumerSettings) -> redis.Redis:
     """``connect()`` with everything the settings say: URL, timeouts, password, TLS files."""
     return connect(
@@ -84,7 +96,7 @@ def client_for(settings: ConsumerSettings) -> redis.Redis:
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-def entries_of(reply: Any, **_: Any) -> Entries:
+def entries_of(reply: Any, keep: Keep | None = None, **_: Any) -> Entries:
     """XREAD's raw RESP2 reply ``[[stream, [[id, [k, v, ...]], ...]]]`` as (id, fields) pairs.
 
     Installed as the client's XREAD response callback: redis-py's generic parser builds the
@@ -94,19 +106,45 @@ def entries_of(reply: Any, **_: Any) -> Entries:
         return []
     entries: Entries = []
     for _, stream_entries in reply:
-        for entry_id, flat in stream_entries:
-            it = iter(flat or ())
-            entries.append((entry_id, dict(zip(it, it, strict=False))))
+        entries.extend(range_entries(stream_entries, keep))
     return entries
 
 
-def range_entries(reply: Any) -> Entries:
-    """XRANGE's raw RESP2 reply ``[[id, [k, v, ...]], ...]`` as (id, fields) pairs."""
+def range_entries(reply: Any, keep: Keep | None = None) -> Entries:
+    """XRANGE's raw RESP2 reply ``[[id, [k, v, ...]], ...]`` as (id, fields) pairs.
+
+    With ``keep`` (a worker holding some partitions), an entry whose raw ``game_id`` it
+    refuses gets ``SKIPPED`` for fields: its dict is never built.
+    """
     entries: Entries = []
     for entry_id, flat in reply or ():
+        if keep is not None and not keep(raw_field(flat, GAME_ID)):
+            entries.append((entry_id, SKIPPED))
+            continue
         it = iter(flat or ())
         entries.append((entry_id, dict(zip(it, it, strict=False))))
     return entries
+
+
+Keep = Callable[[bytes | None], bool]
+"""Whether an entry with this raw ``game_id`` field (None: missing) is to be applied here."""
+
+GAME_ID = b"game_id"
+
+SKIPPED: dict[bytes, bytes] = {}
+"""The fields of an entry read for its id only: another partition's (never mutated)."""
+
+
+def raw_field(flat: Any, name: bytes) -> bytes | None:
+    """The value of ``name`` in a flat ``[k, v, k, v, ...]`` reply, the last one if repeated
+    (as a dict built from it would keep)."""
+    if not flat:
+        return None
+    for index in range(len(flat) - 2, -1, -2):
+        if flat[index] == name:
+            value: bytes = flat[index + 1]
+            return value
+    return None
 
 
 def range_command(stream: str, after_id: str, count: int) -> tuple[object, ...]:

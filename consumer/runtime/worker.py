@@ -39,6 +39,7 @@ from consumer.runtime.redis_client import (
     read_blocking,
     read_range,
     redact_url,
+    skip_on_read,
 )
 from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.start_offset import (
@@ -308,6 +309,11 @@ class Worker:
         held); always with one partition."""
         return not self.partitioned or self.map.of(game_id) in self.parts.held
 
+    def _keeps(self, raw_game_id: bytes | None) -> bool:
+        """Whether an entry with this raw ``game_id`` is applied here (its fields are built
+        as it is read; another partition's entry is read for its id alone)."""
+        return self.map.of_raw(raw_game_id) in self.parts.held
+
     def _fence(self, conn: Sql) -> None:
         """Inside a batch's transaction: renew the lease or every partition lease, or raise."""
         if self.partitioned:
@@ -517,6 +523,8 @@ class Worker:
             self.partitioned = True
             self.position.book = self.monitor.book = self.held_offsets
             self.relay.owns = self._owns
+            skip_on_read(self.client, self._keeps)
+            self.read_ahead.keep = self._keeps
             self.health.role = Role.ACTIVE
             self._drop_in_flight(unsettled=True)
             log.info(
@@ -616,6 +624,8 @@ class Worker:
         self.partitioned = False
         self.held_offsets.at.clear()
         self.relay.owns = None
+        skip_on_read(self.client, None)
+        self.read_ahead.keep = None
         self.position.book = self.monitor.book = self.label_offset
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
