@@ -16,7 +16,7 @@ from store.backend import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stores"
 
-SQLITE_VERSIONS = (1, 2, 3)
+SQLITE_VERSIONS = (1, 2, 3, 4)
 """Every schema version a released healthfsm wrote to SQLite."""
 
 POSTGRES_VERSIONS = (3,)
