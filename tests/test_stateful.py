@@ -416,7 +416,7 @@ class CrashComparison(RuleBasedStateMachine):
         died: list[float] = []
         if die_after:
             _dies_after(crew[0], die_after, died)
-        if leave_after:
+        if leave_after and (workers > 2 or not die_after):  # one is left to finish
             _leaves_after(crew[1], leave_after)
         try:
             _run_sharing(crew, join_late, lambda: _all_applied(self.path, target))
@@ -443,9 +443,15 @@ class CrashComparison(RuleBasedStateMachine):
                 assert (got.state.value, got.engine_health) == (want.status, want.engine_health)
             assert outbox.pending(db.conn) == 0
             kept = dead_letters.list_recent(db.conn, limit=10_000)[::-1]
-            assert [
-                (r["entry_id"], model_reason(str(r["reason"]))) for r in kept
-            ] == self.model.dead
+            # one each; in stream order per partition (workers of other partitions add theirs
+            # side by side)
+            assert (
+                sorted(
+                    ((str(r["entry_id"]), model_reason(str(r["reason"]))) for r in kept),
+                    key=lambda dead: entry_id_key(dead[0]),
+                )
+                == self.model.dead
+            )
         finally:
             db.close()
         published = [
@@ -463,7 +469,13 @@ class CrashComparison(RuleBasedStateMachine):
             "current_turn",
             "source_entry_id",
         )
-        assert [{k: s[k] for k in keys} for s in firsts] == self.model.snapshots
+        by_game: dict[str, list[dict[str, str]]] = {}
+        for snapshot in firsts:
+            by_game.setdefault(snapshot["game_id"], []).append({k: snapshot[k] for k in keys})
+        due: dict[str, list[dict[str, str]]] = {}
+        for snapshot in self.model.snapshots:
+            due.setdefault(snapshot["game_id"], []).append(snapshot)
+        assert by_game == due  # each game's in order; nothing is promised across games
 
     @invariant()
     def store_is_the_model_at_the_stored_offset(self) -> None:
