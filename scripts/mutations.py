@@ -55,6 +55,36 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            starts[partition] = max(known, key=lambda offset: entry_id_key(offset[0]))",
     ),
     (
+        "partitions: a worker takes more than its fair share",
+        "consumer/runtime/partition_keeper.py",
+        "        wanted = share - len(self.held)",
+        "        wanted = count",
+    ),
+    (
+        "partitions: check passes while a partition has no holder",
+        "consumer/cli/partition_actions.py",
+        "        if unowned > ttl_ms:",
+        "        if False:",
+    ),
+    (
+        "partitions: offsets set moves only the label's row",
+        "consumer/cli/partition_actions.py",
+        "    if count == 1:\n        offsets.set_to(conn, label, entry_id, now_ms)",
+        "    if True:\n        offsets.set_to(conn, label, entry_id, now_ms)",
+    ),
+    (
+        "partitions: a re-read entry is kept as a dead letter again",
+        "store/dead_letters.py",
+        "    kept = _already_kept(conn, rows)",
+        "    kept: set[tuple[str, str]] = set()",
+    ),
+    (
+        "partitions: stream_offsets does not keep the low-water mark",
+        "store/partitions.py",
+        "    stored = load_offsets(conn, label)\n    if not stored:\n        return",
+        "    stored = load_offsets(conn, label)\n    if True:\n        return",
+    ),
+    (
         "partitions: release a partition before its outbox is published",
         "consumer/runtime/worker.py",
         "            self._publish()  # every committed row of the extra partitions is on the"
