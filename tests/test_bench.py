@@ -122,3 +122,23 @@ def test_bench_on_postgres_uses_scratch_schemas_and_drops_them(
 def test_bench_db_takes_only_a_postgres_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--db", "some.db"]) == 2
     assert "postgresql:// URL" in capsys.readouterr().err
+
+
+def test_bench_workers_shares_one_stream_and_splits_each_workers_cpu(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    from consumer.devtools.bench_shared import SharedConfig, run_shared
+
+    cfg = SharedConfig(workers=[2], partitions=4, events=3000, games=60, batch_size=200)
+    report = run_shared(cfg, redis_url)
+    assert [run.workers for run in report.runs] == [1, 2]
+    one, two = report.runs
+    assert [w.entries_read for w in one.per_worker] == [3000]
+    assert [w.entries_read for w in two.per_worker] == [3000, 3000]  # each reads everything
+    applied = [w.applied for w in two.per_worker]
+    assert sum(applied) == one.per_worker[0].applied and min(applied) > 0  # shared, once
+    for w in one.per_worker + two.per_worker:
+        assert w.cpu_ms > 0 and 0 < w.apply_ms <= w.cpu_ms
+        assert abs(w.cpu_ms - w.apply_ms - w.read_skip_ms) < 0.05
+    assert len(report.targets) == 2
+    assert not list(rclient.scan_iter(match="healthfsm-bench:*"))
