@@ -136,6 +136,10 @@ def test_three_workers_share_six_partitions_and_equal_one_worker(
         t.start()
     try:
         wait_for(lambda: all(len(w.parts.held) == 2 for w in workers), 20, "two partitions each")
+        for w in workers:  # what the dashboard and the no-active-worker alert read
+            sample = w.metrics.registry.get_sample_value
+            assert sample("healthfsm_partitions_held") == 2
+            assert sample("healthfsm_lease_held") == 1
         wait_for(
             lambda: (
                 {o.entry_id for o in partitions.load_offsets(db.conn, LABEL).values()} == {last}

@@ -105,7 +105,8 @@ class Metrics:
         )
         self.lease_held = Gauge(
             "healthfsm_lease_held",
-            "1 while this worker holds its label's lease (active), 0 while it stands by.",
+            "1 while this worker holds its label's lease, or with partitions any of them"
+            " (active), 0 while it stands by.",
             registry=r,
         )
         self.lease_takeovers = Counter(
@@ -146,6 +147,8 @@ class Metrics:
             ["change"],
             registry=r,
         )
+        for change in ("taken", "released"):  # exported at 0 from the start, for rate()
+            self.rebalances.labels(change)
         self.partition_lag_entries = Gauge(
             "healthfsm_partition_lag_entries",
             "Entries behind the stream's end, per partition this worker holds.",

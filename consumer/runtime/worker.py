@@ -585,6 +585,7 @@ class Worker:
         self._drain_target = None
         self.monitor.gap_check_due = True
         self.metrics.partitions_held.set(len(self.parts.held))
+        self.metrics.lease_held.set(1 if self.parts.active else 0)  # active: holds some
         self.metrics.partition_lag_entries.clear()
 
     def describe_held(self) -> str:
