@@ -19,7 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "stores"
 SQLITE_VERSIONS = (1, 2, 3, 4)
 """Every schema version a released healthfsm wrote to SQLite."""
 
-POSTGRES_VERSIONS = (3,)
+POSTGRES_VERSIONS = (3, 4)
 """Every schema version a released healthfsm wrote to PostgreSQL (it came with version 3)."""
 
 
