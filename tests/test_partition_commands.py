@@ -107,3 +107,21 @@ def test_check_names_a_partition_nobody_holds(
     assert code == 1 and err.count("\n") == 1
     assert "partition 0 of label 'health_events' has had no live holder" in err
     assert "(and 2 more)" in err
+
+
+def test_drain_exits_1_at_once_when_every_partition_is_held(
+    capsys: pytest.CaptureFixture[str], db: Store, db_location: str, redis_url: str
+) -> None:
+    run_cli(capsys, "partitions", "set", LABEL, "2", "--yes", "--db", db_location)
+    with db.write() as conn:
+        conn.execute(
+            "UPDATE partition_leases SET holder = 'elsewhere:1:x', node = 'far', expires_at_ms = ?",
+            [int(time.time() * 1000) + 60_000],
+        )
+    started = time.monotonic()
+    code, _, err = run_cli(
+        capsys, "consume", "--drain", "--redis-url", redis_url, "--db", db_location
+    )
+    assert code == 1 and time.monotonic() - started < 10
+    assert "the 2 partitions of label 'health_events' are held by elsewhere:1:x" in err
+    assert "Traceback" not in err

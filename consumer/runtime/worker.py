@@ -202,6 +202,7 @@ class Worker:
         self.cpu = CpuSplit()
         self._joined = False
         self._rebalanced_at = float("-inf")
+        self._announced_holders: list[str] = []
         self.metrics_port: int | None = None
         self._block_ms = block_ms_for(settings)
         self.health = health or health_for(settings)
@@ -508,6 +509,18 @@ class Worker:
         soonest = min(seen.values(), key=lambda row: row.expires_at_ms, default=None)
         if soonest is not None:
             self._standing_by(soonest)
+        if holders != self._announced_holders:
+            log.info(
+                "standing by as %s: the %d partitions of label %r are held by %s (a share of"
+                " %d for %d workers)",
+                self.parts.holder,
+                count,
+                self.settings.label,
+                ", ".join(holders) or "nobody yet",
+                self.parts.share,
+                len(self.parts.workers),
+            )
+            self._announced_holders = holders
         return False
 
     def _took_partitions(
@@ -581,6 +594,7 @@ class Worker:
         if not self.parts.active:  # gave everything up (a share of 0): stand by
             self.health.role = Role.STANDBY
         else:
+            self.health.role = Role.ACTIVE
             self._offset = self.held_offsets.position
         self._drain_target = None
         self.monitor.gap_check_due = True
