@@ -32,8 +32,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "partitions: apply an entry of a partition the worker does not hold",
         "consumer/runtime/partition_map.py",
-        "            if partition in held and (",
-        "            if True and (",
+        "        return self.of_raw(raw_game_id) in held",
+        "        return True",
     ),
     (
         "partitions: forget the per-record skip (a re-read entry applies again)",

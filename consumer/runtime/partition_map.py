@@ -54,6 +54,11 @@ class PartitionMap:
         """The partition of a decoded game id."""
         return self.of_raw(game_id.encode())
 
+    def holds(self, raw_game_id: bytes | None, held: Mapping[int, object]) -> bool:
+        """Whether an entry with this raw ``game_id`` belongs to a partition in ``held``: the
+        one test, made as entries are read (``Worker._keeps``) and again on selecting."""
+        return self.of_raw(raw_game_id) in held
+
     def select(
         self,
         entries: Sequence[RawEntry],
@@ -62,18 +67,15 @@ class PartitionMap:
     ) -> list[RawEntry]:
         """The entries of partitions in ``held``; with ``after`` (partition -> offset key,
         when the held offsets differ) only those past their partition's offset."""
-        known = self._known
+        holds = self.holds
         mine: list[RawEntry] = []
         for entry in entries:
             fields = entry[1]
             if fields is SKIPPED:  # refused as it was read (``redis_client.range_entries``)
                 continue
             raw = fields.get(_GAME_ID)
-            partition = known.get(raw)
-            if partition is None:
-                partition = self.of_raw(raw)
-            if partition in held and (
-                after is None or entry_id_key(entry[0].decode()) > after[partition]
-            ):
+            if not holds(raw, held):
+                continue
+            if after is None or entry_id_key(entry[0].decode()) > after[self.of_raw(raw)]:
                 mine.append(entry)
         return mine

@@ -313,7 +313,7 @@ class Worker:
     def _keeps(self, raw_game_id: bytes | None) -> bool:
         """Whether an entry with this raw ``game_id`` is applied here (its fields are built
         as it is read; another partition's entry is read for its id alone)."""
-        return self.map.of_raw(raw_game_id) in self.parts.held
+        return self.map.holds(raw_game_id, self.parts.held)
 
     def _fence(self, conn: Sql) -> None:
         """Inside a batch's transaction: renew the lease or every partition lease, or raise."""
