@@ -318,3 +318,27 @@ def test_a_partition_is_released_only_once_its_outbox_rows_are_published(
         worker.db.close()
         newcomer.db.close()
     assert left_behind == [], "rows of a released partition were still unpublished"
+
+
+def test_each_worker_takes_its_fair_share_and_no_more(
+    db: Store, make_worker: WorkerFactory
+) -> None:
+    repartition(db, LABEL, 7, FIXED_NOW_MS)
+    crew = [make_worker() for _ in range(3)]
+    for worker in crew:
+        worker.parts.join()  # all three count before anyone takes
+    shares = []
+    for worker in crew:
+        taken, _ = worker.parts.acquire(7)
+        shares.append(len(taken))
+    ranked = sorted(crew, key=lambda w: w.parts.holder)
+    assert [len(w.parts.held) for w in ranked] == [3, 2, 2], "7 // 3, one more for the first"
+    assert sum(shares) == 7
+    held = [set(w.parts.held) for w in crew]
+    assert set.union(*held) == set(range(7)) and sum(map(len, held)) == 7, "none held twice"
+    late = make_worker()
+    late.parts.join()
+    taken, _ = late.parts.acquire(7)
+    assert taken == [], "nothing free: a newcomer waits for the others to give some up"
+    surplus = sum(len(w.parts.held) - w.parts.look(7)[0] for w in ranked)
+    assert surplus == late.parts.look(7)[0] >= 1, "the others now hold the newcomer's share"
