@@ -93,9 +93,18 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     db = open_database(db_location, create=True)
     add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(GAMES)])
 
-    def repartition(count: int) -> None:
-        done = run_cli("partitions", "set", LABEL, str(count), "--yes", "--db", db_location)
-        assert done.returncode == 0, done.stderr
+    def repartition(count: int, paused: Consume | None = None) -> None:
+        """``partitions set``, as an operator runs it: on SQLite a worker paused inside its
+        batch's transaction keeps the file's write lock (docs/operations.md), so a refusal
+        for a locked database is retried, once the paused worker is resumed."""
+        for _ in range(5):
+            done = run_cli("partitions", "set", LABEL, str(count), "--yes", "--db", db_location)
+            if done.returncode == 0:
+                return
+            assert "locked" in done.stderr, done.stderr
+            if paused is not None:
+                paused.signal(signal.SIGCONT)
+        raise AssertionError(f"partitions set {count} was refused five times: {done.stderr}")
 
     repartition(6)
     args = [
@@ -150,7 +159,7 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
         paused.signal(signal.SIGSTOP)
         disrupted()
         watch(rng.uniform(0.5, 1.0))
-        repartition(8)
+        repartition(8, paused)
         disrupted()
         watch(TTL_S + rng.uniform(0.5, 1.0))
         paused.signal(signal.SIGCONT)
@@ -162,7 +171,7 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
         paused.signal(signal.SIGSTOP)
         disrupted()
         watch(rng.uniform(0.3, 0.8))
-        repartition(4)
+        repartition(4, paused)
         disrupted()
         paused.signal(signal.SIGCONT)
         disrupted()
