@@ -61,7 +61,14 @@ def test_partitions_set_show_and_the_offsets_of_each(
         "partitions": 4,
         "previous": 1,
         "offsets": dict.fromkeys(["0", "1", "2", "3"], last),
+        "changed": True,
     }
+    epochs = {p: lease.epoch for p, lease in partitions.read_leases(db.conn, LABEL).items()}
+    code, out, _ = run_cli(capsys, "partitions", "set", LABEL, "4", "--yes", "--db", db_location)
+    assert code == 0 and json.loads(out)["changed"] is False
+    assert {p: lease.epoch for p, lease in partitions.read_leases(db.conn, LABEL).items()} == (
+        epochs
+    ), "the same count again fences nobody"
     code, out, _ = run_cli(
         capsys, "partitions", "show", "--json", "--db", db_location, "--redis-url", redis_url
     )

@@ -35,6 +35,18 @@ def repartition(db: Store, label: str, new_count: int, now_ms: int) -> dict[str,
         raise ValueError(f"a partition count is 1 to {MAX_PARTITIONS}, not {new_count}")
     with db.write() as conn:
         old_count = partitions.count(conn, label)
+        if old_count == new_count:  # nothing to change: nobody is fenced, nothing moves
+            current = {
+                str(row["partition"]): row["entry_id"]
+                for row in partition_rows(conn, label, now_ms)
+            }
+            return {
+                "label": label,
+                "partitions": new_count,
+                "previous": old_count,
+                "offsets": current,
+                "changed": False,
+            }
         starts = partitions.change_count(
             conn, label, new_count, sources(old_count, new_count), now_ms
         )
@@ -43,6 +55,7 @@ def repartition(db: Store, label: str, new_count: int, now_ms: int) -> dict[str,
         "partitions": new_count,
         "previous": old_count,
         "offsets": {str(p): None if start is None else start[0] for p, start in starts.items()},
+        "changed": True,
     }
 
 
