@@ -313,7 +313,9 @@ def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_bac
     xadd_event(rclient, "g", "container_exited")
     worker = _worker(redis_url, db_location)
     assert worker._become_active()
+    worker._publish()  # the backlog (none): from now on the relay sends from memory
     worker._apply(entries(rclient, STREAM))  # committed; the relay holds the row in memory
+    assert worker.relay._in_memory, "the row waits in memory, as between commit and send"
     with db.write() as conn:  # meanwhile another worker took the label over
         conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
 
