@@ -17,6 +17,7 @@ import multiprocessing
 import resource
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -124,8 +125,6 @@ def _worker_process(
         finally:
             watch.close()
         worker.request_stop()
-
-    import threading
 
     watcher = threading.Thread(target=all_done, daemon=True)
     watcher.start()

@@ -82,9 +82,9 @@ class HeldOffsets:
         return {p: entry_id_key(entry_id) for p, entry_id in self.at.items()}
 
     def entries_read(self, conn: Sql) -> int | None:
-        stored = partitions.load_offsets(conn, self.label)
         if not self.at:
             return None
+        stored = partitions.load_offsets(conn, self.label)
         lowest = min(self.at, key=lambda p: entry_id_key(self.at[p]))
         found = stored.get(lowest)
         return None if found is None else found.entries_read

@@ -106,9 +106,8 @@ class PartitionKeeper:
                     lease = parts.try_take(conn, row, self.holder, self.node, now, self.ttl_ms)
                     if lease is not None:
                         taken.append(partition)
-                seen = rows
-        for partition in taken:
-            self.held[partition] = seen[partition].epoch + 1
+                        self.held[partition] = lease.epoch
+                seen = rows  # as they were before the takes: whom each was taken from
         return taken, seen
 
     def _free(self, row: PartitionLease, now: int) -> bool:
