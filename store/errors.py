@@ -46,3 +46,13 @@ class GameExists(StoreError):
 
 class TransferRefused(StoreError):
     """The source still has work in flight, or the target already holds records."""
+
+
+class Repartitioned(LeaseLost):
+    """An operator changed the label's partition count while this worker held its leases:
+    a planned change, after which the worker takes its share of the new partitions."""
+
+    def __init__(self, message: str, before: int, after: int) -> None:
+        super().__init__(message)
+        self.before = before
+        self.after = after

@@ -170,6 +170,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX dead_letters_entry ON dead_letters (entry_id)",
         ),
     ),
+    Migration(
+        "one_ownership_model",
+        "One lease kind and one offsets model: every label has a partition count (1 by"
+        " default) and its leases in partition_owners, its offsets in partition_offsets; a"
+        " one-partition label's lease and offset become partition 0's. A release sets the"
+        " expiry to 0 and records when (released_at_ms), so a takeover of a lease nobody"
+        " gave up is told apart. leases and partition_leases become read-only views, each"
+        " as its release showed it, for the tools that read them; a worker of an earlier"
+        " release, which writes them, can take no lease any more.",
+        (
+            "ALTER TABLE partition_leases RENAME TO partition_owners",
+            "ALTER TABLE partition_owners ADD COLUMN released_at_ms {int} NOT NULL DEFAULT 0",
+            """INSERT INTO label_partitions (label, partitions, changed_at_ms)
+                SELECT label, 1, 0 FROM (
+                    SELECT label FROM stream_offsets UNION SELECT label FROM leases
+                ) AS known WHERE label NOT IN (SELECT label FROM label_partitions)""",
+            """INSERT INTO partition_owners
+                (label, partition, holder, node, epoch, acquired_at_ms, expires_at_ms)
+                SELECT l.label, 0, l.holder, l.node, l.epoch, l.acquired_at_ms, l.expires_at_ms
+                FROM leases l JOIN label_partitions p ON p.label = l.label
+                WHERE p.partitions = 1 ON CONFLICT (label, partition) DO NOTHING""",
+            """INSERT INTO partition_offsets
+                (label, partition, entry_id, updated_at_ms, entries_read)
+                SELECT o.label, 0, o.entry_id, o.updated_at_ms, o.entries_read
+                FROM stream_offsets o JOIN label_partitions p ON p.label = o.label
+                WHERE p.partitions = 1 ON CONFLICT (label, partition) DO NOTHING""",
+            "DROP TABLE leases",
+            """CREATE VIEW leases AS
+                SELECT o.label, o.holder, o.node, o.epoch, o.acquired_at_ms, o.expires_at_ms
+                FROM partition_owners o JOIN label_partitions p ON p.label = o.label
+                WHERE p.partitions = 1 AND o.partition = 0""",
+            """CREATE VIEW partition_leases AS
+                SELECT o.label, o.partition, o.holder, o.node, o.epoch, o.acquired_at_ms,
+                    CASE WHEN o.expires_at_ms = 0 THEN o.released_at_ms
+                        ELSE o.expires_at_ms END AS expires_at_ms
+                FROM partition_owners o JOIN label_partitions p ON p.label = o.label""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,20 +14,6 @@ def load(conn: Sql, label: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def save(conn: Sql, label: str, entry_id: str, now_ms: int, entries: int = 0) -> None:
-    """Store the offset and count ``entries`` more read; refuses to move it backwards."""
-    current = load(conn, label)
-    if current is not None and entry_id_key(entry_id) < entry_id_key(current):
-        raise ValueError(f"offset for {label!r} would move backwards: {current} -> {entry_id}")
-    conn.execute(
-        "INSERT INTO stream_offsets (label, entry_id, updated_at_ms, entries_read)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (label) DO UPDATE SET entry_id = excluded.entry_id,"
-        " updated_at_ms = excluded.updated_at_ms,"
-        " entries_read = stream_offsets.entries_read + excluded.entries_read",
-        [label, entry_id, now_ms, entries],
-    )
-
-
 def set_to(conn: Sql, label: str, entry_id: str, now_ms: int, entries_read: int = 0) -> None:
     """Put the offset anywhere, backwards included (an operator, a rewind, ``--start-from``).
 

@@ -1,14 +1,17 @@
-"""A label's partitions: their count, a lease and an offset each, and the workers sharing them.
+"""A label's ownership: its partition count, a lease and an offset per partition, and the
+workers sharing them. One model for every count: a label with one partition (the default)
+is a label whose partition 0 holds every game.
 
-With one partition (the default) a label is what it always was: partition 0's lease is the
-label's row in ``leases`` and its offset the row in ``stream_offsets``; these tables stay
-empty for it. Above one, each partition has a row in ``partition_leases`` (holder, node,
-epoch, expiry: the fencing of ``store.lease``, per partition) and in ``partition_offsets``,
-and ``stream_offsets`` keeps the label's low-water mark (the lowest partition offset), so
-tools that read it see how far every game is applied. ``workers`` holds a heartbeat per
-worker, from which each one computes its fair share.
+Each partition has a row in ``partition_owners`` (holder, node, epoch, expiry: the epoch
+grows with every new holder and is the fencing token; a batch commits only while every row
+it holds still names its holder and epoch) and in ``partition_offsets``. ``stream_offsets``
+keeps the label's low-water mark (the lowest partition offset), so tools that read it see
+how far every game is applied; the views ``leases`` (partition 0 of a one-partition label)
+and ``partition_leases`` show the lease rows as earlier releases kept them. ``workers``
+holds a heartbeat per worker, from which each one computes its fair share.
 
-Every function runs inside the caller's transaction; times are wall-clock milliseconds.
+Every function runs inside the caller's transaction; times are wall-clock milliseconds,
+because the rows are compared by processes on other machines.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from store import lease as leases
-from store import offsets
+from store import holders, offsets
 from store.sql import Sql
 from store.stream_id import START_ID, entry_id_key
 
@@ -32,6 +34,8 @@ class PartitionLease(NamedTuple):
     epoch: int
     acquired_at_ms: int
     expires_at_ms: int
+    released_at_ms: int = 0
+    """When its holder gave it up (its expiry is 0 then); 0 while held or never released."""
 
     def live(self, now_ms: int) -> bool:
         """Whether it still binds others at ``now_ms`` (a released lease has expiry 0)."""
@@ -43,10 +47,12 @@ class PartitionLease(NamedTuple):
 
     def binds(self, holder: str, node: str, now_ms: int) -> bool:
         """Whether it keeps ``holder`` out: another's, live, and not known to be dead."""
-        as_label_lease = leases.Lease(
-            self.label, self.holder, self.node, self.epoch, self.acquired_at_ms, self.expires_at_ms
+        return (
+            bool(self.holder)
+            and self.holder != holder
+            and self.live(now_ms)
+            and not holders.dead_here(self.holder, self.node, node)
         )
-        return bool(self.holder) and leases.binds(as_label_lease, holder, node, now_ms)
 
 
 class PartitionOffset(NamedTuple):
@@ -71,16 +77,50 @@ def counts(conn: Sql) -> dict[str, int]:
     return {str(label): int(n) for label, n in rows}
 
 
-_LEASE_COLUMNS = "label, partition, holder, node, epoch, acquired_at_ms, expires_at_ms"
+def changed_at(conn: Sql, label: str) -> int:
+    """When ``label``'s partition count last changed (0: never by an operator)."""
+    row = conn.execute("SELECT changed_at_ms FROM label_partitions WHERE label = ?", [label])
+    found = row.fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def ensure(conn: Sql, label: str) -> None:
+    """Give ``label`` its count (1 when new) and a lease row for each partition, so a worker
+    finds a row to take for every partition (a new label, or one that was never held)."""
+    conn.execute(
+        "INSERT INTO label_partitions (label, partitions, changed_at_ms) VALUES (?, 1, 0)"
+        " ON CONFLICT (label) DO NOTHING",
+        [label],
+    )
+    conn.executemany(
+        f"INSERT INTO partition_owners ({_LEASE_COLUMNS}) VALUES (?, ?, '', '', 0, 0, 0, 0)"
+        " ON CONFLICT (label, partition) DO NOTHING",
+        [(label, p) for p in range(count(conn, label))],
+    )
+
+
+_LEASE_COLUMNS = (
+    "label, partition, holder, node, epoch, acquired_at_ms, expires_at_ms, released_at_ms"
+)
 
 
 def read_leases(conn: Sql, label: str) -> dict[int, PartitionLease]:
-    """The partition lease rows of ``label`` (empty with one partition)."""
+    """The lease rows of ``label``'s partitions (empty for a label no worker joined yet)."""
     rows = conn.execute(
-        f"SELECT {_LEASE_COLUMNS} FROM partition_leases WHERE label = ? ORDER BY partition",
+        f"SELECT {_LEASE_COLUMNS} FROM partition_owners WHERE label = ? ORDER BY partition",
         [label],
     )
     return {int(row[1]): PartitionLease(*row) for row in rows}
+
+
+def live_leases(conn: Sql, now_ms: int) -> list[PartitionLease]:
+    """Every lease row that binds at ``now_ms``, any label, in label and partition order."""
+    rows = conn.execute(
+        f"SELECT {_LEASE_COLUMNS} FROM partition_owners"
+        " WHERE holder <> '' AND expires_at_ms > ? ORDER BY label, partition",
+        [now_ms],
+    )
+    return [PartitionLease(*row) for row in rows]
 
 
 def try_take(
@@ -100,10 +140,12 @@ def try_take(
         epoch=seen.epoch + 1,
         acquired_at_ms=now_ms,
         expires_at_ms=now_ms + ttl_ms,
+        released_at_ms=0,
     )
     updated = conn.execute(
-        "UPDATE partition_leases SET holder = ?, node = ?, epoch = ?, acquired_at_ms = ?,"
-        " expires_at_ms = ? WHERE label = ? AND partition = ? AND epoch = ? AND expires_at_ms = ?",
+        "UPDATE partition_owners SET holder = ?, node = ?, epoch = ?, acquired_at_ms = ?,"
+        " expires_at_ms = ?, released_at_ms = 0"
+        " WHERE label = ? AND partition = ? AND epoch = ? AND expires_at_ms = ?",
         [
             holder,
             node,
@@ -135,7 +177,7 @@ def renew(
         return False
     clause, params = _held_clause(held)
     updated = conn.execute(
-        "UPDATE partition_leases SET expires_at_ms = ?"
+        "UPDATE partition_owners SET expires_at_ms = ?"
         f" WHERE label = ? AND holder = ? AND {clause}",
         [now_ms + ttl_ms, label, holder, *params],
     )
@@ -143,20 +185,20 @@ def renew(
 
 
 def release(conn: Sql, label: str, holder: str, held: Mapping[int, int], now_ms: int) -> None:
-    """Give these partitions up: they expire now (so ``check`` knows since when nobody
-    holds them), keeping holder and epoch for the record."""
+    """Give these partitions up: expiry 0, and ``released_at_ms`` says since when nobody
+    holds them (for ``check``); holder and epoch stay for the record."""
     if not held:
         return
     clause, params = _held_clause(held)
     conn.execute(
-        "UPDATE partition_leases SET expires_at_ms = ?"
+        "UPDATE partition_owners SET expires_at_ms = 0, released_at_ms = ?"
         f" WHERE label = ? AND holder = ? AND {clause}",
         [now_ms, label, holder, *params],
     )
 
 
 def load_offsets(conn: Sql, label: str) -> dict[int, PartitionOffset]:
-    """The committed offsets of ``label``'s partitions (empty with one partition)."""
+    """The committed offsets of ``label``'s partitions (empty before its first commit)."""
     rows = conn.execute(
         "SELECT partition, entry_id, updated_at_ms, entries_read FROM partition_offsets"
         " WHERE label = ? ORDER BY partition",
@@ -240,18 +282,23 @@ def live_workers(conn: Sql, label: str, node: str, now_ms: int) -> list[str]:
     return [
         str(holder)
         for holder, its_node in rows
-        if not (node and its_node == node and leases.process_gone(str(holder)))
+        if not (node and its_node == node and holders.process_gone(str(holder)))
     ]
 
 
-def fair_share(partitions: int, workers: Sequence[str], holder: str) -> int:
-    """How many partitions ``holder`` should hold: ``N // W``, one more for the first
-    ``N % W`` workers in holder order (so the shares add up to exactly N)."""
+def fair_share(
+    partitions: int, workers: Sequence[str], holder: str, holding: Mapping[str, int]
+) -> int:
+    """How many partitions ``holder`` should hold: ``N // W``, one more for ``N % W`` of
+    the workers (so the shares add up to exactly N). The extra ones go first to workers
+    that already hold more than ``N // W`` (``holding``: holder -> count now), then in
+    holder order: a worker keeps what it has, so a standby joining a one-partition label
+    takes nothing from the active worker, and a rebalance moves only what it must."""
     if holder not in workers:
-        workers = sorted([*workers, holder])
-    rank = list(workers).index(holder)
+        workers = [*workers, holder]
     base, extra = divmod(partitions, len(workers))
-    return base + (1 if rank < extra else 0)
+    order = sorted(workers, key=lambda w: (holding.get(w, 0) <= base, w))
+    return base + (1 if order.index(holder) < extra else 0)
 
 
 def change_count(
@@ -265,63 +312,26 @@ def change_count(
 
     ``sources`` maps each new partition to the old partitions whose games it takes over;
     it starts from the lowest of their offsets (the per-record mark keeps the entries some
-    of them already applied from applying again). Every holder, old and new layout, is
-    fenced: each lease row gets an epoch above every epoch the label had, and no holder.
-    Returns each new partition's starting offset (None where the label never committed).
+    of them already applied from applying again). Every holder is fenced: each new lease
+    row gets an epoch above every epoch the label had, and no holder. Returns each new
+    partition's starting offset (None where the label never committed).
     """
-    old_count = count(conn, label)
-    old_offsets: dict[int, tuple[str, int] | None]
-    if old_count == 1:
-        entry = offsets.load(conn, label)
-        old_offsets = {
-            0: None if entry is None else (entry, offsets.entries_read(conn, label) or 0)
-        }
-    else:
-        stored = load_offsets(conn, label)
-        old_offsets = {
-            p: (stored[p].entry_id, stored[p].entries_read) if p in stored else None
-            for p in range(old_count)
-        }
-    label_lease = leases.read(conn, label)
-    old_leases = read_leases(conn, label)
-    epochs = [lease.epoch for lease in old_leases.values()]
-    if label_lease is not None:
-        epochs.append(label_lease.epoch)
-    epoch = max(epochs, default=0) + 1
-
+    stored = load_offsets(conn, label)
+    old = {p: (o.entry_id, o.entries_read) for p, o in stored.items()}
+    epoch = max((lease.epoch for lease in read_leases(conn, label).values()), default=0) + 1
     starts: dict[int, tuple[str, int] | None] = {}
     for partition in range(new_count):
-        found = [old_offsets.get(p) for p in sources[partition]]
-        known = [offset for offset in found if offset is not None]
-        if not known:
-            starts[partition] = None
-        else:
-            starts[partition] = min(known, key=lambda offset: entry_id_key(offset[0]))
-
-    if label_lease is not None:  # the single-partition holder, if any, is fenced
-        conn.execute(
-            "UPDATE leases SET epoch = ?, expires_at_ms = 0 WHERE label = ?", [epoch, label]
-        )
-    conn.execute("DELETE FROM partition_leases WHERE label = ?", [label])
+        known = [old[p] for p in sources[partition] if p in old]
+        starts[partition] = min(known, key=lambda o: entry_id_key(o[0])) if known else None
+    conn.execute("DELETE FROM partition_owners WHERE label = ?", [label])
     conn.execute("DELETE FROM partition_offsets WHERE label = ?", [label])
-    if new_count == 1:
-        if label_lease is None and old_leases:
-            conn.execute(
-                f"INSERT INTO leases ({_LEASE_COLUMNS.replace('partition, ', '')})"
-                " VALUES (?, '', '', ?, 0, 0)",
-                [label, epoch],
-            )
-        start = starts[0]
-        if start is not None:
-            offsets.set_to(conn, label, start[0], now_ms, start[1])
-    else:
-        conn.executemany(
-            f"INSERT INTO partition_leases ({_LEASE_COLUMNS}) VALUES (?, ?, '', '', ?, 0, 0)",
-            [(label, partition, epoch) for partition in range(new_count)],
-        )
-        placed = {p: start for p, start in starts.items() if start is not None}
-        if placed:
-            set_offsets(conn, label, placed, now_ms)
+    conn.executemany(
+        f"INSERT INTO partition_owners ({_LEASE_COLUMNS}) VALUES (?, ?, '', '', ?, 0, 0, 0)",
+        [(label, partition, epoch) for partition in range(new_count)],
+    )
+    placed = {p: start for p, start in starts.items() if start is not None}
+    if placed:
+        set_offsets(conn, label, placed, now_ms)
     conn.execute(
         "INSERT INTO label_partitions (label, partitions, changed_at_ms) VALUES (?, ?, ?)"
         " ON CONFLICT (label) DO UPDATE SET partitions = excluded.partitions,"

@@ -20,10 +20,11 @@ import redis
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
 from statemachine import Status
-from store import Store, lease, offsets, open_database, outbox
+from store import Store, holders, offsets, open_database, outbox, partitions
 from store.errors import LeaseHeld, LeaseLost
 from store.records import insert_new
 from tests.conftest import FIXED_NOW_MS, add_games, published, seed_flips, xadd_event
+from tests.ownership import free, lease_of, occupy
 from tests.processes import Consume, is_stopped, run_cli, wait_for
 from tests.streams import entries, newest_id
 
@@ -35,33 +36,44 @@ LABEL = "health_events"
 
 def test_lease_row_is_taken_renewed_fenced_and_released(db: Store) -> None:
     with db.write() as conn:
-        a, before = lease.try_acquire(conn, LABEL, "h:1:a", "node", 1000, 500)
-    assert a is not None and a.epoch == 1 and before is None
+        partitions.ensure(conn, LABEL)
+    [free_row] = partitions.read_leases(db.conn, LABEL).values()
+    assert free_row.holder == "" and free_row.epoch == 0 and not free_row.binds("h:2:b", "n", 0)
     with db.write() as conn:
-        b, seen = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1200, 500)
-    assert b is None and seen == a  # live: refused, and told who holds it
+        a = partitions.try_take(conn, free_row, "h:1:a", "node", 1000, 500)
+    assert a is not None and a.epoch == 1
+    assert a.binds("h:2:b", "node", 1200)  # live: refused to others
     with db.write() as conn:
-        renewed = lease.renew(conn, a, 1400, 500)
+        assert partitions.try_take(conn, free_row, "h:2:b", "node", 1200, 500) is None  # CAS
+    with db.write() as conn:
+        assert partitions.renew(conn, LABEL, "h:1:a", {0: 1}, 1400, 500)
+    renewed = lease_of(db, LABEL)
     assert renewed is not None and renewed.expires_at_ms == 1900
+    assert not renewed.binds("h:2:b", "node", 1901)  # expired: free to take
     with db.write() as conn:
-        b, _ = lease.try_acquire(conn, LABEL, "h:2:b", "node", 1901, 500)  # expired: taken
+        b = partitions.try_take(conn, renewed, "h:2:b", "node", 1901, 500)
     assert b is not None and b.epoch == 2
     with db.write() as conn:
-        assert lease.renew(conn, a, 1950, 500) is None  # the fence: epoch 1 is over
+        assert not partitions.renew(conn, LABEL, "h:1:a", {0: 1}, 1950, 500)  # the fence
     with db.write() as conn:
-        lease.release(conn, b)
-    released = lease.read(db.conn, LABEL)
+        partitions.release(conn, LABEL, "h:2:b", {0: 2}, 1960)
+    released = lease_of(db, LABEL)
     assert released is not None and not released.live(1950) and released.epoch == 2
+    assert released.expires_at_ms == 0 and released.released_at_ms == 1960
+    view = db.conn.execute("SELECT holder, epoch, expires_at_ms FROM leases").fetchall()
+    assert [tuple(row) for row in view] == [("h:2:b", 2, 0)]  # as earlier releases showed it
 
 
 def test_a_dead_holder_on_this_node_is_not_waited_for(db: Store) -> None:
-    node = lease.this_node()
+    node = holders.this_node()
     dead_pid = 2**22 + 12345  # above any pid_max here: no such process
-    held = lease.Lease(LABEL, f"{__import__('socket').gethostname()}:{dead_pid}:x", node, 3, 0, 0)
-    assert lease.holder_is_dead_here(held, node)
-    assert not lease.holder_is_dead_here(held._replace(node="other-host/boot/1"), node)
-    alive = held._replace(holder=f"{__import__('socket').gethostname()}:1:x")
-    assert not lease.holder_is_dead_here(alive, node)  # pid 1 runs
+    host = __import__("socket").gethostname()
+    dead = f"{host}:{dead_pid}:x"
+    assert holders.dead_here(dead, node, node)
+    assert not holders.dead_here(dead, "other-host/boot/1", node)
+    assert not holders.dead_here(f"{host}:1:x", node, node)  # pid 1 runs
+    held = partitions.PartitionLease(LABEL, 0, dead, node, 3, 0, 10**15)
+    assert not held.binds("h:2:b", node, 0) and held.binds("h:2:b", "another/node", 0)
 
 
 def _seed_games(db_location: str, games: int) -> None:
@@ -134,7 +146,7 @@ def test_sigterm_hands_over_at_once_and_sigkill_within_the_ttl(
         wait_for(lambda: offsets.load(db.conn, LABEL) == entry, timeout_s=10, what="takeover")
         assert time.monotonic() - killed < 5.0  # within the TTL
         assert "took over the lease" in third.stderr()
-        current = lease.read(db.conn, LABEL)
+        current = lease_of(db, LABEL)
         assert current is not None and current.epoch == 3 and str(third.pid) in current.holder
     finally:
         for worker in (first, second, third):
@@ -239,11 +251,9 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
     add_games(db, ("g", Status.RUNNING))
     entry = xadd_event(rclient, "g", "container_exited")
     expires = int(time.time() * 1000) + 1500
-    with db.write() as conn:
-        conn.execute(
-            "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 7, 0, ?)",
-            [LABEL, expires],
-        )
+    occupy(
+        db, LABEL, holder="elsewhere:42:ab", node="elsewhere/boot/1", epoch=7, expires_at_ms=expires
+    )
     worker = _worker(redis_url, db_location)
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -254,23 +264,19 @@ def test_a_holder_on_another_machine_is_waited_out_until_its_lease_expires(
         assert time.time() * 1000 >= expires
         assert worker.metrics.lease_held._value.get() == 1
         assert worker.metrics.lease_takeovers._value.get() == 1
-        held = lease.read(db.conn, LABEL)
-        assert held is not None and held.epoch == 8 and held.holder == worker.keeper.holder
+        held = lease_of(db, LABEL)
+        assert held is not None and held.epoch == 8 and held.holder == worker.parts.holder
     finally:
         worker.request_stop()
         thread.join(timeout=10)
         worker.db.close()
     assert worker.metrics.lease_held._value.get() == 0
-    released = lease.read(db.conn, LABEL)
+    released = lease_of(db, LABEL)
     assert released is not None and released.expires_at_ms == 0  # handed over on stop
 
 
 def test_drain_raises_when_the_lease_is_held(db: Store, db_location: str, redis_url: str) -> None:
-    with db.write() as conn:
-        conn.execute(
-            "INSERT INTO leases VALUES (?, 'elsewhere:42:ab', 'elsewhere/boot/1', 1, 0, ?)",
-            [LABEL, int(time.time() * 1000) + 60_000],
-        )
+    occupy(db, LABEL, holder="elsewhere:42:ab", node="elsewhere/boot/1")
     worker = _worker(redis_url, db_location, drain=True)
     with pytest.raises(LeaseHeld, match="elsewhere:42:ab"):
         worker.run()
@@ -283,10 +289,8 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")
     worker = _worker(redis_url, db_location)
-    taken, _ = worker.keeper.try_acquire()
-    assert taken is not None
-    with db.write() as conn:  # another worker takes over (the lease had expired)
-        conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
+    assert worker._become_active()
+    occupy(db, LABEL, holder="other:1:x")  # another worker takes over (the lease had expired)
     with pytest.raises(LeaseLost, match="other:1:x"):
         worker._apply(entries(rclient, STREAM))
 
@@ -295,8 +299,9 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
         return True
 
     assert worker._guarded(apply)  # stands by
-    assert worker.metrics.lease_lost._value.get() == 1 and not worker.keeper.held
-    assert offsets.load(db.conn, LABEL) is None and outbox.pending(db.conn) == 0
+    assert worker.metrics.lease_lost._value.get() == 1 and not worker.parts.held
+    assert offsets.load(db.conn, LABEL) == "0-0"  # placed on taking, never moved
+    assert outbox.pending(db.conn) == 0
     assert db.conn.execute("SELECT count(*) FROM runtime_history").fetchone()[0] == 0
     worker.close()
     worker.db.close()
@@ -316,19 +321,17 @@ def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_bac
     worker._publish()  # the backlog (none): from now on the relay sends from memory
     worker._apply(entries(rclient, STREAM))  # committed; the relay holds the row in memory
     assert worker.relay._in_memory, "the row waits in memory, as between commit and send"
-    with db.write() as conn:  # meanwhile another worker took the label over
-        conn.execute("UPDATE leases SET holder = 'other:1:x', epoch = epoch + 1")
+    occupy(db, LABEL, holder="other:1:x")  # meanwhile another worker took the label over
 
     def renew() -> bool:
-        with worker.keeper.fenced():
+        with worker.parts.fenced():
             return True
 
-    assert worker._guarded(renew) and not worker.keeper.held  # learns it lost: stands by
+    assert worker._guarded(renew) and not worker.parts.held  # learns it lost: stands by
     assert (
         flush_outbox(db, rclient, "gm:lobby_events", force=True) == 1
     )  # the other holder publishes it
-    with db.write() as conn:  # ... and releases the label
-        conn.execute("UPDATE leases SET expires_at_ms = 0")
+    free(db, LABEL)  # ... and releases the label
     assert worker._become_active()
     worker._publish()
     sources = [s["source_entry_id"] for s in published(rclient)]

@@ -25,7 +25,7 @@ from consumer import settings
 from consumer.contract import constants as c
 from consumer.devtools.embedded import free_port
 from statemachine import Status
-from store import dead_letters, lease, offsets, open_database
+from store import dead_letters, offsets, open_database, partitions
 from store.backend import Store
 from tests.conftest import add_games
 from tests.processes import HEALTHFSM, run_cli, wait_for
@@ -156,7 +156,7 @@ def metric(text: str, name: str) -> float:
 def lease_released(location: str) -> bool:
     db: Store = open_database(location, read_only=True)
     try:
-        held = lease.read(db.conn, c.OFFSET_LABEL)
+        held = partitions.read_leases(db.conn, c.OFFSET_LABEL).get(0)
         return held is not None and held.expires_at_ms == 0
     finally:
         db.close()

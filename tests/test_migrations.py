@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from statemachine import Status
-from store import SCHEMA_VERSION, Store, migrations, offsets, open_database, outbox, records
+from store import (
+    SCHEMA_VERSION,
+    Store,
+    migrations,
+    offsets,
+    open_database,
+    outbox,
+    partitions,
+    records,
+)
+from store.errors import StoreError
 from store.sql import Sql
 from tests import old_stores, pg
 from tests.processes import cli_in_process as run_cli
@@ -85,8 +96,54 @@ def test_every_released_store_migrates_keeps_its_rows_and_works(
             assert [seq for seq, _ in outbox.peek(store.conn, 10)] == [1, 2]
         finally:
             store.close()
+        if version >= 3:
+            _assert_one_ownership_model(location, version)
         code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", location)
         assert code == 0 and [row["entry_id"] for row in json.loads(out)] == ["1764000000000-3"]
+
+
+def _assert_one_ownership_model(location: str, version: int) -> None:
+    """A label's lease and offset became its partition 0's; a label with partitions kept
+    its rows; ``leases`` and ``partition_leases`` read as their releases showed them."""
+    store = open_database(location, upgrade=False)
+    try:
+        assert partitions.count(store.conn, "default") == 1
+        [lease] = partitions.read_leases(store.conn, "default").values()
+        assert (lease.partition, lease.holder, lease.node, lease.epoch) == (
+            0,
+            "worker-a",
+            "node-a",
+            3,
+        )
+        assert lease.expires_at_ms == 1764000015000
+        [offset] = partitions.load_offsets(store.conn, "default").values()
+        assert (offset.partition, offset.entry_id, offset.entries_read) == (0, "1764000000000-5", 5)
+        view = store.conn.execute("SELECT * FROM leases ORDER BY label").fetchall()
+        assert [tuple(row) for row in view] == [
+            ("default", "worker-a", "node-a", 3, 1764000000000, 1764000015000)
+        ]
+        if version >= 4:
+            assert partitions.count(store.conn, "shared") == 2
+            shared = partitions.read_leases(store.conn, "shared")
+            assert [(p, row.holder, row.epoch) for p, row in shared.items()] == [
+                (0, "worker-b", 4),
+                (1, "", 4),
+            ]
+            kept = partitions.load_offsets(store.conn, "shared")
+            assert [o.entry_id for o in kept.values()] == ["1764000000000-5", "1764000000000-2"]
+            view = store.conn.execute(
+                "SELECT * FROM partition_leases WHERE label = 'shared' ORDER BY partition"
+            ).fetchall()
+            assert [tuple(row) for row in view] == [
+                ("shared", 0, "worker-b", "node-b", 4, 1764000000000, 1764000015000),
+                ("shared", 1, "", "", 4, 0, 0),
+            ]
+        for table in ("leases", "partition_leases"):  # what an earlier release writes
+            refused = (sqlite3.OperationalError, StoreError)  # PostgreSQL's, as the store says
+            with pytest.raises(refused, match="view"), store.write() as sql:
+                sql.execute(f"UPDATE {table} SET expires_at_ms = 0")
+    finally:
+        store.close()
 
 
 def test_a_store_newer_than_this_build_is_refused_untouched(

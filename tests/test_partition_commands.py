@@ -13,6 +13,7 @@ from consumer.contract.partitions import partition_of
 from statemachine import Status
 from store import Store, offsets, partitions, records
 from tests.conftest import WorkerFactory, add_games, seed_flips
+from tests.ownership import occupy
 from tests.processes import cli_in_process as run_cli
 from tests.streams import newest_id
 
@@ -120,11 +121,7 @@ def test_drain_exits_1_at_once_when_every_partition_is_held(
     capsys: pytest.CaptureFixture[str], db: Store, db_location: str, redis_url: str
 ) -> None:
     run_cli(capsys, "partitions", "set", LABEL, "2", "--yes", "--db", db_location)
-    with db.write() as conn:
-        conn.execute(
-            "UPDATE partition_leases SET holder = 'elsewhere:1:x', node = 'far', expires_at_ms = ?",
-            [int(time.time() * 1000) + 60_000],
-        )
+    occupy(db, LABEL, 0, 1)
     started = time.monotonic()
     code, _, err = run_cli(
         capsys, "consume", "--drain", "--redis-url", redis_url, "--db", db_location

@@ -4,7 +4,6 @@ partition's offset at the end, each game's snapshots in stream order, fair share
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
@@ -24,6 +23,7 @@ from tests.conftest import (
     seed_flips,
     xadd_event,
 )
+from tests.ownership import free, occupy
 from tests.processes import wait_for
 from tests.streams import entries
 
@@ -135,11 +135,16 @@ def test_three_workers_share_six_partitions_and_equal_one_worker(
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: all(len(w.parts.held) == 2 for w in workers), 20, "two partitions each")
-        for w in workers:  # what the dashboard and the no-active-worker alert read
-            sample = w.metrics.registry.get_sample_value
-            assert sample("healthfsm_partitions_held") == 2
-            assert sample("healthfsm_lease_held") == 1
+
+        def settled() -> bool:  # held, and what the dashboard and no-active-worker alert read
+            return all(
+                len(w.parts.held) == 2
+                and w.metrics.registry.get_sample_value("healthfsm_partitions_held") == 2
+                and w.metrics.registry.get_sample_value("healthfsm_lease_held") == 1
+                for w in workers
+            )
+
+        wait_for(settled, 20, "two partitions each, and the gauges say so")
         wait_for(
             lambda: (
                 {o.entry_id for o in partitions.load_offsets(db.conn, LABEL).values()} == {last}
@@ -163,18 +168,11 @@ def test_three_workers_share_six_partitions_and_equal_one_worker(
 
 def _occupy(db: Store, *held: int, holder: str = "elsewhere:1:x") -> None:
     """Another live worker holds these partitions (a far expiry, another node)."""
-    with db.write() as conn:
-        for partition in held:
-            conn.execute(
-                "UPDATE partition_leases SET holder = ?, node = 'far', epoch = epoch + 1,"
-                " expires_at_ms = ? WHERE label = ? AND partition = ?",
-                [holder, int(time.time() * 1000) + 10**9, LABEL, partition],
-            )
+    occupy(db, LABEL, *held, holder=holder)
 
 
 def _free(db: Store) -> None:
-    with db.write() as conn:
-        conn.execute("UPDATE partition_leases SET expires_at_ms = 0 WHERE label = ?", [LABEL])
+    free(db, LABEL)
 
 
 def _games_of(partition: int, count: int, n: int = GAMES) -> set[str]:
@@ -190,7 +188,7 @@ def test_a_batch_rolls_back_whole_when_any_held_partition_was_taken(
     worker = make_worker()
     worker.parts.join()
     taken, _ = worker.parts.acquire(4)
-    assert taken == [0, 1, 2, 3]
+    assert [partition for partition, _ in taken] == [0, 1, 2, 3]
     _occupy(db, 2)  # taken over while this worker was paused
     before = _records(db)
     batch = entries(rclient, "runtime:health_events")

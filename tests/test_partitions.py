@@ -19,6 +19,7 @@ from consumer.contract.partitions import (
 )
 from consumer.devtools import embedded
 from consumer.runtime.redis_client import SKIPPED, range_entries
+from store.partitions import fair_share
 from store.stream_id import not_after
 
 
@@ -89,3 +90,30 @@ def test_entries_of_other_partitions_are_read_for_their_id_alone() -> None:
     assert range_entries(reply) == [
         (entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in reply
     ]
+
+
+@given(
+    st.integers(1, 64),
+    st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=4), min_size=1, max_size=9),
+    st.data(),
+)
+def test_fair_shares_add_up_and_keep_what_workers_hold(
+    count: int, names: list[str], data: st.DataObject
+) -> None:
+    """Every worker computes the same shares from the same rows; they add up to the count;
+    and a worker holding more than N // W keeps its extra (no move for nothing)."""
+    workers = sorted(set(names))
+    base, extra = divmod(count, len(workers))
+    holding = {w: data.draw(st.integers(0, base + 2), label=w) for w in workers}
+    shares = {w: fair_share(count, workers, w, holding) for w in workers}
+    assert sum(shares.values()) == count
+    assert set(shares.values()) <= {base, base + 1}
+    above = [w for w in workers if holding[w] > base]
+    assert sum(shares[w] == base + 1 for w in above) == min(len(above), extra)
+
+
+def test_a_standby_joining_a_one_partition_label_takes_nothing_from_the_active_one() -> None:
+    for active, standby in (("a", "b"), ("b", "a")):  # whichever sorts first
+        holding = {active: 1}
+        assert fair_share(1, [active, standby], active, holding) == 1
+        assert fair_share(1, [active, standby], standby, holding) == 0

@@ -172,7 +172,7 @@ def test_a_row_lock_past_the_lock_timeout_retries_the_whole_batch(
         wait_for(lambda: worker.totals.busy_retries >= 3, what="lock timeouts, retried")
         statuses = dict(pg_db.conn.execute("SELECT game_id, status FROM runtime_records"))
         assert statuses == {"free": "running", "held": "running"}  # nothing half-applied
-        assert offsets.load(pg_db.conn, LABEL) is None
+        assert offsets.load(pg_db.conn, LABEL) == "0-0"  # placed on taking; no batch committed
     finally:
         blocker.rollback()
         blocker.close()
@@ -427,20 +427,23 @@ def test_an_admin_snapshot_waits_for_an_open_batch_so_seqs_follow_commits(
 def test_a_standby_never_takes_a_lease_renewed_after_it_looked(pg_url: str, pg_db: Store) -> None:
     """READ COMMITTED: the standby reads the expired row, the holder renews it meanwhile;
     the standby's takeover must then match nothing (a compare-and-swap on the expiry)."""
-    from store import lease
+    from store import partitions
 
     with pg_db.write() as sql:
-        held, _ = lease.try_acquire(sql, LABEL, "h:1:a", "node-a", 1000, 500)
+        partitions.ensure(sql, LABEL)
+    [free] = partitions.read_leases(pg_db.conn, LABEL).values()
+    with pg_db.write() as sql:
+        held = partitions.try_take(sql, free, "h:1:a", "node-a", 1000, 500)
     assert held is not None
     holder = open_database(pg_url)
-    outcome: list[tuple[lease.Lease | None, lease.Lease | None]] = []
+    outcome: list[partitions.PartitionLease | None] = []
     try:
-        with holder.write() as sql:
-            assert lease.renew(sql, held, 1400, 500) is not None  # row locked, not committed
+        with holder.write() as sql:  # row locked, not committed
+            assert partitions.renew(sql, LABEL, "h:1:a", {0: held.epoch}, 1400, 500)
 
             def standby() -> None:
-                with pg_db.write() as conn:  # sees the committed, expired row (1500 < 1600)
-                    outcome.append(lease.try_acquire(conn, LABEL, "h:2:b", "node-b", 1600, 500))
+                with pg_db.write() as conn:  # it read the committed, expired row (1500 < 1600)
+                    outcome.append(partitions.try_take(conn, held, "h:2:b", "node-b", 1600, 500))
 
             thread = threading.Thread(target=standby)
             thread.start()
@@ -448,10 +451,9 @@ def test_a_standby_never_takes_a_lease_renewed_after_it_looked(pg_url: str, pg_d
         thread.join(timeout=10)
     finally:
         holder.close()
-    [(taken, seen)] = outcome
-    assert taken is None and seen is not None and seen.holder == "h:1:a"
-    row = lease.read(pg_db.conn, LABEL)
-    assert row is not None and row.holder == "h:1:a" and row.expires_at_ms == 1900
+    assert outcome == [None]
+    row = partitions.read_leases(pg_db.conn, LABEL)[0]
+    assert row.holder == "h:1:a" and row.expires_at_ms == 1900
 
 
 def test_a_replay_skips_the_rows_another_replay_is_choosing(

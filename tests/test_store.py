@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database
+from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database, partitions
 from store.errors import SchemaError
 from tests import old_stores
 
@@ -83,17 +83,24 @@ def test_newer_schema_is_refused(db_location: str) -> None:
 
 
 def test_offset_never_moves_backwards(db: Store) -> None:
+    from consumer.runtime.offset_book import HeldOffsets
+
+    book = HeldOffsets("l", lambda _: True)
+    book.at = {0: "10-2", 1: "10-10"}
     with db.write() as conn:
-        offsets.save(conn, "l", "10-2", 1)
-        offsets.save(conn, "l", "10-10", 1)  # numeric, not string, comparison
-    with pytest.raises(ValueError, match="backwards"), db.write() as conn:
-        offsets.save(conn, "l", "9-99", 1)
-    assert offsets.load(db.conn, "l") == "10-10"
+        book.save(conn, "10-9", 1, 1)  # numeric, not string, comparison: 10-9 < 10-10
+    assert book.at == {0: "10-9", 1: "10-10"}
+    with db.write() as conn:
+        book.save(conn, "9-99", 1, 1)
+    assert book.at == {0: "10-9", 1: "10-10"}
+    stored = partitions.load_offsets(db.conn, "l")
+    assert [o.entry_id for o in stored.values()] == ["10-9"]
+    assert offsets.load(db.conn, "l") == "10-9"  # the low-water mark
 
 
 def test_failed_transaction_leaves_nothing(db: Store) -> None:
     with pytest.raises(RuntimeError), db.write() as conn:
-        offsets.save(conn, "l", "1-1", 1)
+        offsets.set_to(conn, "l", "1-1", 1)
         raise RuntimeError("crash")
     assert offsets.load(db.conn, "l") is None
 

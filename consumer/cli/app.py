@@ -316,8 +316,9 @@ def migrate(
         typer.Option(
             "--from-sqlite",
             metavar="PATH",
-            help="Copy this SQLite store into --db (a postgresql:// URL): records, offsets,"
-            " dead letters, history and the debounce state.",
+            help="Copy this SQLite store into --db (a postgresql:// URL): records with the"
+            " debounce state, offsets, partition counts, leases (so epochs go on), dead"
+            " letters and history.",
         ),
     ] = None,
 ) -> None:

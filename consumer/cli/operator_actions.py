@@ -6,7 +6,7 @@ import json
 
 import redis
 
-from consumer.cli.partition_actions import check_partitions
+from consumer.cli.partition_actions import check_partitions, partition_rows
 from consumer.errors import CheckFailed
 from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.position import reset_remedy
@@ -15,38 +15,23 @@ from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.stream_view import find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
 from statemachine.errors import HealthFsmError
-from store import SCHEMA_VERSION, dead_letters, offsets, open_database, partitions
-from store import lease as leases
+from store import SCHEMA_VERSION, dead_letters, holders, offsets, open_database, partitions
 from store.backend import Store
 from store.errors import LeaseHeld
+from store.partitions import PartitionLease
 from store.sql import Sql
 
 REPLAY_CLAIM_TIMEOUT_MS = 10 * 60 * 1000
 """A replay claim older than this may be taken by ``--id`` even if its claimer may live."""
 
 
-def binding_leases(conn: Sql, label: str | None, now_ms: int) -> list[leases.Lease]:
+def binding_leases(conn: Sql, label: str | None, now_ms: int) -> list[PartitionLease]:
     """Live leases (of ``label``, or of any label) whose holder is not known to be dead."""
-    node = leases.this_node()
-    found = leases.live_leases(conn, now_ms)
-    names = [label] if label is not None else list(partitions.counts(conn))
-    for name in names:
-        for part in partitions.read_leases(conn, name).values():
-            if part.holder and part.live(now_ms):
-                found.append(
-                    leases.Lease(
-                        name,
-                        part.holder,
-                        part.node,
-                        part.epoch,
-                        part.acquired_at_ms,
-                        part.expires_at_ms,
-                    )
-                )
+    node = holders.this_node()
     return [
         lease
-        for lease in found
-        if (label is None or lease.label == label) and leases.binds(lease, "", node, now_ms)
+        for lease in partitions.live_leases(conn, now_ms)
+        if (label is None or lease.label == label) and lease.binds("", node, now_ms)
     ]
 
 
@@ -62,35 +47,12 @@ def refuse_while_leased(db: Store, label: str | None, what: str, force: bool) ->
         )
 
 
-def describe_lease(lease: leases.Lease | None, now_ms: int) -> str:
-    """``held by H (epoch N) until T``, ``free (...)``, or ``never held``."""
-    if lease is None:
-        return "never held"
-    if lease.live(now_ms):
-        return f"held by {lease.describe()} until {format_ms(lease.expires_at_ms)}"
-    return f"free (last held by {lease.describe()})"
-
-
 def offset_rows(conn: Sql, now_ms: int) -> list[dict[str, object]]:
-    """``offsets show``: today's row per label, one per partition, with ``partition`` and
+    """``offsets show``: one row per partition of each label, with ``partition`` and
     ``partitions``; a label with one partition has one row, partition 0."""
-    from consumer.cli.partition_actions import partition_rows
-
     rows = []
     for row in offsets.list_all(conn):
         label = str(row["label"])
-        count = partitions.count(conn, label)
-        if count == 1:
-            held = leases.read(conn, label)
-            live = held is not None and held.live(now_ms)
-            row["lease_holder"] = held.holder if held is not None and live else None
-            row["lease_epoch"] = held.epoch if held is not None else None
-            row["lease_expires_at_ms"] = held.expires_at_ms if held is not None and live else None
-            row["lease"] = describe_lease(held, now_ms)
-            row["partition"] = 0
-            row["partitions"] = 1
-            rows.append(row)
-            continue
         stored = partitions.load_offsets(conn, label)
         for part in partition_rows(conn, label, now_ms):
             offset = stored.get(int(str(part["partition"])))
@@ -101,11 +63,11 @@ def offset_rows(conn: Sql, now_ms: int) -> list[dict[str, object]]:
                     "updated_at_ms": offset.updated_at_ms if offset else None,
                     "entries_read": part["entries_read"],
                     "lease_holder": part["holder"],
-                    "lease_epoch": part["epoch"],
+                    "lease_epoch": part["epoch"] or None,  # 0: never held
                     "lease_expires_at_ms": part["expires_at_ms"],
                     "lease": part["lease"],
                     "partition": part["partition"],
-                    "partitions": count,
+                    "partitions": part["partitions"],
                 }
             )
     return rows
@@ -117,7 +79,7 @@ def check(settings: ConsumerSettings) -> str:
     try:
         offset = offsets.load(db.conn, settings.label) or offsets.START_ID
         read = offsets.entries_read(db.conn, settings.label)
-        lease = leases.read(db.conn, settings.label)
+        lease = partition_rows(db.conn, settings.label, wall_clock_ms())[0]["lease"]
         location = db.location
         client = client_for(settings)
         try:
@@ -166,7 +128,7 @@ def check(settings: ConsumerSettings) -> str:
         )
     return (
         f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
-        f" stream), lease {describe_lease(lease, wall_clock_ms())}"
+        f" stream), lease {lease}"
     )
 
 
@@ -186,7 +148,7 @@ def _claim_is_free(row: dict[str, object], now_ms: int) -> bool:
     if claimer is None:
         return True
     claimed_at = int(str(row["claimed_at_ms"] or 0))
-    return leases.process_gone(str(claimer)) or now_ms - claimed_at > REPLAY_CLAIM_TIMEOUT_MS
+    return holders.process_gone(str(claimer)) or now_ms - claimed_at > REPLAY_CLAIM_TIMEOUT_MS
 
 
 def _choose_and_claim(
@@ -240,7 +202,7 @@ def replay_dead_letters(
     list``, and ``--id`` sends it again once its claimer is gone. Returns (replayed,
     skipped entry ids with why).
     """
-    claimer = leases.new_holder_id()
+    claimer = holders.new_holder_id()
     chosen, skipped = _choose_and_claim(db, claimer, reason, ids, limit)
     if not chosen:
         return 0, skipped

@@ -1,6 +1,6 @@
 """Operator actions on a label's partitions: show who holds what, re-partition, check each.
 
-A label with one partition shows as partition 0: the label's lease and offset rows.
+Every label has partitions (one by default, shown as partition 0).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import redis
 from consumer.contract.partitions import MAX_PARTITIONS, key_slot, partition_of_slot, slot_range
 from consumer.runtime.clock import format_ms
 from consumer.runtime.stream_view import StreamView, find_gap, find_reset, lag
-from store import lease as leases
-from store import offsets, partitions, records
+from store import holders, offsets, partitions, records
 from store.backend import Store
 from store.sql import Sql
 from store.stream_id import StreamId
@@ -71,14 +70,6 @@ def describe(holder: str, epoch: int, expires_at_ms: int, now_ms: int) -> str:
 def partition_rows(conn: Sql, label: str, now_ms: int) -> list[dict[str, object]]:
     """One row per partition of ``label``: holder, epoch, expiry, offset, entries read."""
     count = partitions.count(conn, label)
-    if count == 1:
-        lease = leases.read(conn, label)
-        entry_id = offsets.load(conn, label)
-        read = offsets.entries_read(conn, label)
-        holder = lease.holder if lease is not None else ""
-        epoch = lease.epoch if lease is not None else 0
-        expires = lease.expires_at_ms if lease is not None else 0
-        return [_row(label, 0, 1, holder, epoch, expires, entry_id, read, now_ms)]
     held = partitions.read_leases(conn, label)
     stored = partitions.load_offsets(conn, label)
     rows = []
@@ -163,18 +154,14 @@ def game_partition(conn: Sql, label: str, game_id: str) -> dict[str, object]:
 
 
 def unowned_for_ms(conn: Sql, label: str, now_ms: int, node: str) -> dict[int, int]:
-    """Partitions of a multi-partition label that no live worker holds, with how long."""
-    count = partitions.count(conn, label)
-    if count == 1:
-        return {}
-    row = conn.execute(
-        "SELECT changed_at_ms FROM label_partitions WHERE label = ?", [label]
-    ).fetchone()
-    changed = int(row[0]) if row is not None else 0
+    """The partitions of ``label`` that no live worker holds, with for how long: since
+    their lease expired or was released, or since the count was set."""
+    changed = partitions.changed_at(conn, label)
     unowned = {}
     for partition, lease in partitions.read_leases(conn, label).items():
         if not lease.binds("", node, now_ms):
-            unowned[partition] = now_ms - max(lease.expires_at_ms, changed)
+            since = max(lease.expires_at_ms, lease.released_at_ms, changed)
+            unowned[partition] = now_ms - since
     return unowned
 
 
@@ -185,12 +172,17 @@ def check_partitions(
     now_ms: int,
     ttl_ms: int,
 ) -> list[str]:
-    """Why each partition of a multi-partition label fails the check (empty: it passes)."""
+    """Why each partition of a multi-partition label fails the check (empty: it passes).
+
+    A one-partition label with no live worker is a stopped deployment, which ``check``
+    reports as a free lease and the no-active-worker alert pages for; a label shared by
+    partitions can look alive while one of them stalls, so each must have a holder.
+    """
     if partitions.count(conn, label) == 1:
         return []
     problems = []
     for partition, unowned in sorted(
-        unowned_for_ms(conn, label, now_ms, leases.this_node()).items()
+        unowned_for_ms(conn, label, now_ms, holders.this_node()).items()
     ):
         if unowned > ttl_ms:
             problems.append(
@@ -217,9 +209,6 @@ def set_every_offset(conn: Sql, label: str, entry_id: str, now_ms: int) -> str |
     StreamId.parse(entry_id)
     before = offsets.load(conn, label)
     count = partitions.count(conn, label)
-    if count == 1:
-        offsets.set_to(conn, label, entry_id, now_ms)
-    else:
-        partitions.set_offsets(conn, label, {p: (entry_id, 0) for p in range(count)}, now_ms)
+    partitions.set_offsets(conn, label, {p: (entry_id, 0) for p in range(count)}, now_ms)
     records.forget_marks(conn, entry_id)
     return before

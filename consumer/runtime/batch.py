@@ -23,7 +23,7 @@ from consumer.contract.codec import DecodedEvent, decode_health_event
 from consumer.errors import DecodeError
 from consumer.runtime.faults import FaultPoint, hit
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
-from store import dead_letters, history, offsets, outbox, records
+from store import dead_letters, history, outbox, partitions, records
 from store.backend import RecordLoader, Store
 from store.sql import Sql
 from store.stream_id import not_after
@@ -197,10 +197,12 @@ def _drive(
 
 
 def label_offset(label: str) -> OffsetWriter:
-    """The offset writer of a label with one partition: its row in ``stream_offsets``."""
+    """The offset writer of a label with one partition, held whole by the caller: partition
+    0's row, and with it the label's low-water mark."""
 
     def save(conn: Sql, result: BatchResult, now_ms: int) -> None:
-        offsets.save(conn, label, result.last_entry_id, now_ms, result.entries)
+        moved = {0: (result.last_entry_id, result.entries)}
+        partitions.save_offsets(conn, label, moved, now_ms)
 
     return save
 

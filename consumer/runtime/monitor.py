@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import redis
 
 from consumer.runtime.metrics import Metrics
-from consumer.runtime.offset_book import HeldOffsets, LabelOffset, OffsetBook
+from consumer.runtime.offset_book import HeldOffsets
 from consumer.runtime.stream_view import StreamView, lag, stream_view
 from consumer.settings import ConsumerSettings
 from store import outbox, partitions
@@ -63,6 +63,8 @@ class Monitor:
         metrics: Metrics,
         totals: TotalsView,
         clock: Callable[[], int],
+        book: HeldOffsets,
+        describe_held: Callable[[], str],
     ) -> None:
         self.client = client
         self.db = db
@@ -70,10 +72,10 @@ class Monitor:
         self.metrics = metrics
         self.totals = totals
         self.clock = clock
-        self.book: OffsetBook = LabelOffset(settings.label)
-        """Where the offset is stored (the worker swaps it when it holds partitions)."""
-        self.describe_held: Callable[[], str] | None = None
-        """With partitions: which ones this worker holds, for the progress line."""
+        self.book = book
+        """Where the offsets of the partitions held are kept."""
+        self.describe_held = describe_held
+        """Which partitions this worker holds, for the progress line."""
         self.gap_check_due = True
         self._last_tick = time.monotonic()
         self._entries_at_last_tick = 0
@@ -95,11 +97,8 @@ class Monitor:
         view = stream_view(self.client, s.stream)
         read = self.book.entries_read(self.db.conn)
         entries, seconds = lag(self.client, s.stream, offset, self.clock(), view, read)
-        held = ""
-        if isinstance(self.book, HeldOffsets):
-            self._partition_lag(view)
-            if self.describe_held is not None:
-                held = f", partitions {self.describe_held()}"
+        self._partition_lag(view)
+        held = f", partitions {self.describe_held()}"
         pending = outbox.pending(self.db.conn)
         self.metrics.lag_entries.set(entries)
         self.metrics.lag_seconds.set(seconds)
@@ -131,7 +130,6 @@ class Monitor:
 
     def _partition_lag(self, view: StreamView | None) -> None:
         """The lag of each held partition (they differ for a while after a takeover)."""
-        assert isinstance(self.book, HeldOffsets)
         stored = partitions.load_offsets(self.db.conn, self.settings.label)
         now = self.clock()
         for partition, at in self.book.at.items():

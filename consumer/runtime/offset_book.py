@@ -1,61 +1,20 @@
-"""Where a worker's committed offset lives: the label's row, or one row per partition held.
+"""Where a worker's committed offsets live: one row per partition it holds.
 
-With one partition the offset is the label's row in ``stream_offsets``, as it always was.
-With several the worker reads from the lowest offset of the partitions it holds, and every
-batch moves each held partition's offset to the last entry read (entries of partitions it
-does not hold are skipped, not applied). A rewind (``--on-stream-reset rewind``) also
-clears the last-applied marks of the records it covers, so their entries apply again.
+The worker reads from the lowest offset of the partitions it holds, and every batch moves
+each held partition's offset to the last entry read (entries of partitions it does not
+hold are skipped, not applied); ``stream_offsets`` follows with the label's low-water
+mark. A rewind (``--on-stream-reset rewind``) also clears the last-applied marks of the
+records it covers, so their entries apply again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from consumer.runtime.batch import BatchResult
-from store import offsets, partitions, records
+from store import partitions, records
 from store.sql import Sql
 from store.stream_id import StreamId, entry_id_key
-
-
-class OffsetBook(Protocol):
-    """What the worker and its position watch store offsets through."""
-
-    def entries_read(self, conn: Sql) -> int | None:
-        """Entries committed in total up to the read position, or None if never."""
-        ...
-
-    def save(self, conn: Sql, entry_id: str, now_ms: int, added: int) -> None:
-        """Move forward to ``entry_id``, counting ``added`` more entries (a gap's estimate)."""
-        ...
-
-    def rewind(self, conn: Sql, entry_id: str, now_ms: int) -> None:
-        """Put the offset back to ``entry_id``; entries after it apply again."""
-        ...
-
-    def save_batch(self, conn: Sql, result: BatchResult, now_ms: int) -> None:
-        """Store a committed batch's offset (``batch.OffsetWriter``)."""
-        ...
-
-
-class LabelOffset:
-    """The offset of a label with one partition: its row in ``stream_offsets``."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def entries_read(self, conn: Sql) -> int | None:
-        return offsets.entries_read(conn, self.label)
-
-    def save(self, conn: Sql, entry_id: str, now_ms: int, added: int) -> None:
-        offsets.save(conn, self.label, entry_id, now_ms, added)
-
-    def rewind(self, conn: Sql, entry_id: str, now_ms: int) -> None:
-        offsets.set_to(conn, self.label, entry_id, now_ms)
-        records.forget_marks(conn, entry_id)
-
-    def save_batch(self, conn: Sql, result: BatchResult, now_ms: int) -> None:
-        offsets.save(conn, self.label, result.last_entry_id, now_ms, result.entries)
 
 
 class HeldOffsets:

@@ -17,7 +17,7 @@ import redis
 
 from consumer.errors import StreamReset
 from consumer.runtime.metrics import Metrics
-from consumer.runtime.offset_book import OffsetBook
+from consumer.runtime.offset_book import HeldOffsets
 from consumer.runtime.redis_client import Entries
 from consumer.runtime.stream_view import Gap, Reset, find_gap, find_reset, stream_view
 from consumer.settings import ConsumerSettings
@@ -55,11 +55,11 @@ class PositionWatch:
         db: Store,
         fenced: Callable[[], AbstractContextManager[Sql]],
         clock: Callable[[], int],
-        book: OffsetBook,
+        book: HeldOffsets,
     ) -> None:
         """``fenced`` opens a write transaction that holds only while the lease is ours
-        (``LeaseKeeper.fenced``): moving the offset is a write like a batch's. ``book`` is
-        where the offset is stored (the worker swaps it when it holds partitions)."""
+        (``PartitionKeeper.fenced``): moving the offset is a write like a batch's. ``book``
+        keeps the offsets of the partitions held."""
         self.client = client
         self.settings = settings
         self.stream = settings.stream

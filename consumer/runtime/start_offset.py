@@ -8,12 +8,10 @@ whole stream again to live records.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import redis
 
 from consumer.errors import StartRefused
-from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.stream_view import stream_view
 from consumer.settings import ConsumerSettings
 from store import offsets
@@ -37,30 +35,6 @@ def refuse_an_unconfirmed_new_label(db: Store, s: ConsumerSettings) -> None:
             " stream from its beginning again: check --label, or confirm with"
             " --start-from beginning|end|ID"
         )
-
-
-def starting_offset(
-    db: Store,
-    keeper: LeaseKeeper,
-    client: redis.Redis,
-    s: ConsumerSettings,
-    clock: Callable[[], int],
-) -> str:
-    """The stored offset; for a new label ``--start-from`` (stored at once, under the
-    lease), or the stream's beginning for the first label of a store."""
-    stored = offsets.load(db.conn, s.label)
-    if stored is not None:
-        if s.start_from is not None:
-            log.info("--start-from ignored: label %r has a stored offset %s", s.label, stored)
-        return stored
-    if s.start_from is None:
-        refuse_an_unconfirmed_new_label(db, s)
-        return START_ID
-    entry_id, known_read = _resolve(s.start_from, client, s.stream)
-    with keeper.fenced() as conn:
-        offsets.set_to(conn, s.label, entry_id, clock(), known_read)
-    log.info("label %r starts at %s (--start-from %s)", s.label, entry_id, s.start_from)
-    return entry_id
 
 
 def first_offset(db: Store, client: redis.Redis, s: ConsumerSettings) -> tuple[str, int]:

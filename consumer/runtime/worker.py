@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import redis
@@ -23,12 +23,11 @@ from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.cpu import CpuSplit
 from consumer.runtime.health import HealthState, Role, liveness_bound_s
 from consumer.runtime.http_endpoints import serve
-from consumer.runtime.lease_keeper import LeaseKeeper
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.monitor import Monitor
-from consumer.runtime.offset_book import HeldOffsets, LabelOffset
+from consumer.runtime.offset_book import HeldOffsets
 from consumer.runtime.outage import Outage
-from consumer.runtime.partition_keeper import PartitionKeeper
+from consumer.runtime.partition_keeper import PartitionKeeper, Taken
 from consumer.runtime.partition_map import PartitionMap
 from consumer.runtime.position import PositionWatch
 from consumer.runtime.read_ahead import ReadAhead
@@ -42,18 +41,20 @@ from consumer.runtime.redis_client import (
     skip_on_read,
 )
 from consumer.runtime.relay import OutboxRelay
-from consumer.runtime.start_offset import (
-    first_offset,
-    refuse_an_unconfirmed_new_label,
-    starting_offset,
-)
+from consumer.runtime.start_offset import first_offset, refuse_an_unconfirmed_new_label
 from consumer.runtime.systemd import Notifier
 from consumer.settings import ConsumerSettings
 from statemachine import RuntimeMachine, get_machine
 from store import SCHEMA_VERSION, partitions
 from store.backend import Store
-from store.errors import LeaseHeld, LeaseLost, StoreBusy, StoreError, StoreUnavailable
-from store.lease import Lease
+from store.errors import (
+    LeaseHeld,
+    LeaseLost,
+    Repartitioned,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+)
 from store.partitions import PartitionLease
 from store.sql import Sql
 from store.stream_id import START_ID, entry_id_key
@@ -184,21 +185,23 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.totals = Totals(self.metrics)
         self.totals.observers.append(self.metrics.observe_batch)
-        self.monitor = Monitor(self.client, db, settings, self.metrics, self.totals, clock)
-        self.keeper = LeaseKeeper(db, settings.label, settings.lease_ttl_s)
-        self.parts = PartitionKeeper(  # on the wall clock, as the lease: machines compare it
-            db, settings.label, settings.lease_ttl_s, self.keeper.holder, self.keeper.node
-        )
-        self.partitioned = False
-        """Whether this worker shares its label by partition (count above 1) right now."""
+        # on the wall clock, whatever ``clock`` says: other machines compare its rows
+        self.parts = PartitionKeeper(db, settings.label, settings.lease_ttl_s)
         self.map = PartitionMap(1)
-        self.label_offset = LabelOffset(settings.label)
         self.held_offsets = HeldOffsets(settings.label, self._owns)
-        self.position = PositionWatch(
-            self.client, settings, self.metrics, db, self._fenced, clock, self.label_offset
+        self.monitor = Monitor(
+            self.client,
+            db,
+            settings,
+            self.metrics,
+            self.totals,
+            clock,
+            self.held_offsets,
+            self.describe_held,
         )
-        self.monitor.book = self.label_offset
-        self.monitor.describe_held = self.describe_held
+        self.position = PositionWatch(
+            self.client, settings, self.metrics, db, self._fenced, clock, self.held_offsets
+        )
         self.cpu = CpuSplit()
         self._joined = False
         self._rebalanced_at = float("-inf")
@@ -302,88 +305,40 @@ class Worker:
 
     @property
     def holding(self) -> bool:
-        """Whether this worker believes it may consume: the label's lease, or a partition."""
-        return self.parts.active if self.partitioned else self.keeper.held
+        """Whether this worker believes it may consume: it holds a partition."""
+        return self.parts.active
 
     def _owns(self, game_id: str) -> bool:
         """Whether ``game_id``'s records and outbox rows are this worker's (its partition is
-        held); always with one partition."""
-        return not self.partitioned or self.map.of(game_id) in self.parts.held
+        held)."""
+        return self.map.of(game_id) in self.parts.held
 
     def _keeps(self, raw_game_id: bytes | None) -> bool:
         """Whether an entry with this raw ``game_id`` is applied here (its fields are built
         as it is read; another partition's entry is read for its id alone)."""
         return self.map.holds(raw_game_id, self.parts.held)
 
-    def _fence(self, conn: Sql) -> None:
-        """Inside a batch's transaction: renew the lease or every partition lease, or raise."""
-        if self.partitioned:
-            self.parts.fence(conn)
-        else:
-            self.keeper.fence(conn)
-
     @contextlib.contextmanager
     def _fenced(self) -> Iterator[Sql]:
         """A write transaction that commits only while what this worker holds is its own."""
-        with self.db.write() as conn:
-            self._fence(conn)
+        with self.parts.fenced() as conn:
             yield conn
-
-    def _renew_if_due(self) -> None:
-        if self.partitioned:
-            self.parts.renew_if_due()
-        else:
-            self.keeper.renew_if_due()
 
     # the lease -------------------------------------------------------------------------
 
     def _become_active(self) -> bool:
-        """Take the lease, waiting as a standby while another live worker holds it.
-
-        Returns False when a stop was requested while standing by.
+        """Take a share of the label's partitions, waiting as a standby while other live
+        workers hold them all. Returns False when a stop was requested while standing by.
         """
-        announced: Lease | None = None
         while not self._stop.is_set():
             count = partitions.count(self.db.conn, self.settings.label)
-            if count > 1:
-                if self._take_partitions(count):
-                    return True
-                self.health.beat()
-                self._stop.wait(self.settings.lease_poll_s)
-                continue
-            if self._joined:
-                self._leave_partitions()
-            taken, before = self.keeper.try_acquire()
-            self.health.reached("store")
-            if taken is not None:
-                try:
-                    self._took(taken, before)
-                except BaseException:
-                    self._release_lease()  # not started after all: let a standby have it
-                    raise
+            if self._take_partitions(count):
                 return True
-            assert before is not None
-            if self.settings.drain:
-                raise LeaseHeld(
-                    f"label {self.settings.label!r} is held by {before.describe()} until"
-                    f" {format_ms(before.expires_at_ms)}; another worker is consuming"
-                    " (--drain does not wait)"
-                )
-            self._standing_by(before)
-            if announced is None or announced.holder != before.holder:
-                log.info(
-                    "standing by as %s: label %r is held by %s until %s",
-                    self.keeper.holder,
-                    self.settings.label,
-                    before.describe(),
-                    format_ms(before.expires_at_ms),
-                )
-                announced = before
             self.health.beat()
             self._stop.wait(self.settings.lease_poll_s)
         return False
 
-    def _standing_by(self, holder: Lease | PartitionLease) -> None:
+    def _standing_by(self, holder: PartitionLease) -> None:
         """What a standby tells the probes and systemd, and what it checks for them: that
         Redis answers (it will need it on takeover) and that the schema is current."""
         self.health.role = Role.STANDBY
@@ -417,70 +372,33 @@ class Worker:
                 " (healthfsm migrate, or run the release that matches it)",
             )
 
-    def _took(self, lease: Lease, before: Lease | None) -> None:
-        """Now active: start from the store's offset and look at the stream first."""
-        s = self.settings
-        log.info(
-            "consuming %s -> %s as %r (db %s, redis %s, batch %d, block %d ms, lease %s)",
-            s.stream,
-            s.lobby_stream,
-            s.label,
-            self.db.location,
-            redact_url(s.redis_url),
-            s.batch_size,
-            self._block_ms,
-            self.keeper.holder,
-        )
-        self.metrics.lease_held.set(1)
-        self.metrics.partitions_held.set(1)
-        self.position.book = self.monitor.book = self.label_offset
-        self.relay.owns = None
-        self.health.role = Role.ACTIVE
-        self.health.holding(self.keeper.holder, lease.expires_at_ms)
-        self.notifier.ready(f"active: label {s.label!r}")
-        if before is not None and before.holder != lease.holder:
-            self.metrics.lease_takeovers.inc()
-            how = "released" if before.expires_at_ms == 0 else "expired or dead"
-            log.info(
-                "took over the lease for label %r from %s (%s), now epoch %d",
-                lease.label,
-                before.describe(),
-                how,
-                lease.epoch,
-            )
-        else:
-            log.info("holding the lease for label %r (epoch %d)", lease.label, lease.epoch)
-        self._drop_in_flight(unsettled=True)  # what the last holder left is read from the table
-        self._drain_target = None
-        self._offset = starting_offset(self.db, self.keeper, self.client, self.settings, self.clock)
-        self.monitor.gap_check_due = True
-
     def _lost_lease(self, error: LeaseLost) -> None:
-        log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
+        """The fence failed: the batch in hand rolled back and nothing held is ours any
+        more. A re-partition is planned (INFO, counted as a rebalance); anything else (a
+        pause past the TTL, a takeover) is a lost lease (ERROR, ``lease_lost``)."""
+        if isinstance(error, Repartitioned):
+            log.info("%s (the batch in hand rolled back and is read again)", error)
+            self.metrics.rebalances.labels("repartitioned").inc()
+        else:
+            log.error("%s: the batch in hand rolled back; publishing stops, standing by", error)
+            self.metrics.lease_lost.inc()
         self.health.role = Role.STANDBY
-        self.keeper.forget()
         self.parts.forget()
         self.held_offsets.at.clear()
         self.metrics.lease_held.set(0)
         self.metrics.partitions_held.set(0)
         self.metrics.partition_lag_entries.clear()
-        self.metrics.lease_lost.inc()
         self._drop_in_flight(unsettled=True)
 
     def _release_lease(self) -> None:
         self.metrics.lease_held.set(0)
         self.metrics.partitions_held.set(0)
+        if not self._joined:
+            return
         try:
-            self.keeper.release()
+            self._leave_partitions()
         except StoreError as error:
-            log.warning("lease not released (%s); a standby takes over when it expires", error)
-        if self._joined:
-            try:
-                self._leave_partitions()
-            except StoreError as error:
-                log.warning(
-                    "partitions not released (%s); others take them when they expire", error
-                )
+            log.warning("partitions not released (%s); others take them when they expire", error)
 
     # partitions ------------------------------------------------------------------------
 
@@ -494,86 +412,88 @@ class Worker:
         self.health.reached("store")
         if taken:
             try:
-                self._took_partitions(taken, seen, count)
+                self._took_partitions(taken, count)
             except BaseException:
                 self._release_lease()
                 raise
             return True
-        holders = sorted({row.holder for row in seen.values() if row.holder})
+        live = [row for row in seen.values() if row.holder and row.live(self.parts.clock())]
+        holders = sorted({row.holder for row in live})
+        held_by = _held_by(self.settings.label, count, live)
         if self.settings.drain:
-            raise LeaseHeld(
-                f"the {count} partitions of label {self.settings.label!r} are held by"
-                f" {', '.join(holders) or 'other workers'}; another worker is consuming"
-                " (--drain does not wait)"
-            )
-        soonest = min(seen.values(), key=lambda row: row.expires_at_ms, default=None)
-        if soonest is not None:
-            self._standing_by(soonest)
+            raise LeaseHeld(f"{held_by}; another worker is consuming (--drain does not wait)")
+        if live:
+            self._standing_by(min(live, key=lambda row: row.expires_at_ms))
         if holders != self._announced_holders:
             log.info(
-                "standing by as %s: the %d partitions of label %r are held by %s (a share of"
-                " %d for %d workers)",
+                "standing by as %s: %s (a share of %d for %d worker%s)",
                 self.parts.holder,
-                count,
-                self.settings.label,
-                ", ".join(holders) or "nobody yet",
+                held_by,
                 self.parts.share,
                 len(self.parts.workers),
+                "" if len(self.parts.workers) == 1 else "s",
             )
             self._announced_holders = holders
         return False
 
-    def _took_partitions(
-        self, taken: list[int], seen: Mapping[int, PartitionLease], count: int
-    ) -> None:
+    def _took_partitions(self, taken: list[Taken], count: int) -> None:
         """Start on newly taken partitions: their offsets, and their last holder's outbox
         rows before anything new (``OutboxRelay.rescan``)."""
         s = self.settings
-        first = not self.partitioned
-        if first or self.map.partitions != count:
+        first = len(self.parts.held) == len(taken)  # held nothing before
+        if self.map.partitions != count:
             self.map = PartitionMap(count)
         if first:
-            self.partitioned = True
-            self.position.book = self.monitor.book = self.held_offsets
-            self.relay.owns = self._owns
-            skip_on_read(self.client, self._keeps)
-            self.read_ahead.keep = self._keeps
             self.health.role = Role.ACTIVE
-            self._drop_in_flight(unsettled=True)
             log.info(
-                "consuming %s -> %s as %r, partitions shared with %d workers (db %s, redis %s,"
+                "consuming %s -> %s as %r, %s shared with %d worker%s (db %s, redis %s,"
                 " batch %d, block %d ms, holder %s)",
                 s.stream,
                 s.lobby_stream,
                 s.label,
+                _partitions(count),
                 len(self.parts.workers),
+                "" if len(self.parts.workers) == 1 else "s",
                 self.db.location,
                 redact_url(s.redis_url),
                 s.batch_size,
                 self._block_ms,
                 self.parts.holder,
             )
-        else:
-            self._drop_in_flight(unsettled=False)
-        for partition in taken:
-            before = seen[partition]
-            how = "never held" if not before.holder else "released, expired or dead"
-            if before.holder and before.holder != self.parts.holder:
-                self.metrics.lease_takeovers.inc()
+        # a last holder's unconfirmed snapshots are published again from the outbox table
+        self._drop_in_flight(unsettled=first)
+        planned = 0
+        for partition, before in taken:
+            epoch = self.parts.held[partition]
+            if not before.holder or before.holder == self.parts.holder:
+                planned += 1
+                log.info(
+                    "holding the lease of partition %d of %d of label %r (epoch %d)",
+                    partition,
+                    count,
+                    s.label,
+                    epoch,
+                )
+                continue
+            self.metrics.lease_takeovers.inc()
+            released = before.expires_at_ms == 0
+            planned += released
             log.info(
-                "took partition %d of %d of label %r from %s (%s), now epoch %d",
+                "took over the lease of partition %d of %d of label %r from %s (%s), now"
+                " epoch %d",
                 partition,
                 count,
                 s.label,
                 before.describe(),
-                how,
-                self.parts.held[partition],
+                "released" if released else "expired or dead",
+                epoch,
             )
-        self.metrics.rebalances.labels("taken").inc(len(taken))
-        self._place_partitions(taken, count)
+        self.metrics.rebalances.labels("taken").inc(planned)
+        self.metrics.rebalances.labels("taken_over").inc(len(taken) - planned)
+        self._place_partitions([partition for partition, _ in taken], count)
         self.relay.rescan()
         self._after_rebalance()
-        self.health.holding(self.parts.holder, wall_clock_ms() + self.parts.ttl_ms)
+        self.health.holding(self.parts.holder, self.parts.expires_at_ms)
         self.notifier.ready(f"active: label {s.label!r}, partitions {self.describe_held()}")
 
     def _place_partitions(self, taken: list[int], count: int) -> None:
@@ -601,6 +521,20 @@ class Worker:
         self.metrics.partitions_held.set(len(self.parts.held))
         self.metrics.lease_held.set(1 if self.parts.active else 0)  # active: holds some
         self.metrics.partition_lag_entries.clear()
+        self._filter_reads()
+
+    def _filter_reads(self) -> None:
+        """Skip other partitions' entries as they are read, and leave their outbox rows to
+        their holders; while this worker holds every partition there is nothing to skip,
+        and no entry or row pays for the test."""
+        if self.parts.holds_all:
+            self.relay.owns = None
+            skip_on_read(self.client, None)
+            self.read_ahead.keep = None
+        else:
+            self.relay.owns = self._owns
+            skip_on_read(self.client, self._keeps)
+            self.read_ahead.keep = self._keeps
 
     def describe_held(self) -> str:
         """``0,3,5 of 8`` for the progress line and systemd's status."""
@@ -628,20 +562,15 @@ class Worker:
             self._drop_in_flight(unsettled=False)
             self._after_rebalance()
         elif len(self.parts.held) < share:
-            taken, seen = self.parts.acquire(count)
+            taken, _ = self.parts.acquire(count)
             if taken:
-                self._took_partitions(taken, seen, count)
+                self._took_partitions(taken, count)
 
     def _leave_partitions(self) -> None:
-        """Stop sharing the label by partition (stopping, or the count went back to 1)."""
+        """Stop sharing the label: give every partition up and leave (stopping)."""
         self.parts.release(None)
         self._joined = False
-        self.partitioned = False
         self.held_offsets.at.clear()
-        self.relay.owns = None
-        skip_on_read(self.client, None)
-        self.read_ahead.keep = None
-        self.position.book = self.monitor.book = self.label_offset
 
     def _guarded(self, step: Callable[[], bool]) -> bool:
         """Run one loop step; wait out Redis outages and writer locks instead of crashing.
@@ -752,11 +681,9 @@ class Worker:
 
     def _renewed_and_still_holding(self) -> bool:
         """Renew on idle ticks (a paused worker learns here it lost), and rebalance."""
-        self._renew_if_due()
-        if self.partitioned:
-            self._rebalance_if_due()
-            return self.parts.active
-        return True
+        self.parts.renew_if_due()
+        self._rebalance_if_due()
+        return self.parts.active
 
     def _iteration(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.
@@ -792,7 +719,7 @@ class Worker:
             self.read_ahead.send(s.stream, last_id, s.batch_size)
         self._apply(entries)
         self._backoff_s = s.backoff_initial_s
-        self._renew_if_due()  # paused past the TTL: publish nothing
+        self.parts.renew_if_due()  # paused past the TTL: publish nothing
         self._count_published(self.relay.send())
         if not self.read_ahead.in_flight:
             self._confirm_published()
@@ -832,22 +759,7 @@ class Worker:
         (``LeaseLost``) leaves nothing written and goes to ``_guarded``, the one place that
         backs off; the batch is read again from the unchanged offset."""
         started = time.perf_counter()
-        if self.partitioned:
-            result = self._apply_held(entries)
-        else:
-            with self.cpu.applying():
-                result = apply_batch(
-                    self.db,
-                    self.machine,
-                    entries,
-                    stream=self.settings.stream,
-                    label=self.settings.label,
-                    now_ms=self.clock(),
-                    cache=self.cache,
-                    decoded_hook=self._confirm_published,
-                    fence=self.keeper.fence,
-                )
-            self._offset = result.last_entry_id
+        result = self._apply_held(entries)
         self.relay.committed(result.snapshots)
         self._count(result, time.perf_counter() - started)
 
@@ -856,7 +768,10 @@ class Worker:
         partition's offset moves to the last entry read, in the batch's transaction."""
         book = self.held_offsets
         spread = book.spread()
-        mine = self.map.select(entries, self.parts.held, spread)
+        if spread is None and self.parts.holds_all:
+            mine: Sequence[RawEntry] = entries  # nothing to skip (``_filter_reads``)
+        else:
+            mine = self.map.select(entries, self.parts.held, spread)
         if spread is not None:
             keys = [entry_id_key(raw_id.decode()) for raw_id, _ in entries]
             book.read_after = {p: sum(1 for k in keys if k > at) for p, at in spread.items()}
@@ -886,3 +801,24 @@ class Worker:
         """Tell the observers (the metrics first: they are the counts) about a batch."""
         for observer in self.totals.observers:
             observer(result, seconds)
+
+
+def _partitions(count: int) -> str:
+    """``1 partition``, ``8 partitions``."""
+    return f"{count} partition{'' if count == 1 else 's'}"
+
+
+def _held_by(label: str, count: int, live: Sequence[PartitionLease]) -> str:
+    """Who holds a label, for a standby's log line and ``--drain``'s refusal: the holder
+    and its expiry for one partition, the holders for several."""
+    if count == 1 and live:
+        return f"label {label!r} is held by {live[0].describe()}{_until(live)}"
+    holders = ", ".join(sorted({row.holder for row in live})) or "nobody yet"
+    return f"the {count} partitions of label {label!r} are held by {holders}"
+
+
+def _until(live: Sequence[PartitionLease]) -> str:
+    """`` until T``: when the first of these leases expires (empty for none)."""
+    if not live:
+        return ""
+    return f" until {format_ms(min(row.expires_at_ms for row in live))}"
