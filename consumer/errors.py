@@ -3,6 +3,7 @@ devtools. Each is a ``HealthFsmError`` (one line, exit 1 unless the CLI maps it 
 but for ``InjectedFault``, the crash tests' own."""
 
 from statemachine.errors import HealthFsmError
+from store.errors import LeaseLost
 
 
 class DecodeError(HealthFsmError):
@@ -47,3 +48,13 @@ class RedisServerNotFound(HealthFsmError):
 
 class InjectedFault(BaseException):
     """Raised at an armed fault point; a BaseException so no ``except Exception`` swallows it."""
+
+
+class PublishFenced(LeaseLost):
+    """Redis refused this worker's publish: a partition's fence there names a newer epoch
+    (another worker took it over). Nothing of the chunk was appended; it stands by."""
+
+
+class ScriptingRefused(HealthFsmError):
+    """Redis refuses the scripts every publish goes through (an ACL without ``+evalsha``,
+    say): the worker will not publish unfenced, and says what to grant."""

@@ -92,6 +92,14 @@ class ConsumerSettings(BaseModel):
         description="Seconds the worker's lease lasts unrenewed; a standby takes over a dead"
         " worker within this.",
     )
+    redis_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Seconds a Redis reply may take beyond an XREAD's block before the worker"
+        " takes Redis as cut off (default: 5, or less so that with the block it stays within"
+        " half --lease-ttl).",
+    )
     lease_poll_s: float = Field(default=0.25, gt=0)
     """How often a standby looks at the lease (a released lease is taken within this)."""
     on_stream_reset: ResetPolicy = Field(
@@ -127,12 +135,52 @@ class ConsumerSettings(BaseModel):
                 raise ValueError(f"{error} (or beginning, or end)") from error
         return value
 
+    @field_validator("redis_timeout_s")
+    @classmethod
+    def _redis_timeout_within_the_lease(cls, value: float | None, info: ValidationInfo) -> Any:
+        ttl, block_ms = info.data.get("lease_ttl_s"), info.data.get("block_ms")
+        if value is None or ttl is None or block_ms is None:
+            return value
+        block_s = read_block_ms(block_ms, ttl) / 1000
+        if block_s + value > ttl / 2:
+            raise ValueError(
+                f"a worker cut off from Redis would wait up to {block_s + value:.2f}s for a"
+                f" reply, over half of --lease-ttl {ttl:g}: a standby could take over before"
+                f" it notices; use at most {ttl / 2 - block_s:.2f}, or a longer --lease-ttl"
+            )
+        return value
+
+    @property
+    def block_ms_read(self) -> int:
+        """How long one XREAD blocks: ``--block-ms``, at most a third of the lease TTL."""
+        return read_block_ms(self.block_ms, self.lease_ttl_s)
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """How long any Redis reply may take: the XREAD block plus ``--redis-timeout``, which
+        by default keeps the sum within half the lease TTL, so a worker cut off from Redis
+        learns it before a standby could take its lease."""
+        block_s = self.block_ms_read / 1000
+        if self.redis_timeout_s is not None:
+            return block_s + self.redis_timeout_s
+        return block_s + min(DEFAULT_REDIS_TIMEOUT_S, self.lease_ttl_s / 2 - block_s)
+
     @field_validator("lobby_stream")
     @classmethod
     def _lobby_is_not_the_input(cls, value: str, info: ValidationInfo) -> str:
         if value == info.data.get("stream"):
             raise ValueError("must differ from --stream: snapshots would be written into the input")
         return value
+
+
+DEFAULT_REDIS_TIMEOUT_S = 5.0
+"""``--redis-timeout`` when the lease TTL allows it."""
+
+
+def read_block_ms(block_ms: int, lease_ttl_s: float) -> int:
+    """``--block-ms``, but at most a third of the lease TTL, so an idle worker renews its
+    lease in time."""
+    return max(1, min(block_ms, int(lease_ttl_s * 1000) // 3))
 
 
 FLAGS: dict[str, str] = {
@@ -142,6 +190,7 @@ FLAGS: dict[str, str] = {
     "tls_key": "--redis-key",
     "give_up_after_s": "--give-up-after",
     "lease_ttl_s": "--lease-ttl",
+    "redis_timeout_s": "--redis-timeout",
 }
 """Settings whose command-line flag is not ``--`` plus the field name with dashes."""
 

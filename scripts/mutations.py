@@ -107,6 +107,38 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            released = self.parts.release(extras)\n            self._publish()\n",
     ),
     (
+        "fence: a worker does not raise the fence of what it takes",
+        "consumer/runtime/worker.py",
+        "        stale = raise_fence(\n"
+        "            self.client, self.fence_key, {p: held[p] for p in taken}, self.parts.floor\n"
+        "        )\n",
+        "        stale: dict[int, int] = {}\n",
+    ),
+    (
+        "fence: the publish script appends without comparing epochs",
+        "consumer/runtime/fence.py",
+        "  if epoch < current or epoch < floor then\n",
+        "  if false then\n",
+    ),
+    (
+        "fence: a re-partition's floor is not raised (an old layout's holder appends)",
+        "consumer/runtime/fence.py",
+        "if floor > tonumber(redis.call('HGET', KEYS[1], 'floor') or '0') then\n",
+        "if false then\n",
+    ),
+    (
+        "fence: a --redis-timeout past half the lease is accepted",
+        "consumer/settings.py",
+        "        if block_s + value > ttl / 2:\n",
+        "        if False:\n",
+    ),
+    (
+        "fence: the default Redis timeout ignores the lease",
+        "consumer/settings.py",
+        "        return block_s + min(DEFAULT_REDIS_TIMEOUT_S, self.lease_ttl_s / 2 - block_s)\n",
+        "        return block_s + DEFAULT_REDIS_TIMEOUT_S\n",
+    ),
+    (
         "flip a status change: running->finished becomes finished->running",
         "statemachine/table.py",
         "(S.RUNNING, S.FINISHED),",
@@ -154,11 +186,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "lose snapshots: delete the outbox chunk before publishing it",
         "consumer/runtime/relay.py",
-        '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
-        "        with immediate(self.db) as conn:\n"
+        "        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in"
+        " rows])\n",
+        "        with self.db.write() as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
         "        hit(FaultPoint.AFTER_PUBLISH)\n"
-        '        packed = b"".join([xadd_command(head, row) for _, row in rows])\n',
+        "        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in"
+        " rows])\n",
     ),
     (
         "widen the duplicate window: confirm the previous snapshots after this batch commits",
@@ -308,10 +342,10 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "",
     ),
     (
-        "a refused XADD takes the accepted rows of its chunk back to the outbox",
+        "a chunk Redis refused is deleted from the outbox all the same (its rows are lost)",
         "consumer/runtime/relay.py",
         "                outbox.delete_seqs(conn_, accepted)\n",
-        "                pass\n",
+        "                outbox.delete_seqs(conn_, seqs)\n",
     ),
     (
         "admin changes never reach Lobby",

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 STREAM = "runtime:health_events"
 MINIMAL_ACL = (
-    "on >worker-pw resetkeys ~runtime:health_events ~gm:lobby_events resetchannels -@all"
-    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd"
+    "on >worker-pw resetkeys ~runtime:health_events ~gm:lobby_events"
+    " ~{gm:lobby_events}:healthfsm:fence:* resetchannels -@all"
+    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +evalsha +script|load +hget +hset"
 )
 """The README's minimal ACL (Redis 6.2 form; on Redis 7 the test uses the README's %R/%W form)."""
 
@@ -330,8 +331,8 @@ def test_worker_runs_under_the_minimal_acl(
         admin = redis.Redis.from_url(server.url)
         acl = MINIMAL_ACL
         if int(str(admin.info("server")["redis_version"]).split(".")[0]) >= 7:
+            # the input stream read-only; the lobby stream is a script's key: read and write
             acl = MINIMAL_ACL.replace("~runtime:health_events", "%R~runtime:health_events")
-            acl = acl.replace("~gm:lobby_events", "%W~gm:lobby_events")
         admin.execute_command("ACL", "SETUSER", "healthfsm", *acl.split())  # type: ignore[no-untyped-call]
         admin.execute_command("ACL", "SETUSER", "default", "off")  # type: ignore[no-untyped-call]
         url = f"redis://healthfsm:worker-pw@127.0.0.1:{server.port}/0"

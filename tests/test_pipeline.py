@@ -24,7 +24,7 @@ LOBBY = "gm:lobby_events"
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = connect(redis_url, block_ms=100)
+    c = connect(redis_url, socket_timeout_s=5.1)
     yield c
     c.close()
 
@@ -86,7 +86,7 @@ def _fields(client: redis.Redis, entry_id: str) -> dict[bytes, bytes]:
 
 def test_read_ahead_on_a_vanished_server_raises_and_keeps_nothing() -> None:
     server = embedded.start()
-    own = connect(server.url, block_ms=100)
+    own = connect(server.url, socket_timeout_s=5.1)
     ahead = ReadAhead(own)
     ahead.send(STREAM, "0-0", 10)
     assert ahead.take("0-0") == ([], True)  # connected, nothing there yet
@@ -128,7 +128,7 @@ def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
 ) -> None:
     server = embedded.start()
     try:
-        own = connect(server.url, block_ms=100)
+        own = connect(server.url, socket_timeout_s=5.1)
         relay = OutboxRelay(db, own, LOBBY, chunk=2)
         _rows(db, 1)
         assert relay.publish() == 1  # connected, and the table is caught up

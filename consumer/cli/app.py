@@ -130,6 +130,9 @@ def consume(
     ),
     metrics_host: Annotated[str, setting("metrics_host", metavar="HOST")] = default("metrics_host"),
     lease_ttl: Annotated[float, setting("lease_ttl_s", metavar="SECONDS")] = default("lease_ttl_s"),
+    redis_timeout: Annotated[
+        float | None, setting("redis_timeout_s", metavar="SECONDS")
+    ] = default("redis_timeout_s"),
     on_stream_reset: Annotated[ResetPolicy, setting("on_stream_reset", metavar="stop|rewind")] = (
         default("on_stream_reset")
     ),
@@ -153,6 +156,7 @@ def consume(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         lease_ttl_s=lease_ttl,
+        redis_timeout_s=redis_timeout,
         on_stream_reset=on_stream_reset,
         start_from=start_from,
     )

@@ -7,8 +7,10 @@ import json
 import redis
 
 from consumer.cli.partition_actions import check_partitions, partition_rows
-from consumer.errors import CheckFailed
+from consumer.contract.fence import fence_key
+from consumer.errors import CheckFailed, ScriptingRefused
 from consumer.runtime.clock import format_ms, wall_clock_ms
+from consumer.runtime.fence import fence_floor
 from consumer.runtime.position import reset_remedy
 from consumer.runtime.redis_client import client_for, redact_url
 from consumer.runtime.relay import OutboxRelay
@@ -85,6 +87,9 @@ def check(settings: ConsumerSettings) -> str:
         try:
             client.ping()
             view = stream_view(client, settings.stream)
+            fence_floor(client, fence_key(settings.lobby_stream, settings.label))
+        except ScriptingRefused as error:
+            raise CheckFailed(str(error)) from error
         except redis.RedisError as error:
             raise CheckFailed(f"redis at {redact_url(settings.redis_url)}: {error}") from error
         finally:
@@ -124,11 +129,11 @@ def check(settings: ConsumerSettings) -> str:
     if count > 1:
         return (
             f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
-            f" stream), {count} partitions, {held} held"
+            f" stream), {count} partitions, {held} held, publish fenced at Redis"
         )
     return (
         f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
-        f" stream), lease {lease}"
+        f" stream), lease {lease}, publish fenced at Redis"
     )
 
 

@@ -61,12 +61,14 @@ def check(
     db: DbOption = DEFAULT_DB,
     stream: StreamOption = default("stream"),
     label: LabelOption = default("label"),
+    lobby_stream: LobbyOption = default("lobby_stream"),
 ) -> None:
-    """Health probe: exit 0 when Redis answers, the schema is current and the offset is in the
-    stream; otherwise exit 1 with a one-line reason."""
+    """Health probe: exit 0 when Redis answers and runs the publish fence, the schema is
+    current and the offset is in the stream; otherwise exit 1 with a one-line reason."""
     from consumer.cli.operator_actions import check as run_check
 
-    typer.echo(run_check(settings_for(db, redis, stream=stream, label=label)))
+    settings = settings_for(db, redis, stream=stream, label=label, lobby_stream=lobby_stream)
+    typer.echo(run_check(settings))
 
 
 @offsets_app.command("show")

@@ -59,6 +59,9 @@ class PartitionKeeper:
         """Partition -> epoch of every partition this worker believes it holds."""
         self.expires_at_ms = 0
         """Until when the leases held were last renewed."""
+        self.floor = 0
+        """The lowest epoch among the label's partitions when this worker last took some:
+        every holder of an earlier partition layout has a lower one (``fence.RAISE``)."""
         self.share = 0
         self.workers: list[str] = []
         self._beat_at = -(2**62)
@@ -125,6 +128,7 @@ class PartitionKeeper:
             self._beat(conn, now)
             if wanted > 0 and takeable:
                 rows = parts.read_leases(conn, self.label)
+                self.floor = min((row.epoch for row in rows.values()), default=0)
                 for partition in takeable:
                     row = rows.get(partition)
                     if len(taken) >= wanted or row is None or not self._free(row, now):

@@ -13,8 +13,7 @@ from consumer.settings import ConsumerSettings
 from store.stream_id import START_ID
 
 CONNECT_TIMEOUT_S = 5.0
-SOCKET_TIMEOUT_MARGIN_S = 5.0
-"""The socket timeout is the XREAD block time plus this, so a block never looks like a hang."""
+"""How long a TCP connect may take (never longer than a reply may)."""
 
 
 def redact_url(url: str) -> str:
@@ -36,7 +35,7 @@ def redact_url(url: str) -> str:
 def connect(
     url: str,
     *,
-    block_ms: int,
+    socket_timeout_s: float,
     password: str | None = None,
     tls_ca: str | None = None,
     tls_cert: str | None = None,
@@ -50,8 +49,8 @@ def connect(
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "protocol": 2,
-        "socket_timeout": block_ms / 1000 + SOCKET_TIMEOUT_MARGIN_S,
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": min(CONNECT_TIMEOUT_S, socket_timeout_s),
     }
     if password is not None and urlsplit(url).password is None:
         kwargs["password"] = password
@@ -81,7 +80,7 @@ def client_for(settings: ConsumerSettings) -> redis.Redis:
     """``connect()`` with everything the settings say: URL, timeouts, password, TLS files."""
     return connect(
         settings.redis_url,
-        block_ms=settings.block_ms,
+        socket_timeout_s=settings.socket_timeout_s,
         password=(
             settings.redis_password.get_secret_value()
             if settings.redis_password is not None

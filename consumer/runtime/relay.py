@@ -1,14 +1,15 @@
-"""Publishing the outbox to ``gm:lobby_events``.
+"""Publishing the outbox to ``gm:lobby_events``, fenced at Redis.
 
-Snapshots go out as plain XADDs, pipelined on a connection of the relay's own: the commands
-of a chunk are packed by hand (``xadd_command``; redis-py's pipeline spends 11-20 us of
-client CPU per command, this about 1 us) and written in one go, and the replies are read
-later. So the worker can ``send`` a batch's snapshots right after its commit, go on with the
-next batch while Redis appends them, and ``confirm`` before that batch commits. Only XADD
-is needed on the output stream, which is what the minimal ACL grants.
+Snapshots go out in chunks, each one ``EVALSHA`` of the fence's publish script
+(``consumer.runtime.fence``), pipelined on a connection of the relay's own: the command is
+packed by hand and written in one go, and its reply is read later. So the worker can
+``send`` a batch's snapshots right after its commit, go on with the next batch while Redis
+appends them, and ``confirm`` before that batch commits. Redis appends a chunk only while
+the epochs it carries are current: a worker whose partitions were taken over cannot append,
+whenever its bytes arrive; it learns so from the reply (``PublishFenced``).
 
 A confirmed chunk is deleted from the outbox at once, so a snapshot is published twice only
-if the process dies (or Redis drops the connection) between its XADD and that delete.
+if the process dies (or Redis drops the connection) between its append and that delete.
 Snapshots a batch just committed are sent from memory; the table is read only for a backlog
 (on start, or after Redis failed us).
 """
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 
 import redis
 
-from consumer.contract import constants as c
+from consumer.errors import PublishFenced
 from consumer.runtime.faults import FaultPoint, hit
+from consumer.runtime.fence import PUBLISH, Fence, outcome, publish_command
 from consumer.runtime.redis_client import OwnConnection
 from store import outbox
 from store.backend import Store
@@ -36,73 +39,29 @@ PUBLISH_CHUNK = 1000
 Pending = list[tuple[int, outbox.OutboxRow]]
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-_NAMES = [
-    _bulk(name.encode())
-    for name in (
-        "game_id",
-        "runtime_status",
-        "engine_health_summary",
-        "current_turn",
-        "player_turn_stats",
-        "occurred_at_ms",
-        "source_entry_id",
+def snapshot_values(row: outbox.OutboxRow) -> tuple[bytes, ...]:
+    """A snapshot's six values as the publish script takes them, in the order of its fields
+    (``consumer.contract.codec.encode_snapshot``; a test compares the published entries)."""
+    return (
+        row.game_id.encode(),
+        row.runtime_status.encode(),
+        row.engine_health_summary.encode(),
+        b"%d" % row.current_turn,
+        b"%d" % row.occurred_at_ms,
+        row.source_entry_id.encode(),
     )
-]
-_ROW_TEMPLATE = (
-    b"%s"  # *19, XADD, stream, *, event_type, runtime_snapshot_update
-    + _NAMES[0]
-    + b"$%d\r\n%s\r\n"
-    + _NAMES[1]
-    + b"$%d\r\n%s\r\n"
-    + _NAMES[2]
-    + b"$%d\r\n%s\r\n"
-    + _NAMES[3]
-    + b"$%d\r\n%s\r\n"
-    + _NAMES[4]
-    + _bulk(b"[]")
-    + _NAMES[5]
-    + b"$%d\r\n%s\r\n"
-    + _NAMES[6]
-    + b"$%d\r\n%s\r\n"
-)
 
 
-def command_head(stream: str) -> bytes:
-    """The RESP bytes every snapshot XADD to ``stream`` starts with."""
-    parts = [b"XADD", stream.encode(), b"*", b"event_type", c.SNAPSHOT_EVENT_TYPE.encode()]
-    return b"*19\r\n" + b"".join(_bulk(part) for part in parts)
-
-
-def xadd_command(head: bytes, row: outbox.OutboxRow) -> bytes:
-    """One ``XADD`` of a snapshot in RESP, fields as ``consumer.codec.encode_snapshot`` has them.
-
-    A test reads the published entries back and compares them with that function's output.
-    """
-    game_id = row.game_id.encode()
-    status = row.runtime_status.encode()
-    summary = row.engine_health_summary.encode()
-    source = row.source_entry_id.encode()
-    turn = b"%d" % row.current_turn
-    at_ms = b"%d" % row.occurred_at_ms
-    return _ROW_TEMPLATE % (
-        head,
-        len(game_id),
-        game_id,
-        len(status),
-        status,
-        len(summary),
-        summary,
-        len(turn),
-        turn,
-        len(at_ms),
-        at_ms,
-        len(source),
-        source,
-    )
+def refusal_error(text: str) -> redis.ResponseError:
+    """Redis's refusal of one append inside the script, as redis-py raises it for a plain
+    command (``OutOfMemoryError`` for ``maxmemory``, which the worker waits out)."""
+    found = re.match(r"(?:@user_script: ?\d+: -)?(\S+) ", text)  # Redis 6.2 prefixes it
+    code = found.group(1) if found else ""
+    if code == "OOM":
+        return redis.exceptions.OutOfMemoryError(text)
+    if code == "NOPERM":
+        return redis.exceptions.NoPermissionError(text)
+    return redis.ResponseError(text)
 
 
 class OutboxRelay:
@@ -114,16 +73,22 @@ class OutboxRelay:
         client: redis.Redis,
         stream: str,
         chunk: int = PUBLISH_CHUNK,
+        fence: Callable[[Pending], Fence] | None = None,
     ) -> None:
         self.db = db
         self.stream = stream
         self.chunk = chunk
         self._own = OwnConnection(client)
-        self._head = command_head(stream)
+        self._loaded: object | None = None
+        """The connection the publish script was last loaded on."""
+        self.fence = fence or (lambda _: Fence(stream, {}))
+        """The fence a chunk of rows is published under (the worker's: its label's key and
+        the epochs of their partitions); without one, unfenced (``outbox flush``)."""
         self._from_table = True  # unknown backlog at start: read the table
         self._in_memory: Pending = []
-        self._in_flight: deque[list[int]] = deque()
-        """The seqs of each chunk written to Redis whose replies are not read yet."""
+        self._in_flight: deque[tuple[list[int], Fence]] = deque()
+        """The seqs of each chunk written to Redis whose reply is not read yet, and the
+        fence it went under."""
         self.published_through = 0
         """Highest seq confirmed on the stream; rows up to it are deleted right after."""
         self._last_seen = 0
@@ -143,7 +108,7 @@ class OutboxRelay:
     @property
     def in_flight(self) -> int:
         """Snapshots sent whose replies are not read yet."""
-        return sum(len(seqs) for seqs in self._in_flight)
+        return sum(len(seqs) for seqs, _ in self._in_flight)
 
     def committed(self, rows: Pending) -> None:
         """A batch committed these rows; publish them from memory unless a backlog comes first.
@@ -233,39 +198,43 @@ class OutboxRelay:
             raise
 
     def _write(self, rows: Pending) -> None:
-        head = self._head
-        packed = b"".join([xadd_command(head, row) for _, row in rows])
-        self._own.get().send_packed_command(  # type: ignore[no-untyped-call]
-            [packed], check_health=False
-        )
-        self._in_flight.append([seq for seq, _ in rows])
+        conn = self._own.get()
+        if conn is not self._loaded:  # a new connection: Redis may have been restarted
+            conn.send_command("SCRIPT", "LOAD", PUBLISH)  # type: ignore[no-untyped-call]
+            conn.read_response()
+            self._loaded = conn
+        fence = self.fence(rows)
+        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in rows])
+        conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
+        self._in_flight.append(([seq for seq, _ in rows], fence))
 
     def _confirm_first(self) -> int:
-        """Read one chunk's replies and delete exactly the rows Redis accepted.
+        """Read one chunk's reply and delete exactly the rows Redis appended.
 
-        Every reply is read, so the connection stays in step even when Redis refuses some
-        XADDs (``maxmemory``, a lost permission); the refused rows stay in the outbox and
-        are published again from the table, the accepted ones never are.
+        Redis appends a chunk's snapshots in order and stops at the first it refuses
+        (``maxmemory``, a lost permission): the rows before it are deleted, the rest stay in
+        the outbox and are published again from the table. A chunk the fence refused is
+        appended not at all, and this worker's partitions are another's now.
         """
-        seqs = self._in_flight[0]
-        conn = self._own.get()
-        accepted: list[int] = []
-        refusal: redis.ResponseError | None = None
-        for seq in seqs:
-            try:
-                conn.read_response()  # an entry id, or a refusal raised as ResponseError
-            except redis.ResponseError as error:
-                refusal = refusal or error
-            else:
-                accepted.append(seq)
+        seqs, fence = self._in_flight[0]
+        try:
+            done = outcome(self._own.get().read_response())
+        except redis.exceptions.NoScriptError as error:  # SCRIPT FLUSH: load it afresh
+            raise redis.ConnectionError(f"the publish script is gone ({error})") from error
         self._in_flight.popleft()
-        if refusal is not None:
+        accepted = seqs[: done.added]
+        if done.fenced is not None:
+            partition, current = done.fenced
+            raise PublishFenced(
+                f"redis refused to publish: partition {partition}'s fence is at epoch"
+                f" {current}, this worker holds epoch {fence.epochs.get(partition)}; another"
+                " worker took it over"
+            )
+        if done.refusal is not None:
             with self.db.write() as conn_:
                 outbox.delete_seqs(conn_, accepted)
-            taken = set(accepted)
-            first_refused = next(seq for seq in seqs if seq not in taken)
-            self.published_through = first_refused - 1
-            raise refusal
+            self.published_through = seqs[done.added] - 1
+            raise refusal_error(done.refusal)
         self.published_through = seqs[-1]
         log.debug("published %d snapshots to %s", len(seqs), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
@@ -281,3 +250,4 @@ class OutboxRelay:
         self._in_memory.clear()
         self._in_flight.clear()
         self._own.drop()
+        self._loaded = None

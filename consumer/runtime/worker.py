@@ -18,9 +18,12 @@ from types import FrameType
 
 import redis
 
+from consumer.contract.fence import fence_key
+from consumer.errors import PublishFenced
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
 from consumer.runtime.clock import format_ms, wall_clock_ms
 from consumer.runtime.cpu import CpuSplit
+from consumer.runtime.fence import Fence, raise_fence
 from consumer.runtime.health import HealthState, Role, liveness_bound_s
 from consumer.runtime.http_endpoints import serve
 from consumer.runtime.metrics import Metrics
@@ -40,7 +43,7 @@ from consumer.runtime.redis_client import (
     redact_url,
     skip_on_read,
 )
-from consumer.runtime.relay import OutboxRelay
+from consumer.runtime.relay import OutboxRelay, Pending
 from consumer.runtime.start_offset import first_offset, refuse_an_unconfirmed_new_label
 from consumer.runtime.systemd import Notifier
 from consumer.settings import ConsumerSettings
@@ -107,15 +110,9 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
 __all__ = ["Totals", "Worker", "health_for", "wall_clock_ms"]
 
 
-def block_ms_for(settings: ConsumerSettings) -> int:
-    """How long one XREAD blocks: ``--block-ms``, but at most a third of the lease TTL, so
-    an idle worker renews its lease in time."""
-    return max(1, min(settings.block_ms, int(settings.lease_ttl_s * 1000) // 3))
-
-
 def health_for(settings: ConsumerSettings) -> HealthState:
     """The probes' state for a worker with these settings (its liveness bound)."""
-    bound = liveness_bound_s(block_ms_for(settings), settings.lease_ttl_s, settings.backoff_max_s)
+    bound = liveness_bound_s(settings.block_ms_read, settings.lease_ttl_s, settings.backoff_max_s)
     return HealthState(bound)
 
 
@@ -179,7 +176,8 @@ class Worker:
         self.client = client or client_for(settings)
         self.machine = machine or get_machine()
         self.clock = clock
-        self.relay = OutboxRelay(db, self.client, settings.lobby_stream)
+        self.fence_key = fence_key(settings.lobby_stream, settings.label)
+        self.relay = OutboxRelay(db, self.client, settings.lobby_stream, fence=self._fence_for)
         self.read_ahead = ReadAhead(self.client)
         self.cache = db.record_loader()
         self.metrics = metrics or Metrics()
@@ -207,7 +205,7 @@ class Worker:
         self._rebalanced_at = float("-inf")
         self._announced_holders: list[str] = []
         self.metrics_port: int | None = None
-        self._block_ms = block_ms_for(settings)
+        self._block_ms = settings.block_ms_read
         self.health = health or health_for(settings)
         self.notifier = notifier or Notifier()
         self.health.listeners.append(lambda _: self.notifier.watchdog())
@@ -490,11 +488,34 @@ class Worker:
             )
         self.metrics.rebalances.labels("taken").inc(planned)
         self.metrics.rebalances.labels("taken_over").inc(len(taken) - planned)
+        self._raise_fence([partition for partition, _ in taken])
         self._place_partitions([partition for partition, _ in taken], count)
         self.relay.rescan()
         self._after_rebalance()
         self.health.holding(self.parts.holder, self.parts.expires_at_ms)
         self.notifier.ready(f"active: label {s.label!r}, partitions {self.describe_held()}")
+
+    def _raise_fence(self, taken: list[int]) -> None:
+        """Before publishing anything for the partitions taken, raise their fence at Redis to
+        their epochs: from now on no earlier holder's append lands, whenever it arrives."""
+        held = self.parts.held
+        stale = raise_fence(
+            self.client, self.fence_key, {p: held[p] for p in taken}, self.parts.floor
+        )
+        if stale:
+            raise PublishFenced(
+                f"label {self.settings.label!r}: the fence at Redis is already past the epoch"
+                f" taken for partitions {', '.join(f'{p} (epoch {e})' for p, e in stale.items())}"
+            )
+
+    def _fence_for(self, rows: Pending) -> Fence:
+        """The fence a chunk of outbox rows is published under: the epoch this worker holds
+        for each of their partitions (0, which Redis refuses, for one it does not hold)."""
+        held = self.parts.held
+        if self.parts.holds_all and self.parts.partitions == 1:
+            return Fence(self.fence_key, held)
+        of = self.map.of
+        return Fence(self.fence_key, {p: held.get(p, 0) for p in {of(r.game_id) for _, r in rows}})
 
     def _place_partitions(self, taken: list[int], count: int) -> None:
         """Read the taken partitions' offsets; a label that never committed starts where
@@ -507,6 +528,12 @@ class Worker:
                     conn, self.settings.label, count, entry_id, read, self.clock()
                 )
             stored = partitions.load_offsets(self.db.conn, self.settings.label)
+        elif self.settings.start_from is not None and not self.held_offsets.at:
+            log.info(
+                "--start-from ignored: label %r has a stored offset %s",
+                self.settings.label,
+                min((stored[p].entry_id for p in taken), key=entry_id_key),
+            )
         for partition in taken:
             self.held_offsets.at[partition] = stored[partition].entry_id
 

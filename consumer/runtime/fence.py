@@ -1,0 +1,201 @@
+"""The publish fence at Redis: the scripts every append to the lobby stream goes through.
+
+A worker that takes partitions raises their epochs in the label's fence hash
+(``consumer.contract.fence``) before it publishes anything. Each chunk of snapshots is one
+``EVALSHA`` of ``PUBLISH``, which compares the epochs the publisher holds with the fence and
+appends the chunk only when all are current, atomically, at the moment Redis runs it. A
+fenced worker's late bytes (held by the network past its lease, say) become a no-op that is
+reported back, never an append after a newer snapshot.
+
+The command is packed by hand, like the plain XADDs it replaced (redis-py's command
+builder costs more per argument than the append itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import redis
+
+from consumer.contract import constants as c
+from consumer.errors import ScriptingRefused
+
+PUBLISH = """
+-- KEYS[1]: the lobby stream; KEYS[2]: the label's fence (partition -> epoch, and 'floor':
+-- the lowest epoch of the label's current partition layout).
+-- ARGV[1]: n; then n (partition, epoch) pairs; then 6 values per snapshot.
+-- Nothing is appended unless every epoch is at least its partition's fence and the floor;
+-- then each fence rises to its epoch, so a publisher older than this one is refused after.
+local n = tonumber(ARGV[1])
+local floor = 0
+if n > 0 then
+  floor = tonumber(redis.call('HGET', KEYS[2], 'floor') or '0')
+end
+for i = 2, 2 * n, 2 do
+  local epoch = tonumber(ARGV[i + 1])
+  local current = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if epoch < current or epoch < floor then
+    return {0, 'fenced', ARGV[i], tostring(math.max(current, floor))}
+  end
+  if epoch > current then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+local added = 0
+for j = 2 * n + 2, #ARGV, 6 do
+  local reply = redis.pcall('XADD', KEYS[1], '*', 'event_type', '@EVENT_TYPE@',
+    'game_id', ARGV[j], 'runtime_status', ARGV[j + 1],
+    'engine_health_summary', ARGV[j + 2], 'current_turn', ARGV[j + 3],
+    'player_turn_stats', '[]', 'occurred_at_ms', ARGV[j + 4],
+    'source_entry_id', ARGV[j + 5])
+  if type(reply) == 'table' and reply.err then
+    return {added, 'refused', reply.err}
+  end
+  added = added + 1
+end
+return {added}
+""".replace("@EVENT_TYPE@", c.SNAPSHOT_EVENT_TYPE)
+"""Append a chunk of snapshots if every epoch is current: ``{added}``, ``{added,
+'refused', error}`` when Redis refused an append (the ones before it stay), or ``{0,
+'fenced', partition, the fence's epoch}``."""
+
+RAISE = """
+-- KEYS[1]: the label's fence. ARGV[1]: the floor of the current partition layout (the
+-- lowest epoch among its partitions: every epoch of an earlier layout is below it); then
+-- (partition, epoch) pairs. Each field rises to at least its value, never falls. Returns
+-- the pairs whose fence is already above this taker's epoch (it is stale itself).
+local floor = tonumber(ARGV[1])
+if floor > tonumber(redis.call('HGET', KEYS[1], 'floor') or '0') then
+  redis.call('HSET', KEYS[1], 'floor', ARGV[1])
+end
+local stale = {}
+for i = 2, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  local epoch = tonumber(ARGV[i + 1])
+  if current < epoch then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  elseif current > epoch then
+    table.insert(stale, ARGV[i])
+    table.insert(stale, tostring(current))
+  end
+end
+return stale
+"""
+
+PUBLISH_SHA = hashlib.sha1(PUBLISH.encode()).hexdigest()
+
+GRANT = (
+    "grant the user +evalsha +script|load, and +hget +hset +xadd on the lobby stream and its"
+    " fence key (docs/operations.md#redis-security)"
+)
+"""What a refusal of scripting tells the operator to do."""
+
+
+def refused_scripting(error: redis.ResponseError) -> bool:
+    """Whether Redis refused a script for lack of rights, rather than failed running it."""
+    text = str(error)
+    return isinstance(error, redis.exceptions.NoPermissionError) or text.startswith(
+        ("NOPERM", "unknown command")
+    )
+
+
+def raise_fence(
+    client: redis.Redis, key: str, epochs: Mapping[int, int], floor: int
+) -> dict[int, int]:
+    """Raise the fence of the partitions just taken to their epochs, and the label's floor
+    to ``floor`` (the lowest epoch of the current layout, which fences every holder of an
+    earlier one); return the partitions whose fence already names a newer epoch (taken
+    again meanwhile: this worker is stale)."""
+    args = [str(floor)] + [str(value) for pair in sorted(epochs.items()) for value in pair]
+    try:
+        reply: Any = client.register_script(RAISE)(keys=[key], args=args)
+    except redis.ResponseError as error:
+        if refused_scripting(error):
+            raise ScriptingRefused(
+                f"redis refused the fence script ({error}); healthfsm fences every publish"
+                f" at Redis and will not publish unfenced: {GRANT}"
+            ) from error
+        raise
+    flat = [int(value) for value in reply]
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+FLOOR = "return redis.call('HGET', KEYS[1], 'floor')"
+"""Read the label's fence floor the way the worker publishes: through a script."""
+
+
+def fence_floor(client: redis.Redis, key: str) -> int:
+    """The floor of the label's fence (0 before any worker took a partition), read through
+    a script: ``ScriptingRefused`` where Redis would refuse the worker's publishes."""
+    try:
+        reply: Any = client.register_script(FLOOR)(keys=[key])
+    except redis.ResponseError as error:
+        if refused_scripting(error):
+            raise ScriptingRefused(
+                f"redis refuses the publish fence's scripts ({error}); a worker would not"
+                f" start: {GRANT}"
+            ) from error
+        raise
+    return int(reply or 0)
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_ROW = b"$%d\r\n%s\r\n" * 6
+
+
+class Fence(NamedTuple):
+    """What a publisher proves to Redis: its label's fence key and, per partition of the
+    chunk, the epoch it holds (none: an operator's ``outbox flush``, unfenced)."""
+
+    key: str
+    epochs: Mapping[int, int]
+
+
+def publish_command(stream: str, fence: Fence, rows: list[tuple[bytes, ...]]) -> bytes:
+    """One ``EVALSHA`` of ``PUBLISH`` in RESP: the stream, the fence and each snapshot's six
+    values (game id, status, summary, turn, occurred at, source entry id)."""
+    pairs = [str(value).encode() for pair in sorted(fence.epochs.items()) for value in pair]
+    count = 6 + len(pairs) + 6 * len(rows)
+    head = b"*%d\r\n" % count + b"".join(
+        _bulk(part)
+        for part in (
+            b"EVALSHA",
+            PUBLISH_SHA.encode(),
+            b"2",
+            stream.encode(),
+            fence.key.encode(),
+            b"%d" % len(fence.epochs),
+            *pairs,
+        )
+    )
+    body = b"".join(
+        [_ROW % tuple(part for value in row for part in (len(value), value)) for row in rows]
+    )
+    return head + body
+
+
+class Outcome(NamedTuple):
+    """What Redis did with one chunk: how many it appended, and why it stopped if it did."""
+
+    added: int
+    fenced: tuple[int, int] | None = None
+    """(partition, the fence's epoch) when the chunk was refused whole."""
+    refusal: str | None = None
+    """Redis's error for the append it refused (the ones before it stand)."""
+
+
+def outcome(reply: Any) -> Outcome:
+    """``PUBLISH``'s reply as an ``Outcome``."""
+    added = int(reply[0])
+    if len(reply) == 1:
+        return Outcome(added)
+    kind = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    if kind == "fenced":
+        return Outcome(added, fenced=(int(reply[2]), int(reply[3])))
+    detail = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+    return Outcome(added, refusal=detail)
