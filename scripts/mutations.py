@@ -24,6 +24,24 @@ from pathlib import Path
 
 MUTATIONS: list[tuple[str, str, str, str]] = [
     (
+        "demo: an entry is marked debounced without looking for its snapshot",
+        "consumer/devtools/demo.py",
+        "    if outcome.snapshot is None:\n",
+        "    if True:\n",
+    ),
+    (
+        "demo --postgres leaves its server running and its folder behind",
+        "consumer/devtools/embedded_pg.py",
+        "    try:\n        yield server\n    finally:\n        server.stop()\n",
+        "    yield server\n",
+    ),
+    (
+        "diagram: without Graphviz the README still links the SVGs it did not write",
+        "consumer/cli/diagram_files.py",
+        "render_readme(svg=bool(svgs))",
+        "render_readme(svg=True)",
+    ),
+    (
         "partitions: skip the epoch check of one partition (a batch commits while one is lost)",
         "store/partitions.py",
         "    return updated.rowcount == len(held)",
@@ -107,6 +125,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            released = self.parts.release(extras)\n            self._publish()\n",
     ),
     (
+        "fence: a snapshot sent again is appended again (no per-game mark)",
+        "consumer/runtime/fence.py",
+        "  if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[j + 1]) or '0') then\n",
+        "  if true then\n",
+    ),
+    (
         "fence: a worker does not raise the fence of what it takes",
         "consumer/runtime/worker.py",
         "        stale = raise_fence(\n"
@@ -137,6 +161,36 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/settings.py",
         "        return block_s + min(DEFAULT_REDIS_TIMEOUT_S, self.lease_ttl_s / 2 - block_s)\n",
         "        return block_s + DEFAULT_REDIS_TIMEOUT_S\n",
+    ),
+    (
+        "a command group without a subcommand prints nothing",
+        "consumer/cli/app.py",
+        "        _say(ctx.get_help())  # a command group without a subcommand: what it offers\n",
+        "        pass\n",
+    ),
+    (
+        "the stop line counts rows others left in the outbox as this worker's",
+        "consumer/runtime/worker.py",
+        "        own = min(published, self.snapshots_committed)\n",
+        "        own = published\n",
+    ),
+    (
+        "bulk registration does not look for ids already registered",
+        "store/admin.py",
+        "        taken = sorted(records.load_many(sql, game_ids))\n",
+        "        taken: list[str] = []\n",
+    ),
+    (
+        "bulk registration lets an id given twice through",
+        "store/admin.py",
+        "    if repeated:\n",
+        "    if False:\n",
+    ),
+    (
+        "ownership: a one-partition label's stream_offsets forgets the entries it read",
+        "store/offsets.py",
+        "        \" entries_read = stream_offsets.entries_read + excluded.entries_read\",\n",
+        "        \" entries_read = excluded.entries_read\",\n",
     ),
     (
         "flip a status change: running->finished becomes finished->running",
@@ -585,21 +639,21 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "the PostgreSQL test server keeps root's group and supplementary groups",
-        "tests/pg_server.py",
+        "consumer/devtools/embedded_pg.py",
         '        return {"user": self.uid, "group": self.gid, "extra_groups": []}',
         '        return {"user": self.uid}',
     ),
     (
         "the trust socket's folder is open to every local user",
-        "tests/pg_server.py",
+        "consumer/devtools/embedded_pg.py",
         "        root.chmod(0o700)",
         "        root.chmod(0o755)",
     ),
     (
-        "a failed PostgreSQL start leaves its folder (and password file) behind",
-        "tests/pg_server.py",
-        "        secret.unlink(missing_ok=True)\n        shutil.rmtree(root, ignore_errors=True)",
-        "        pass",
+        "a failed PostgreSQL start leaves its folder behind",
+        "consumer/devtools/embedded_pg.py",
+        "            shutil.rmtree(root, ignore_errors=True)\n        raise",
+        "            pass\n        raise",
     ),
     (
         "a stopped Redis test server leaves its folder behind",

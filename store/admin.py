@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 from statemachine import RuntimeRecord, Status, get_machine
 from store import history, outbox, records
 from store.backend import Store
+from store.errors import GameExists
 
 
 def add_game(db: Store, game_id: str, status: Status, turn: int, now_ms: int) -> RuntimeRecord:
     """Register ``game_id``; ``GameExists`` if it is already registered."""
-    record = RuntimeRecord(game_id, status, "", turn, now_ms, None)
-    with db.write() as sql:
-        records.add(sql, record)
+    [record] = add_games(db, [game_id], status, turn, now_ms)
     return record
+
+
+NAMED_AT_MOST = 5
+"""Ids a refusal names before it says how many more there are."""
+
+
+def add_games(
+    db: Store, game_ids: Sequence[str], status: Status, turn: int, now_ms: int
+) -> list[RuntimeRecord]:
+    """Register every game of ``game_ids`` in one transaction, or none: ``GameExists`` names
+    the ids repeated in the call or already registered, and nothing is added."""
+    repeated = [game_id for game_id, n in Counter(game_ids).items() if n > 1]
+    if repeated:
+        raise GameExists(f"{_named(repeated)} given more than once; nothing was added")
+    added = [RuntimeRecord(game_id, status, "", turn, now_ms, None) for game_id in game_ids]
+    with db.write() as sql:
+        taken = sorted(records.load_many(sql, game_ids))
+        if len(taken) == 1:
+            raise GameExists(
+                f"game {taken[0]!r} already has a runtime record"
+                + ("; nothing was added" if len(game_ids) > 1 else "")
+            )
+        if taken:
+            raise GameExists(f"{_named(taken)} already have runtime records; nothing was added")
+        records.add_many(sql, added)
+    return added
+
+
+def _named(game_ids: Sequence[str]) -> str:
+    """``game 'a'`` / ``games 'a', 'b' and 3 more`` for messages."""
+    shown = ", ".join(repr(game_id) for game_id in game_ids[:NAMED_AT_MOST])
+    more = len(game_ids) - NAMED_AT_MOST
+    tail = f" and {more} more" if more > 0 else ""
+    return f"game{'s' if len(game_ids) > 1 else ''} {shown}{tail}"
 
 
 ADMIN_SOURCE_PREFIX = "admin-"

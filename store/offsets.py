@@ -14,6 +14,18 @@ def load(conn: Sql, label: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def advance(conn: Sql, label: str, entry_id: str, now_ms: int, entries: int) -> None:
+    """Move the label's offset forward to ``entry_id``, counting ``entries`` more read (the
+    low-water mark of a label whose one partition just committed)."""
+    conn.execute(
+        "INSERT INTO stream_offsets (label, entry_id, updated_at_ms, entries_read)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (label) DO UPDATE SET entry_id = excluded.entry_id,"
+        " updated_at_ms = excluded.updated_at_ms,"
+        " entries_read = stream_offsets.entries_read + excluded.entries_read",
+        [label, entry_id, now_ms, entries],
+    )
+
+
 def set_to(conn: Sql, label: str, entry_id: str, now_ms: int, entries_read: int = 0) -> None:
     """Put the offset anywhere, backwards included (an operator, a rewind, ``--start-from``).
 

@@ -96,6 +96,12 @@ def delete_seqs(conn: Sql, seqs: Sequence[int]) -> None:
     )
 
 
+def publisher_id(conn: Sql) -> str:
+    """This store's identity (``store_identity``): Redis keeps each game's last appended
+    outbox seq under it, because seqs are this store's own (a new store starts again at 1)."""
+    return str(conn.execute("SELECT id FROM store_identity").fetchone()[0])
+
+
 def last_seq(conn: Sql) -> int:
     """The highest sequence number given out (SQLite), or still in the table (PostgreSQL).
 

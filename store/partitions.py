@@ -207,9 +207,20 @@ def load_offsets(conn: Sql, label: str) -> dict[int, PartitionOffset]:
     return {int(row[0]): PartitionOffset(int(row[0]), row[1], row[2], row[3]) for row in rows}
 
 
-def save_offsets(conn: Sql, label: str, moved: Mapping[int, tuple[str, int]], now_ms: int) -> None:
+def save_offsets(
+    conn: Sql,
+    label: str,
+    moved: Mapping[int, tuple[str, int]],
+    now_ms: int,
+    *,
+    only: bool = False,
+) -> None:
     """Store each partition's new offset and add the entries it read past its old one,
-    then the label's low-water mark in ``stream_offsets``."""
+    then the label's low-water mark in ``stream_offsets``. ``only``: ``moved`` is the
+    label's only partition, so the mark is that offset and moves with it (no read)."""
+    if only and len(moved) == 1:
+        [(entry_id, read)] = moved.values()
+        offsets.advance(conn, label, entry_id, now_ms, read)
     for partition, (entry_id, read) in moved.items():
         conn.execute(
             "INSERT INTO partition_offsets (label, partition, entry_id, updated_at_ms,"
@@ -218,7 +229,8 @@ def save_offsets(conn: Sql, label: str, moved: Mapping[int, tuple[str, int]], no
             " entries_read = partition_offsets.entries_read + excluded.entries_read",
             [label, partition, entry_id, now_ms, read],
         )
-    save_low_water(conn, label, now_ms)
+    if not only:
+        save_low_water(conn, label, now_ms)
 
 
 def set_offsets(conn: Sql, label: str, placed: Mapping[int, tuple[str, int]], now_ms: int) -> None:

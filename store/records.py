@@ -127,6 +127,25 @@ def add(conn: Sql, record: RuntimeRecord) -> None:
         raise GameExists(f"game {record.game_id!r} already has a runtime record")
 
 
+def add_many(conn: Sql, added: Iterable[RuntimeRecord]) -> None:
+    """Register new games in one statement (the caller made sure none exists)."""
+    conn.executemany(
+        f"INSERT INTO runtime_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                r.game_id,
+                r.state.value,
+                r.engine_health,
+                r.current_turn,
+                r.updated_at_ms,
+                r.last_emitted_summary,
+                r.last_entry_id,
+            )
+            for r in added
+        ),
+    )
+
+
 def save(conn: Sql, record: RuntimeRecord) -> None:
     """Write back one record (admin path)."""
     save_many(conn, [record])

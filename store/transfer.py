@@ -42,6 +42,9 @@ LEFT_BEHIND = {
     "workers": "heartbeats of the source's workers, which must be stopped for a move; the"
     " target's workers announce themselves",
     "schema_migrations": "the target records its own, from the migrations that created it",
+    "store_identity": "the target is a publisher of its own: Redis keeps its games' last"
+    " appended outbox seqs under its identity, from empty, and its seqs go on above the"
+    " source's",
 }
 """The source's tables deliberately not copied, with the reason (``sqlite_*`` tables are
 SQLite's own)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -127,6 +128,24 @@ def _no_armed_faults() -> Iterator[None]:
     faults.disarm_all()
     yield
     faults.disarm_all()
+
+
+@pytest.fixture(autouse=True)
+def collect_what_the_test_left() -> Iterator[None]:
+    """Collect garbage as each test ends: a connection a test forgot to close warns
+    (``ResourceWarning``, an error here) in the test that forgot it, not in whichever test
+    the collector happens to run in later."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def stop_the_workers_a_test_left() -> Iterator[None]:
+    """Every ``consume`` process a test started is stopped when it ends, pass or fail."""
+    from tests.processes import Consume
+
+    yield
+    Consume.stop_all()
 
 
 @pytest.fixture(autouse=True)

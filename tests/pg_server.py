@@ -3,11 +3,12 @@
 The binaries come from the ``pgserver`` wheel (test extra), so a fresh machine with only
 Python needs nothing else. The server is started directly (not through ``pgserver``'s own
 manager) because tests need to stop, kill and restart it on the same port, and to log in
-over TCP with a password. As root, PostgreSQL refuses to run; it then runs as the system
-user ``pgserver`` (the wheel's own convention, created if missing) with that user's group
-and no other. Nothing outside the folders it creates is changed: when that user cannot
-reach the wheel (a checkout in root's home folder), the binaries are copied once to a temp
-folder it can reach.
+over TCP with a password. As root, PostgreSQL refuses to run; it then runs as ``nobody``, a
+user every Linux system already has, with that user's group and no other, so the suite
+adds no user or group to the machine (``test_embedded_servers`` compares /etc/passwd and
+/etc/group before and after). Nothing outside the folders it creates is changed: when that
+user cannot reach the wheel (a checkout in root's home folder), the binaries are copied
+once to a temp folder it can reach.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "healthfsm-test"
 """The throwaway server's superuser; it listens on 127.0.0.1 only and lives for one run."""
 
-SYSTEM_USER = "pgserver"
+SYSTEM_USER = "nobody"
+"""Who the server runs as under root: an existing unprivileged user, never one we add."""
 
 
 class PostgresNotAvailable(RuntimeError):
@@ -65,7 +67,8 @@ class RunAs:
 
 
 def _run_as() -> RunAs | None:
-    """``pgserver`` when we are root (PostgreSQL refuses to run as root), else None."""
+    """``nobody`` when we are root (PostgreSQL refuses to run as root), else None: the
+    current user runs it."""
     if os.geteuid() != 0:
         return None
     import pwd
@@ -73,12 +76,10 @@ def _run_as() -> RunAs | None:
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--user-group", "-s", "/bin/false", SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
-        entry = pwd.getpwnam(SYSTEM_USER)
+        raise PostgresNotAvailable(
+            f"the tests run PostgreSQL as {SYSTEM_USER!r} under root, and this machine has"
+            " no such user; run them as an ordinary user instead"
+        ) from None
     return RunAs(SYSTEM_USER, entry.pw_uid, entry.pw_gid)
 
 

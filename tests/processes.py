@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -28,7 +29,14 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, what: str
 
 
 class Consume:
-    """One ``healthfsm consume`` subprocess; its stderr goes to a file (a pipe could fill)."""
+    """One ``healthfsm consume`` subprocess; its stderr goes to a file (a pipe could fill).
+
+    Every one started is stopped when its test ends, whatever the outcome
+    (``stop_the_workers_a_test_left``, an autouse fixture in conftest): a failing test must
+    not leave workers retrying a Redis that is gone.
+    """
+
+    started: ClassVar[list[Consume]] = []
 
     def __init__(self, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log = log
@@ -39,6 +47,7 @@ class Consume:
             stderr=self._err,
             env={**os.environ, **(env or {})},
         )
+        Consume.started.append(self)
 
     @property
     def pid(self) -> int:
@@ -55,6 +64,17 @@ class Consume:
         self._err.close()
         return code
 
+    @classmethod
+    def stop_all(cls) -> list[int]:
+        """Stop every worker still running (SIGTERM, then SIGKILL); return their pids."""
+        left = [worker for worker in cls.started if worker.process.poll() is None]
+        for worker in left:
+            worker.stop()
+        for worker in cls.started:
+            worker._err.close()
+        cls.started.clear()
+        return [worker.pid for worker in left]
+
     def stop(self) -> int:
         """SIGTERM, then the exit code (SIGKILL if it does not stop in time)."""
         if self.process.poll() is None:
@@ -68,14 +88,16 @@ class Consume:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """One short ``healthfsm`` command in a process of its own, output captured."""
+    """One short ``healthfsm`` command in a process of its own, output captured (and
+    ``input`` on its standard input)."""
     return subprocess.run(
         [*HEALTHFSM, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
         env={**os.environ, **(env or {})},
     )
 

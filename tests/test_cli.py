@@ -136,6 +136,20 @@ def test_bad_arguments_get_one_line_and_no_traceback(
     assert err.startswith("healthfsm")
 
 
+@pytest.mark.parametrize(
+    "group", ["", "runtime", "offsets", "partitions", "dead-letters", "outbox"]
+)
+def test_a_command_group_without_a_subcommand_prints_what_it_offers(
+    capsys: pytest.CaptureFixture[str], group: str
+) -> None:
+    """Nothing on stdout and exit 2, like any usage error, with the group's usage and its
+    command list on stderr (not an empty screen)."""
+    code = main([group] if group else [])
+    out, err = capsys.readouterr()
+    assert code == EXIT_USAGE and out == ""
+    assert f"Usage: healthfsm {group}".rstrip() in err and "Commands:" in err, err
+
+
 def test_existing_game_and_missing_database(
     capsys: pytest.CaptureFixture[str], dbarg: list[str], tmp_path: Path
 ) -> None:

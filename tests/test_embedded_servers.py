@@ -84,3 +84,38 @@ def test_a_redis_server_removes_its_folder_when_stopped() -> None:
     server.stop()
     server.stop()  # twice is fine
     assert _ours("healthfsm-redis-") == before
+
+
+def _accounts() -> tuple[str, str]:
+    return Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+
+
+def test_starting_and_stopping_the_servers_adds_no_user_or_group() -> None:
+    """The suite leaves the machine as it found it: the PostgreSQL server runs as a user the
+    system already has (``nobody`` under root), and nothing is added for Redis either."""
+    before = _accounts()
+    server = embedded_pg.start()
+    try:
+        assert server.process is not None and server.process.poll() is None
+    finally:
+        server.stop()
+    with embedded.running():
+        pass
+    assert _accounts() == before
+
+
+def test_a_worker_a_test_left_running_is_stopped(tmp_path: Path) -> None:
+    """What the autouse fixture does after every test: a worker retrying a Redis that is
+    not there (as after a failed assertion) is stopped, not left for minutes."""
+    from store import open_database
+    from tests.processes import Consume, wait_for
+
+    open_database(tmp_path / "x.db", create=True).close()
+    worker = Consume(
+        tmp_path / "left.log",
+        *("--redis-url", f"redis://127.0.0.1:{embedded.free_port()}/0"),
+        *("--db", str(tmp_path / "x.db")),
+    )
+    wait_for(lambda: "retrying" in worker.stderr(), what="waiting for a Redis that is not there")
+    assert Consume.stop_all() == [worker.pid]
+    assert worker.process.poll() is not None and Consume.started == []

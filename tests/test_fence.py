@@ -15,7 +15,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.contract.fence import fence_key
+from consumer.contract.fence import fence_key, marks_key
 from consumer.contract.partitions import key_slot
 from consumer.devtools import embedded
 from consumer.errors import PublishFenced
@@ -25,13 +25,14 @@ from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import Store, outbox
 from tests.conftest import FIXED_NOW_MS, WorkerFactory, add_games, xadd_event
-from tests.processes import run_cli
+from tests.processes import run_cli, wait_for
 from tests.streams import entries
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 LOBBY = "gm:lobby_events"
 KEY = fence_key(LOBBY, "health_events")
+MARKS = marks_key(LOBBY, "health_events", "store-1")
 
 
 @given(st.text(min_size=1, max_size=30), st.text(min_size=1, max_size=10))
@@ -44,8 +45,35 @@ def test_the_fence_key_lives_in_the_lobby_streams_slot(stream: str, label: str) 
     assert key_slot(key) == key_slot(stream) and key.endswith(":healthfsm:fence:" + label)
 
 
-def test_the_default_fence_key_is_the_documented_one() -> None:
+def test_the_default_fence_keys_are_the_documented_ones() -> None:
     assert KEY == "{gm:lobby_events}:healthfsm:fence:health_events"
+    assert MARKS == "{gm:lobby_events}:healthfsm:published:health_events:store-1"
+
+
+def test_a_snapshot_appended_before_its_publisher_died_is_never_appended_again(
+    db: Store, rclient: redis.Redis
+) -> None:
+    """The publisher's chunk reached Redis, but it died before deleting the rows from the
+    outbox: the next publisher sends them again, and Redis appends none of them twice, so
+    no game's snapshot lands after a newer one (which a replay of two chunks would do)."""
+    _rows(db, 25)
+    first = _relay(db, rclient, 1)
+    first._from_table = False
+    first.committed(outbox.peek(db.conn, 100))
+    first.send()  # written, never confirmed: the rows stay in the outbox
+    wait_for(lambda: rclient.xlen(LOBBY) == 25, what="appended by Redis")
+    first.close()  # dies before the delete
+    with db.write() as conn:  # and newer snapshots of some of the same games
+        outbox.enqueue(
+            conn,
+            [
+                outbox.OutboxRow(f"{100 + i}-0", f"g{i}", "running", "x", i, FIXED_NOW_MS)
+                for i in range(5)
+            ],
+        )
+    assert _relay(db, rclient, 2).publish() == 5  # the 25 are settled, 5 appended
+    sources = [f[b"source_entry_id"].decode() for _, f in entries(rclient, LOBBY)]
+    assert len(sources) == len(set(sources)) == 30 and outbox.pending(db.conn) == 0
 
 
 def _rows(db: Store, count: int, first: int = 0) -> None:
@@ -60,7 +88,9 @@ def _rows(db: Store, count: int, first: int = 0) -> None:
 
 
 def _relay(db: Store, client: redis.Redis, epoch: int) -> OutboxRelay:
-    return OutboxRelay(db, client, LOBBY, chunk=10, fence=lambda _: Fence(KEY, {0: epoch}))
+    return OutboxRelay(
+        db, client, LOBBY, chunk=10, fence=lambda _: Fence(KEY, {0: epoch}, MARKS)
+    )
 
 
 def test_a_publisher_behind_the_fence_appends_nothing_and_learns_it(
@@ -94,7 +124,7 @@ def test_the_floor_fences_every_holder_of_an_earlier_partition_layout(
     layout must be refused even for a partition nobody of the new layout took yet."""
     assert raise_fence(rclient, KEY, {1: 9}, floor=8) == {}
     _rows(db, 3)
-    old_layout = OutboxRelay(db, rclient, LOBBY, fence=lambda _: Fence(KEY, {3: 7}))
+    old_layout = OutboxRelay(db, rclient, LOBBY, fence=lambda _: Fence(KEY, {3: 7}, MARKS))
     with pytest.raises(PublishFenced, match="partition 3's fence is at epoch 8"):
         old_layout.publish()
     assert rclient.xlen(LOBBY) == 0
@@ -126,7 +156,7 @@ def test_a_worker_raises_the_fence_of_what_it_takes_before_it_publishes(
 
 NO_SCRIPTS = (
     "on >pw resetkeys ~runtime:health_events ~gm:lobby_events"
-    " ~{gm:lobby_events}:healthfsm:fence:* resetchannels -@all"
+    " ~{gm:lobby_events}:healthfsm:* resetchannels -@all"
     " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +hget +hset"
 )
 """The minimal ACL of releases before the fence: no scripting."""
@@ -177,3 +207,21 @@ def test_a_worker_cut_off_from_redis_notices_within_half_its_lease(
         assert timeout is not None  # only an explicit value can be refused
         return
     assert 0 < settings.socket_timeout_s <= ttl / 2 + 1e-9
+
+
+def test_a_new_store_on_the_same_lobby_stream_is_not_silenced(
+    db: Store, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    """Outbox seqs are a store's own (a new store starts again at 1): marks kept under one
+    store's identity must not make Redis drop another store's snapshots."""
+    from store import open_database
+
+    other = open_database(tmp_path / "other.db", create=True)
+    try:
+        assert outbox.publisher_id(other.conn) != outbox.publisher_id(db.conn)
+        for store in (db, other):
+            _rows(store, 3)
+            OutboxRelay(store, rclient, LOBBY).publish()  # as outbox flush does
+        assert rclient.xlen(LOBBY) == 6
+    finally:
+        other.close()

@@ -25,7 +25,7 @@ from consumer import settings
 from consumer.contract import constants as c
 from consumer.devtools.embedded import free_port
 from statemachine import Status
-from store import dead_letters, offsets, open_database, partitions
+from store import dead_letters, offsets, open_database, outbox, partitions
 from store.backend import Store
 from tests.conftest import add_games
 from tests.processes import HEALTHFSM, run_cli, wait_for
@@ -82,6 +82,28 @@ def test_a_drain_of_status_changes_writes_a_fixed_number_of_lines(
     assert rclient.xlen(c.LOBBY_STREAM) == 20_000  # every event did change a status
     assert len(lines) <= FIXED_LINES, "\n".join(lines[:20])
     assert not [line for line in lines if "transitions" in line]
+
+
+def test_the_stop_line_counts_this_workers_snapshots_apart_from_what_it_found(
+    rclient: redis.Redis, redis_url: str, db_path: Path, tmp_path: Path
+) -> None:
+    """Rows another label's run left in the shared outbox are published too, but the stop
+    line does not count them as this run's; and one entry is ``1 entry``."""
+    register(str(db_path), 1)
+    db = open_database(str(db_path))
+    with db.write() as conn:
+        outbox.enqueue(
+            conn, [outbox.OutboxRow(f"{i}-0", "g0", "running", "", 0, 1) for i in range(1, 6)]
+        )
+    db.close()
+    seed_status_changes(rclient, 1, 1)
+    code, lines = drain(tmp_path, redis_url, str(db_path))
+    assert code == 0, lines[-5:]
+    [stop] = [line for line in lines if "stopped at" in line]
+    assert stop.endswith(
+        ": 1 entry, 1 applied, 0 rejected, 1 snapshot published, and 5 more found in the outbox"
+    ), stop
+    assert rclient.xlen(c.LOBBY_STREAM) == 6
 
 
 def test_debug_still_shows_the_library_s_per_state_lines(
@@ -218,7 +240,7 @@ def test_drain_gives_up_on_a_closed_redis_port(db_path: Path) -> None:
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("healthfsm: error: redis unreachable for ")
+    assert last.startswith("healthfsm: error: redis stayed unreachable for ")
     assert "--drain gave up after --give-up-after 2" in last
     assert 2 <= took < 15, f"took {took:.1f}s"
 
@@ -235,7 +257,7 @@ def test_drain_gives_up_on_an_unreachable_store() -> None:
     )
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
-    assert "the store unreachable for " in done.stderr.strip().splitlines()[-1]
+    assert "the store stayed unreachable for " in done.stderr.strip().splitlines()[-1]
     assert 1.5 <= took < 15, f"took {took:.1f}s"
 
 

@@ -107,6 +107,7 @@ def _assert_one_ownership_model(location: str, version: int) -> None:
     its rows; ``leases`` and ``partition_leases`` read as their releases showed them."""
     store = open_database(location, upgrade=False)
     try:
+        assert len(outbox.publisher_id(store.conn)) >= 16  # a store of its own at Redis
         assert partitions.count(store.conn, "default") == 1
         [lease] = partitions.read_leases(store.conn, "default").values()
         assert (lease.partition, lease.holder, lease.node, lease.epoch) == (

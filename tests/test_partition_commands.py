@@ -77,6 +77,9 @@ def test_partitions_set_show_and_the_offsets_of_each(
     assert code == 0 and [r["partition"] for r in shown] == [0, 1, 2, 3]
     assert all(r["entry_id"] == last and r["lag_entries"] == 0 for r in shown)
     assert all(r["holder"] is None and r["epoch"] >= 1 for r in shown)
+    code, out, err = run_cli(capsys, "partitions", "show", "--json", "--db", db_location)
+    assert code == 0 and err == "", err  # no --redis-url: no connection attempt, no lag
+    assert [r["lag_entries"] for r in json.loads(out)] == [None] * 4
 
     code, out, _ = run_cli(
         capsys, "partitions", "show", "--game", "g7", "--json", "--db", db_location

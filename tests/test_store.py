@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from store import SCHEMA_VERSION, Store, dead_letters, offsets, open_database, partitions
-from store.errors import SchemaError
+from store.errors import SchemaError, StoreError
 from tests import old_stores
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -117,3 +117,13 @@ def test_dead_letters_are_bounded_newest_kept(db: Store) -> None:
     assert len(kept) == 25
     assert kept[0]["entry_id"] == "4-9" and kept[-1]["entry_id"] == "2-5"
     assert {row["reason"] for row in kept} == {"unknown_game"}
+
+
+@pytest.mark.sqlite_only
+def test_a_write_sqlite_refuses_names_the_database(db: Store, db_path: Path) -> None:
+    """``attempt to write a readonly database`` alone does not say which file (a read-only
+    file as a non-root user; ``query_only`` refuses writes the same way, even as root)."""
+    db.conn.execute("PRAGMA query_only = ON")
+    refused = f"database {db_path}: attempt to write a readonly"
+    with pytest.raises(StoreError, match=refused), db.write() as conn:
+        offsets.set_to(conn, "l", "1-1", 1)

@@ -218,22 +218,48 @@ def _open_unless_stopped(settings: ConsumerSettings, health: HealthState) -> Sto
 
 @runtime_app.command("add")
 def runtime_add(
-    game_id: Annotated[
-        str, typer.Argument(metavar="GAME_ID", help="The game's id, used verbatim.")
-    ],
+    game_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="GAME_ID...", help="The games' ids, used verbatim."),
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            metavar="PATH",
+            help="Also register the ids in this file, one per line (- reads standard input).",
+            allow_dash=True,
+        ),
+    ] = None,
     status: Annotated[Status, typer.Option(help="Initial status.")] = Status.RUNNING,
     turn: Annotated[int, typer.Option(metavar="N", min=0, help="Current turn.")] = 0,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Register a game's runtime record."""
-    from store.admin import add_game
+    """Register games' runtime records, all in one transaction or none: an id given twice
+    or already registered is refused by name. Prints one JSON object per record."""
+    from store.admin import add_games
     from store.records import as_dict
 
-    if not game_id.strip():
+    ids = [*(game_ids or []), *(read_ids(from_file) if from_file is not None else [])]
+    if not ids:
+        raise typer.BadParameter("give at least one GAME_ID, or --from-file PATH")
+    if any(not game_id.strip() for game_id in ids):
         raise typer.BadParameter("must not be blank", param_hint="GAME_ID")
     with opened(db, create=True) as database:
-        record = add_game(database, game_id, status, turn, now_ms())
-    typer.echo(json.dumps(as_dict(record)))
+        added = add_games(database, ids, status, turn, now_ms())
+    typer.echo("\n".join(json.dumps(as_dict(record)) for record in added))
+
+
+def read_ids(path: Path) -> list[str]:
+    """The game ids in ``path`` (``-``: standard input), one per line, verbatim; blank lines
+    are skipped."""
+    if str(path) == "-":
+        text = sys.stdin.read()
+    elif not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file", param_hint="--from-file")
+    else:
+        text = path.read_text()
+    return [line for line in text.splitlines() if line.strip()]
 
 
 @runtime_app.command("show")
@@ -553,9 +579,10 @@ def _say(line: str) -> None:
 
 
 def _usage_error(error: TyperException) -> int:
-    if type(error).__name__ == "NoArgsIsHelpError":
-        return EXIT_USAGE  # the help text was already shown
     ctx = getattr(error, "ctx", None)
+    if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        _say(ctx.get_help())  # a command group without a subcommand: what it offers
+        return EXIT_USAGE
     where = ctx.command_path if ctx is not None else "healthfsm"
     message = " ".join(error.format_message().replace("Value error, ", "").split())
     hint = " (see --help)" if error.exit_code == EXIT_USAGE else ""

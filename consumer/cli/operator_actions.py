@@ -15,6 +15,7 @@ from consumer.runtime.position import reset_remedy
 from consumer.runtime.redis_client import client_for, redact_url
 from consumer.runtime.relay import OutboxRelay
 from consumer.runtime.stream_view import find_gap, find_reset, stream_view
+from consumer.runtime.wording import counted
 from consumer.settings import ConsumerSettings
 from statemachine.errors import HealthFsmError
 from store import SCHEMA_VERSION, dead_letters, holders, offsets, open_database, partitions
@@ -128,12 +129,14 @@ def check(settings: ConsumerSettings) -> str:
     length = view.length if view else 0
     if count > 1:
         return (
-            f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
-            f" stream), {count} partitions, {held} held, publish fenced at Redis"
+            f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset}"
+            f" ({counted(length, 'entry', 'entries')} in stream), {count} partitions, {held} held,"
+            " publish fenced at Redis"
         )
     return (
-        f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset} ({length} entries in"
-        f" stream), lease {lease}, publish fenced at Redis"
+        f"ok: redis answers, schema v{SCHEMA_VERSION}, offset {offset}"
+        f" ({counted(length, 'entry', 'entries')} in stream), lease {lease},"
+        " publish fenced at Redis"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -315,7 +316,8 @@ def partitions_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Each partition of each label: holder, epoch, expiry, offset and lag (entries behind
-    the stream's end; empty when Redis does not answer)."""
+    the stream's end; only with --redis-url or $HEALTHFSM_REDIS_URL, empty when Redis does
+    not answer)."""
     from consumer.cli import partition_actions as pa
     from consumer.cli.render import rows_table
     from consumer.runtime.clock import wall_clock_ms
@@ -335,16 +337,19 @@ def partitions_show(
             return
         names = [label] if label is not None else pa.labels(database.conn)
         rows = [row for name in names for row in pa.partition_rows(database.conn, name, now)]
-    settings = settings_for(db, redis, stream=stream)
-    client = client_for(settings)
-    try:
-        pa.add_lag(rows, client, settings.stream, now)
-    except RedisError as error:
-        typer.echo(f"healthfsm: note: no lag shown, redis did not answer: {error}", err=True)
-        for row in rows:
-            row["lag_entries"] = None
-    finally:
-        client.close()
+    for row in rows:
+        row["lag_entries"] = None
+    if redis.url != default("redis_url") or c.ENV_REDIS_URL in os.environ:  # asked for it
+        settings = settings_for(db, redis, stream=stream)
+        client = client_for(settings)
+        try:
+            pa.add_lag(rows, client, settings.stream, now)
+        except RedisError as error:
+            typer.echo(f"healthfsm: note: no lag shown, redis did not answer: {error}", err=True)
+            for row in rows:
+                row["lag_entries"] = None
+        finally:
+            client.close()
     if as_json:
         typer.echo(json.dumps(rows))
     else:

@@ -15,11 +15,24 @@ from consumer.contract.partitions import hash_tag, key_slot
 FENCE_SUFFIX = ":healthfsm:fence:"
 """Between the hash tag and the label: ``{gm:lobby_events}:healthfsm:fence:health_events``."""
 
+MARKS_SUFFIX = ":healthfsm:published:"
+"""Each game's last snapshot appended (its outbox seq), so none is appended twice."""
+
 
 def fence_key(lobby_stream: str, label: str) -> str:
     """The fence hash of ``label``'s partitions, in ``lobby_stream``'s key slot."""
+    return _beside(lobby_stream, FENCE_SUFFIX + label)
+
+
+def marks_key(lobby_stream: str, label: str, store_id: str) -> str:
+    """The hash of ``label``'s games' last appended snapshots from the store ``store_id``
+    (outbox seqs are a store's own), in the same slot."""
+    return _beside(lobby_stream, MARKS_SUFFIX + label + ":" + store_id)
+
+
+def _beside(lobby_stream: str, suffix: str) -> str:
     tag = hash_tag(lobby_stream.encode()).decode(errors="surrogateescape")
-    key = "{" + tag + "}" + FENCE_SUFFIX + label
+    key = "{" + tag + "}" + suffix
     if key_slot(key) != key_slot(lobby_stream):
         raise ValueError(
             f"--lobby-stream {lobby_stream!r}: a fence key cannot share its key slot (a '}}'"

@@ -202,7 +202,7 @@ def label_offset(label: str) -> OffsetWriter:
 
     def save(conn: Sql, result: BatchResult, now_ms: int) -> None:
         moved = {0: (result.last_entry_id, result.entries)}
-        partitions.save_offsets(conn, label, moved, now_ms)
+        partitions.save_offsets(conn, label, moved, now_ms, only=True)
 
     return save
 

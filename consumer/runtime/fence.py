@@ -24,10 +24,12 @@ from consumer.errors import ScriptingRefused
 
 PUBLISH = """
 -- KEYS[1]: the lobby stream; KEYS[2]: the label's fence (partition -> epoch, and 'floor':
--- the lowest epoch of the label's current partition layout).
--- ARGV[1]: n; then n (partition, epoch) pairs; then 6 values per snapshot.
+-- the lowest epoch of the label's current partition layout); KEYS[3]: the label's marks
+-- (game id -> outbox seq of its last snapshot appended).
+-- ARGV[1]: n; then n (partition, epoch) pairs; then 7 values per snapshot, its seq first.
 -- Nothing is appended unless every epoch is at least its partition's fence and the floor;
 -- then each fence rises to its epoch, so a publisher older than this one is refused after.
+-- A snapshot whose seq is not above its game's mark was appended already: it is skipped.
 local n = tonumber(ARGV[1])
 local floor = 0
 if n > 0 then
@@ -37,29 +39,35 @@ for i = 2, 2 * n, 2 do
   local epoch = tonumber(ARGV[i + 1])
   local current = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
   if epoch < current or epoch < floor then
-    return {0, 'fenced', ARGV[i], tostring(math.max(current, floor))}
+    return {0, 0, 'fenced', ARGV[i], tostring(math.max(current, floor))}
   end
   if epoch > current then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   end
 end
-local added = 0
-for j = 2 * n + 2, #ARGV, 6 do
-  local reply = redis.pcall('XADD', KEYS[1], '*', 'event_type', '@EVENT_TYPE@',
-    'game_id', ARGV[j], 'runtime_status', ARGV[j + 1],
-    'engine_health_summary', ARGV[j + 2], 'current_turn', ARGV[j + 3],
-    'player_turn_stats', '[]', 'occurred_at_ms', ARGV[j + 4],
-    'source_entry_id', ARGV[j + 5])
-  if type(reply) == 'table' and reply.err then
-    return {added, 'refused', reply.err}
+local done, added = 0, 0
+for j = 2 * n + 2, #ARGV, 7 do
+  local seq = tonumber(ARGV[j])
+  if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[j + 1]) or '0') then
+    local reply = redis.pcall('XADD', KEYS[1], '*', 'event_type', '@EVENT_TYPE@',
+      'game_id', ARGV[j + 1], 'runtime_status', ARGV[j + 2],
+      'engine_health_summary', ARGV[j + 3], 'current_turn', ARGV[j + 4],
+      'player_turn_stats', '[]', 'occurred_at_ms', ARGV[j + 5],
+      'source_entry_id', ARGV[j + 6])
+    if type(reply) == 'table' and reply.err then
+      return {done, added, 'refused', reply.err}
+    end
+    redis.call('HSET', KEYS[3], ARGV[j + 1], ARGV[j])
+    added = added + 1
   end
-  added = added + 1
+  done = done + 1
 end
-return {added}
+return {done, added}
 """.replace("@EVENT_TYPE@", c.SNAPSHOT_EVENT_TYPE)
-"""Append a chunk of snapshots if every epoch is current: ``{added}``, ``{added,
-'refused', error}`` when Redis refused an append (the ones before it stay), or ``{0,
-'fenced', partition, the fence's epoch}``."""
+"""Append a chunk of snapshots if every epoch is current, each only once: ``{done,
+added}`` (rows settled, of them appended now), ``{done, added, 'refused', error}`` when
+Redis refused an append (the rows before it are settled), or ``{0, 0, 'fenced',
+partition, the fence's epoch}``."""
 
 RAISE = """
 -- KEYS[1]: the label's fence. ARGV[1]: the floor of the current partition layout (the
@@ -88,7 +96,7 @@ PUBLISH_SHA = hashlib.sha1(PUBLISH.encode()).hexdigest()
 
 GRANT = (
     "grant the user +evalsha +script|load, and +hget +hset +xadd on the lobby stream and its"
-    " fence key (docs/operations.md#redis-security)"
+    " fence keys (docs/operations.md#redis-security)"
 )
 """What a refusal of scripting tells the operator to do."""
 
@@ -145,30 +153,34 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-_ROW = b"$%d\r\n%s\r\n" * 6
+_ROW = b"$%d\r\n%s\r\n" * 7
 
 
 class Fence(NamedTuple):
     """What a publisher proves to Redis: its label's fence key and, per partition of the
-    chunk, the epoch it holds (none: an operator's ``outbox flush``, unfenced)."""
+    chunk, the epoch it holds (none: an operator's ``outbox flush``, unfenced), and its
+    label's marks key (each game's last snapshot appended: none is appended twice)."""
 
     key: str
     epochs: Mapping[int, int]
+    marks: str
 
 
 def publish_command(stream: str, fence: Fence, rows: list[tuple[bytes, ...]]) -> bytes:
-    """One ``EVALSHA`` of ``PUBLISH`` in RESP: the stream, the fence and each snapshot's six
-    values (game id, status, summary, turn, occurred at, source entry id)."""
+    """One ``EVALSHA`` of ``PUBLISH`` in RESP: the stream, the fence and each snapshot's
+    seven values (outbox seq, game id, status, summary, turn, occurred at, source entry
+    id)."""
     pairs = [str(value).encode() for pair in sorted(fence.epochs.items()) for value in pair]
-    count = 6 + len(pairs) + 6 * len(rows)
+    count = 7 + len(pairs) + 7 * len(rows)
     head = b"*%d\r\n" % count + b"".join(
         _bulk(part)
         for part in (
             b"EVALSHA",
             PUBLISH_SHA.encode(),
-            b"2",
+            b"3",
             stream.encode(),
             fence.key.encode(),
+            fence.marks.encode(),
             b"%d" % len(fence.epochs),
             *pairs,
         )
@@ -180,8 +192,10 @@ def publish_command(stream: str, fence: Fence, rows: list[tuple[bytes, ...]]) ->
 
 
 class Outcome(NamedTuple):
-    """What Redis did with one chunk: how many it appended, and why it stopped if it did."""
+    """What Redis did with one chunk: how many rows it settled (appended now, or before),
+    how many of them it appended now, and why it stopped if it did."""
 
+    done: int
     added: int
     fenced: tuple[int, int] | None = None
     """(partition, the fence's epoch) when the chunk was refused whole."""
@@ -191,11 +205,11 @@ class Outcome(NamedTuple):
 
 def outcome(reply: Any) -> Outcome:
     """``PUBLISH``'s reply as an ``Outcome``."""
-    added = int(reply[0])
-    if len(reply) == 1:
-        return Outcome(added)
-    kind = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    done, added = int(reply[0]), int(reply[1])
+    if len(reply) == 2:
+        return Outcome(done, added)
+    kind = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
     if kind == "fenced":
-        return Outcome(added, fenced=(int(reply[2]), int(reply[3])))
-    detail = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-    return Outcome(added, refusal=detail)
+        return Outcome(done, added, fenced=(int(reply[3]), int(reply[4])))
+    detail = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
+    return Outcome(done, added, refusal=detail)

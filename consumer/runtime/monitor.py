@@ -16,6 +16,7 @@ import redis
 from consumer.runtime.metrics import Metrics
 from consumer.runtime.offset_book import HeldOffsets
 from consumer.runtime.stream_view import StreamView, lag, stream_view
+from consumer.runtime.wording import counted
 from consumer.settings import ConsumerSettings
 from store import outbox, partitions
 from store.backend import Store
@@ -105,10 +106,10 @@ class Monitor:
         self.metrics.outbox_pending.set(pending)
         rate = (totals.entries - self._entries_at_last_tick) / max(now - self._last_tick, 1e-9)
         log.info(
-            "progress: %.0f events/s, lag %d entries (%.1fs), outbox %d%s; totals: %d consumed,"
-            " %d applied, %d rejected, %d published, %d reconnects",
+            "progress: %.0f events/s, lag %s (%.1fs), outbox %d%s; totals: %d consumed,"
+            " %d applied, %d rejected, %d published, %s",
             rate,
-            entries,
+            counted(entries, "entry"),
             seconds,
             pending,
             held,
@@ -116,7 +117,7 @@ class Monitor:
             totals.applied,
             totals.rejected,
             totals.snapshots_published,
-            totals.reconnects,
+            counted(totals.reconnects, "reconnect"),
             extra={
                 "rate": round(rate, 1),
                 "lag_entries": entries,

@@ -20,9 +20,13 @@ from store.stream_id import StreamId, entry_id_key
 class HeldOffsets:
     """The offsets of the partitions a worker holds, kept in memory as committed."""
 
-    def __init__(self, label: str, owns: Callable[[str], bool]) -> None:
+    def __init__(
+        self, label: str, owns: Callable[[str], bool], only: Callable[[], bool] = lambda: False
+    ) -> None:
         self.label = label
         self.owns = owns
+        self.only = only
+        """Whether the worker holds its label's only partition (its offset is the label's)."""
         self.at: dict[int, str] = {}
         """Partition -> committed offset, for every partition held."""
         self.read_after: dict[int, int] = {}
@@ -66,7 +70,7 @@ class HeldOffsets:
     def save_batch(self, conn: Sql, result: BatchResult, now_ms: int) -> None:
         counts = self.read_after
         moved = self._moved(result.last_entry_id, lambda p: counts.get(p, result.entries))
-        partitions.save_offsets(conn, self.label, moved, now_ms)
+        partitions.save_offsets(conn, self.label, moved, now_ms, only=self.only())
 
     def committed(self, result: BatchResult) -> None:
         """The batch committed: every held partition is at its last entry now."""

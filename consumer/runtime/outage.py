@@ -40,7 +40,7 @@ class Outage:
         left = self._since + self.give_up_after_s - now
         if left <= 0:
             raise GaveUpWaiting(
-                f"{what} unreachable for {now - self._since:.1f}s ({error}); --drain gave up"
+                f"{what} stayed unreachable for {now - self._since:.1f}s ({error}); --drain gave up"
                 f" after --give-up-after {self.give_up_after_s:g}"
             )
         return min(backoff_s, left)

@@ -20,6 +20,7 @@ from consumer.runtime.metrics import Metrics
 from consumer.runtime.offset_book import HeldOffsets
 from consumer.runtime.redis_client import Entries
 from consumer.runtime.stream_view import Gap, Reset, find_gap, find_reset, stream_view
+from consumer.runtime.wording import counted
 from consumer.settings import ConsumerSettings
 from store.backend import Store
 from store.sql import Sql
@@ -149,7 +150,7 @@ class PositionWatch:
             "an unknown number of entries were never read (Redis before 7 does not count"
             " added entries)"
             if gap.skipped_estimate is None
-            else f"about {gap.skipped_estimate} entries were never read"
+            else f"about {counted(gap.skipped_estimate, 'entry was', 'entries were')} never read"
         )
         where = (
             f"going on from the first surviving entry {gap.resume_at}"

@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterator
 
 import redis
 
+from consumer.contract import constants as c
+from consumer.contract.fence import marks_key
 from consumer.errors import PublishFenced
 from consumer.runtime.faults import FaultPoint, hit
 from consumer.runtime.fence import PUBLISH, Fence, outcome, publish_command
 from consumer.runtime.redis_client import OwnConnection
+from consumer.runtime.wording import counted
 from store import outbox
 from store.backend import Store
 
@@ -39,10 +42,12 @@ PUBLISH_CHUNK = 1000
 Pending = list[tuple[int, outbox.OutboxRow]]
 
 
-def snapshot_values(row: outbox.OutboxRow) -> tuple[bytes, ...]:
-    """A snapshot's six values as the publish script takes them, in the order of its fields
-    (``consumer.contract.codec.encode_snapshot``; a test compares the published entries)."""
+def snapshot_values(seq: int, row: outbox.OutboxRow) -> tuple[bytes, ...]:
+    """A snapshot's values as the publish script takes them: its outbox seq (each game's is
+    appended once), then its fields in their order (``consumer.contract.codec
+    .encode_snapshot``; a test compares the published entries)."""
     return (
+        b"%d" % seq,
         row.game_id.encode(),
         row.runtime_status.encode(),
         row.engine_health_summary.encode(),
@@ -81,7 +86,7 @@ class OutboxRelay:
         self._own = OwnConnection(client)
         self._loaded: object | None = None
         """The connection the publish script was last loaded on."""
-        self.fence = fence or (lambda _: Fence(stream, {}))
+        self.fence = fence or self._unfenced
         """The fence a chunk of rows is published under (the worker's: its label's key and
         the epochs of their partitions); without one, unfenced (``outbox flush``)."""
         self._from_table = True  # unknown backlog at start: read the table
@@ -98,6 +103,11 @@ class OutboxRelay:
         """With partitions: whether a game's rows are this worker's to publish (its
         partition is held). Rows of other partitions are left to their holders, and
         confirmed rows are deleted by seq, never up to one."""
+
+    def _unfenced(self, rows: Pending) -> Fence:
+        """An operator's ``outbox flush``: no epochs, the default label's marks."""
+        store_id = outbox.publisher_id(self.db.conn)
+        return Fence(self.stream, {}, marks_key(self.stream, c.OFFSET_LABEL, store_id))
 
     def rescan(self) -> None:
         """Partitions were taken: what their last holder left may sit below the rows this
@@ -204,7 +214,7 @@ class OutboxRelay:
             conn.read_response()
             self._loaded = conn
         fence = self.fence(rows)
-        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in rows])
+        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in rows])
         conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
         self._in_flight.append(([seq for seq, _ in rows], fence))
 
@@ -222,7 +232,7 @@ class OutboxRelay:
         except redis.exceptions.NoScriptError as error:  # SCRIPT FLUSH: load it afresh
             raise redis.ConnectionError(f"the publish script is gone ({error})") from error
         self._in_flight.popleft()
-        accepted = seqs[: done.added]
+        settled = seqs[: done.done]
         if done.fenced is not None:
             partition, current = done.fenced
             raise PublishFenced(
@@ -232,18 +242,18 @@ class OutboxRelay:
             )
         if done.refusal is not None:
             with self.db.write() as conn_:
-                outbox.delete_seqs(conn_, accepted)
-            self.published_through = seqs[done.added] - 1
+                outbox.delete_seqs(conn_, settled)
+            self.published_through = seqs[done.done] - 1
             raise refusal_error(done.refusal)
         self.published_through = seqs[-1]
-        log.debug("published %d snapshots to %s", len(seqs), self.stream)
+        log.debug("published %s to %s", counted(done.added, "snapshot"), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
         with self.db.write() as conn_:
             if self.owns is None:
                 outbox.delete_through(conn_, seqs[-1])
             else:  # other partitions' rows sit in between
                 outbox.delete_seqs(conn_, seqs)
-        return len(seqs)
+        return done.added
 
     def _reset(self) -> None:
         self._from_table = True

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from consumer.runtime.wording import counted
 from store.stream_id import START_ID, entry_id_key
 
 LAG_COUNT_LIMIT = 10_000
@@ -148,7 +149,7 @@ def find_reset(view: StreamView | None, offset: str, entries_read: int | None) -
     if added is not None and entries_read is not None and added < entries_read:
         return Reset(
             view.last_generated_id,
-            f"it was recreated: {added} entries were ever added to it,"
+            f"it was recreated: {counted(added, 'entry was', 'entries were')} ever added to it,"
             f" fewer than the {entries_read} this label has read",
         )
     return None

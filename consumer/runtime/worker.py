@@ -18,7 +18,7 @@ from types import FrameType
 
 import redis
 
-from consumer.contract.fence import fence_key
+from consumer.contract.fence import fence_key, marks_key
 from consumer.errors import PublishFenced
 from consumer.runtime.batch import BatchResult, RawEntry, apply_batch
 from consumer.runtime.clock import format_ms, wall_clock_ms
@@ -46,9 +46,10 @@ from consumer.runtime.redis_client import (
 from consumer.runtime.relay import OutboxRelay, Pending
 from consumer.runtime.start_offset import first_offset, refuse_an_unconfirmed_new_label
 from consumer.runtime.systemd import Notifier
+from consumer.runtime.wording import counted
 from consumer.settings import ConsumerSettings
 from statemachine import RuntimeMachine, get_machine
-from store import SCHEMA_VERSION, partitions
+from store import SCHEMA_VERSION, outbox, partitions
 from store.backend import Store
 from store.errors import (
     LeaseHeld,
@@ -120,12 +121,32 @@ class Totals:
     """Running counts over the worker's lifetime, read from its Prometheus metrics.
 
     The metrics are the one place anything is counted; this is a view with plain names
-    for logs, tests and the bench. ``observers`` are called after each committed batch.
+    for logs, tests and the bench. ``observers`` are called after each committed batch. One
+    count is its own: ``snapshots_committed``, what this worker's batches queued, so the
+    stop line tells them from rows others left in a shared outbox.
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
-        self.observers: list[Callable[[BatchResult, float], None]] = []
+        self.observers: list[Callable[[BatchResult, float], None]] = [self._committed]
+        self.snapshots_committed = 0
+
+    def _committed(self, result: BatchResult, _: float) -> None:
+        self.snapshots_committed += len(result.snapshots)
+
+    def stop_line(self) -> str:
+        """``8 entries, 8 applied, 0 rejected, 6 snapshots published`` and, when the relay
+        also published rows it found in the outbox (an earlier run's, an admin change's,
+        another label's), how many of those."""
+        published = self.snapshots_published
+        own = min(published, self.snapshots_committed)
+        line = (
+            f"{counted(self.entries, 'entry')}, {self.applied} applied, {self.rejected}"
+            f" rejected, {counted(own, 'snapshot')} published"
+        )
+        if published > own:
+            line += f", and {published - own} more found in the outbox"
+        return line
 
     @property
     def entries(self) -> int:
@@ -177,16 +198,21 @@ class Worker:
         self.machine = machine or get_machine()
         self.clock = clock
         self.fence_key = fence_key(settings.lobby_stream, settings.label)
+        self.marks_key = marks_key(
+            settings.lobby_stream, settings.label, outbox.publisher_id(db.conn)
+        )
         self.relay = OutboxRelay(db, self.client, settings.lobby_stream, fence=self._fence_for)
         self.read_ahead = ReadAhead(self.client)
         self.cache = db.record_loader()
         self.metrics = metrics or Metrics()
         self.totals = Totals(self.metrics)
-        self.totals.observers.append(self.metrics.observe_batch)
+        self.totals.observers.insert(0, self.metrics.observe_batch)  # the counts first
         # on the wall clock, whatever ``clock`` says: other machines compare its rows
         self.parts = PartitionKeeper(db, settings.label, settings.lease_ttl_s)
         self.map = PartitionMap(1)
-        self.held_offsets = HeldOffsets(settings.label, self._owns)
+        self.held_offsets = HeldOffsets(
+            settings.label, self._owns, lambda: self.parts.holds_all and self.parts.partitions == 1
+        )
         self.monitor = Monitor(
             self.client,
             db,
@@ -282,14 +308,7 @@ class Worker:
         finally:
             self.metrics.up.set(0)
             self.close()
-        log.info(
-            "stopped at %s: %d entries, %d applied, %d rejected, %d snapshots published",
-            self._offset,
-            self.totals.entries,
-            self.totals.applied,
-            self.totals.rejected,
-            self.totals.snapshots_published,
-        )
+        log.info("stopped at %s: %s", self._offset, self.totals.stop_line())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -513,9 +532,10 @@ class Worker:
         for each of their partitions (0, which Redis refuses, for one it does not hold)."""
         held = self.parts.held
         if self.parts.holds_all and self.parts.partitions == 1:
-            return Fence(self.fence_key, held)
+            return Fence(self.fence_key, held, self.marks_key)
         of = self.map.of
-        return Fence(self.fence_key, {p: held.get(p, 0) for p in {of(r.game_id) for _, r in rows}})
+        epochs = {p: held.get(p, 0) for p in {of(r.game_id) for _, r in rows}}
+        return Fence(self.fence_key, epochs, self.marks_key)
 
     def _place_partitions(self, taken: list[int], count: int) -> None:
         """Read the taken partitions' offsets; a label that never committed starts where
@@ -703,7 +723,8 @@ class Worker:
         """The monitor measured the lag: the probes and systemd's status line show it."""
         self.health.lag_entries, self.health.lag_seconds = lag_entries, lag_seconds
         self.notifier.status(
-            f"active: label {self.settings.label!r}, lag {lag_entries} entries ({lag_seconds:.1f}s)"
+            f"active: label {self.settings.label!r}, lag {counted(lag_entries, 'entry')}"
+            f" ({lag_seconds:.1f}s)"
         )
 
     def _renewed_and_still_holding(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from store import migrations
-from store.errors import StoreBusy
+from store.errors import StoreBusy, StoreError
 from store.sql import Cursor, Dialect
 from store.sqlite.checkpointer import Checkpointer
 from store.sqlite.record_cache import RecordCache
@@ -87,8 +87,14 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[SqliteSql]:
-        with immediate(self.raw):
-            yield self._sql
+        """One write transaction; a driver error other than a busy file becomes a
+        ``StoreError`` that names the file (``attempt to write a readonly database``
+        alone does not say which)."""
+        try:
+            with immediate(self.raw):
+                yield self._sql
+        except sqlite3.Error as error:
+            raise StoreError(f"database {self.path}: {error}") from error
 
     def schema_version(self) -> int:
         return migrations.schema_version(self.conn)
