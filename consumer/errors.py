@@ -58,3 +58,8 @@ class PublishFenced(LeaseLost):
 class ScriptingRefused(HealthFsmError):
     """Redis refuses the scripts every publish goes through (an ACL without ``+evalsha``,
     say): the worker will not publish unfenced, and says what to grant."""
+
+
+class PostgresNotAvailable(HealthFsmError):
+    """The pgserver wheel is missing, or the PostgreSQL server it ships does not start here
+    (``healthfsm demo --postgres`` and the tests' server)."""

@@ -401,6 +401,22 @@ def demo(
             metavar="PATH", help="Keep the demo's SQLite file here (default: a temp file)."
         ),
     ] = None,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres",
+            help="Run on a private PostgreSQL from the pgserver wheel ('demo' extra),"
+            " removed at the end.",
+        ),
+    ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="With --postgres: keep PostgreSQL and Redis running for a trial of your own"
+            " (their URLs are printed) until Ctrl-C, then remove them.",
+        ),
+    ] = False,
 ) -> None:
     """Run the consumer on a built-in scenario against a private Redis, and show the result."""
     from consumer.devtools.demo import run_demo
@@ -410,7 +426,15 @@ def demo(
         raise typer.BadParameter(
             "the demo runs on a SQLite file of its own; give a path", param_hint="--db"
         )
-    run_demo(None if db is None else Path(db))
+    if db is not None and postgres:
+        raise typer.BadParameter(
+            "--postgres runs on a server of its own; leave --db out", param_hint="--db"
+        )
+    if keep and not postgres:
+        raise typer.BadParameter(
+            "keeps the demo's PostgreSQL running, so it needs --postgres", param_hint="--keep"
+        )
+    run_demo(None if db is None else Path(db), postgres=postgres, keep=keep)
 
 
 @app.command()
