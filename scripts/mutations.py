@@ -240,12 +240,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "lose snapshots: delete the outbox chunk before publishing it",
         "consumer/runtime/relay.py",
-        "        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in"
+        "        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in"
         " rows])\n",
         "        with self.db.write() as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
         "        hit(FaultPoint.AFTER_PUBLISH)\n"
-        "        packed = publish_command(self.stream, fence, [snapshot_values(row) for _, row in"
+        "        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in"
         " rows])\n",
     ),
     (
@@ -329,12 +329,6 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        pass\n",
     ),
     (
-        "publish after a pause: no lease check between a commit and its snapshots",
-        "consumer/runtime/worker.py",
-        "        self.parts.renew_if_due()  # paused past the TTL: publish nothing\n",
-        "",
-    ),
-    (
         "no handover: the lease is not released on stop",
         "consumer/runtime/worker.py",
         "        self.parts.release(None)\n",
@@ -398,7 +392,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "a chunk Redis refused is deleted from the outbox all the same (its rows are lost)",
         "consumer/runtime/relay.py",
-        "                outbox.delete_seqs(conn_, accepted)\n",
+        "                outbox.delete_seqs(conn_, settled)\n",
         "                outbox.delete_seqs(conn_, seqs)\n",
     ),
     (

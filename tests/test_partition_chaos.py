@@ -85,10 +85,15 @@ def _live_holders(db: Store) -> set[str]:
 
 
 def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing(
-    redis_url: str, rclient: redis.Redis, db_location: str, tmp_path: Path
+    redis_url: str,
+    rclient: redis.Redis,
+    db_location: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     rng = random.Random(1717)
     db = open_database(db_location, create=True)
+    request.addfinalizer(db.close)  # closed whatever the outcome
     add_games(db, *[(f"g{i}", Status.RUNNING) for i in range(GAMES)])
 
     def repartition(count: int, paused: Consume | None = None) -> None:
