@@ -127,7 +127,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "fence: a snapshot sent again is appended again (no per-game mark)",
         "consumer/runtime/fence.py",
-        "  if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[j + 1]) or '0') then\n",
+        "  if seq > marks[game] then\n",
         "  if true then\n",
     ),
     (

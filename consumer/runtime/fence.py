@@ -45,23 +45,47 @@ for i = 2, 2 * n, 2 do
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   end
 end
+local first = 2 * n + 2
+local games = {}
+for j = first, #ARGV, 7 do
+  games[#games + 1] = ARGV[j + 1]
+end
+local marks, raised = {}, {}
+if #games > 0 then
+  local found = redis.call('HMGET', KEYS[3], unpack(games))
+  for i, game in ipairs(games) do
+    marks[game] = tonumber(found[i] or '0')
+  end
+end
+local function keep_marks()
+  local pairs_ = {}
+  for game, seq in pairs(raised) do
+    pairs_[#pairs_ + 1] = game
+    pairs_[#pairs_ + 1] = seq
+  end
+  if #pairs_ > 0 then
+    redis.call('HSET', KEYS[3], unpack(pairs_))
+  end
+end
 local done, added = 0, 0
-for j = 2 * n + 2, #ARGV, 7 do
-  local seq = tonumber(ARGV[j])
-  if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[j + 1]) or '0') then
+for j = first, #ARGV, 7 do
+  local seq, game = tonumber(ARGV[j]), ARGV[j + 1]
+  if seq > marks[game] then
     local reply = redis.pcall('XADD', KEYS[1], '*', 'event_type', '@EVENT_TYPE@',
-      'game_id', ARGV[j + 1], 'runtime_status', ARGV[j + 2],
+      'game_id', game, 'runtime_status', ARGV[j + 2],
       'engine_health_summary', ARGV[j + 3], 'current_turn', ARGV[j + 4],
       'player_turn_stats', '[]', 'occurred_at_ms', ARGV[j + 5],
       'source_entry_id', ARGV[j + 6])
     if type(reply) == 'table' and reply.err then
+      keep_marks()
       return {done, added, 'refused', reply.err}
     end
-    redis.call('HSET', KEYS[3], ARGV[j + 1], ARGV[j])
+    marks[game], raised[game] = seq, ARGV[j]
     added = added + 1
   end
   done = done + 1
 end
+keep_marks()
 return {done, added}
 """.replace("@EVENT_TYPE@", c.SNAPSHOT_EVENT_TYPE)
 """Append a chunk of snapshots if every epoch is current, each only once: ``{done,
