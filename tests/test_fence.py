@@ -157,7 +157,7 @@ def test_a_worker_raises_the_fence_of_what_it_takes_before_it_publishes(
 NO_SCRIPTS = (
     "on >pw resetkeys ~runtime:health_events ~gm:lobby_events"
     " ~{gm:lobby_events}:healthfsm:* resetchannels -@all"
-    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +hget +hset"
+    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +hget +hmget +hset"
 )
 """The minimal ACL of releases before the fence: no scripting."""
 

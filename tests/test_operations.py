@@ -31,7 +31,7 @@ STREAM = "runtime:health_events"
 MINIMAL_ACL = (
     "on >worker-pw resetkeys ~runtime:health_events ~gm:lobby_events"
     " ~{gm:lobby_events}:healthfsm:* resetchannels -@all"
-    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +evalsha +script|load +hget +hset"
+    " +ping +xread +xrange +xrevrange +xinfo|stream +xadd +evalsha +script|load +hget +hmget +hset"
 )
 """The README's minimal ACL (Redis 6.2 form; on Redis 7 the test uses the README's %R/%W form)."""
 

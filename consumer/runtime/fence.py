@@ -119,7 +119,7 @@ return stale
 PUBLISH_SHA = hashlib.sha1(PUBLISH.encode()).hexdigest()
 
 GRANT = (
-    "grant the user +evalsha +script|load, and +hget +hset +xadd on the lobby stream and its"
+    "grant the user +evalsha +script|load, and +hget +hmget +hset +xadd on the lobby stream and its"
     " fence keys (docs/operations.md#redis-security)"
 )
 """What a refusal of scripting tells the operator to do."""
