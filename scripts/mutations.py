@@ -127,8 +127,14 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "fence: a snapshot sent again is appended again (no per-game mark)",
         "consumer/runtime/fence.py",
-        "  if seq > marks[game] then\n",
+        "  if not mark or tonumber(ARGV[j]) > tonumber(mark) then\n",
         "  if true then\n",
+    ),
+    (
+        "fence: a row is compared with another game's mark (the chunk's first)",
+        "consumer/runtime/fence.py",
+        "  local mark = marks[done + 1]\n",
+        "  local mark = marks[1]\n",
     ),
     (
         "fence: a worker does not raise the fence of what it takes",
@@ -240,12 +246,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "lose snapshots: delete the outbox chunk before publishing it",
         "consumer/runtime/relay.py",
-        "        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in"
+        "        packed = publish_command(self.stream, fence, [packed_row(*row) for row in"
         " rows])\n",
         "        with self.db.write() as conn:\n"
         "            outbox.delete_through(conn, rows[-1][0])\n"
         "        hit(FaultPoint.AFTER_PUBLISH)\n"
-        "        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in"
+        "        packed = publish_command(self.stream, fence, [packed_row(*row) for row in"
         " rows])\n",
     ),
     (

@@ -177,7 +177,6 @@ def test_connections_killed_mid_backlog_lose_nothing(
 ) -> None:
     """CLIENT KILL drops the read-ahead, the relay and the main connection mid-drain."""
     import threading
-    import time
 
     games = [f"g{i}" for i in range(40)]
     add_games(db, *[(g, Status.RUNNING) for g in games])
@@ -188,12 +187,18 @@ def test_connections_killed_mid_backlog_lose_nothing(
         pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
     ids = [entry_id.decode() for entry_id in pipe.execute()]
     worker = make_worker(batch_size=50, backoff_initial_s=0.01, backoff_max_s=0.05)
+    killed = 0
+
+    def kill_after_the_tenth(_: object, __: float) -> None:
+        """Right after the tenth batch commits, in the worker's own thread: mid-drain
+        however the threads are scheduled."""
+        nonlocal killed
+        if worker.totals.batches == 10:
+            killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
+
+    worker.totals.observers.append(kill_after_the_tenth)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    deadline = time.monotonic() + 15
-    while worker.totals.batches < 10 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert killed >= 1 and worker.totals.reconnects >= 1
@@ -212,7 +217,6 @@ def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
     """Another writer takes the lock while snapshots are in flight: deletes and batches wait."""
     import sqlite3
     import threading
-    import time
 
     from store import open_database
 
@@ -226,16 +230,21 @@ def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
     ids = [entry_id.decode() for entry_id in pipe.execute()]
     impatient = open_database(str(db_path), busy_timeout_s=0.02)
     worker = make_worker(impatient, batch_size=40, backoff_initial_s=0.01, backoff_max_s=0.05)
+    blocker = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
+    released = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
+
+    def lock_after_the_fifth(_: object, __: float) -> None:
+        """Right after the fifth batch commits, in the worker's own thread: the lock is
+        held before its next batch however the threads are scheduled."""
+        if worker.totals.batches == 5:
+            blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
+            released.start()
+
+    worker.totals.observers.append(lock_after_the_fifth)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    blocker = sqlite3.connect(str(db_path), isolation_level=None)
-    deadline = time.monotonic() + 15
-    while worker.totals.batches < 5 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
-    time.sleep(0.3)
-    blocker.execute("ROLLBACK")
     thread.join(timeout=60)
+    released.join()
     assert not thread.is_alive()
     assert worker.totals.busy_retries >= 1
     assert worker.totals.entries == len(ids)

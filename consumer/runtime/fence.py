@@ -21,6 +21,7 @@ import redis
 
 from consumer.contract import constants as c
 from consumer.errors import ScriptingRefused
+from store.outbox import OutboxRow
 
 PUBLISH = """
 -- KEYS[1]: the lobby stream; KEYS[2]: the label's fence (partition -> epoch, and 'floor':
@@ -46,33 +47,28 @@ for i = 2, 2 * n, 2 do
   end
 end
 local first = 2 * n + 2
+if first > #ARGV then
+  return {0, 0}
+end
 local games = {}
 for j = first, #ARGV, 7 do
   games[#games + 1] = ARGV[j + 1]
 end
-local marks, raised = {}, {}
-if #games > 0 then
-  local found = redis.call('HMGET', KEYS[3], unpack(games))
-  for i, game in ipairs(games) do
-    marks[game] = tonumber(found[i] or '0')
-  end
-end
+-- the marks as they were before this chunk: its rows are in seq order, so a row is new
+-- exactly when its seq is above its game's mark, whatever else of the game the chunk holds
+local marks = redis.call('HMGET', KEYS[3], unpack(games))
+local raised = {}
 local function keep_marks()
-  local pairs_ = {}
-  for game, seq in pairs(raised) do
-    pairs_[#pairs_ + 1] = game
-    pairs_[#pairs_ + 1] = seq
-  end
-  if #pairs_ > 0 then
-    redis.call('HSET', KEYS[3], unpack(pairs_))
+  if #raised > 0 then
+    redis.call('HSET', KEYS[3], unpack(raised))
   end
 end
 local done, added = 0, 0
 for j = first, #ARGV, 7 do
-  local seq, game = tonumber(ARGV[j]), ARGV[j + 1]
-  if seq > marks[game] then
+  local mark = marks[done + 1]
+  if not mark or tonumber(ARGV[j]) > tonumber(mark) then
     local reply = redis.pcall('XADD', KEYS[1], '*', 'event_type', '@EVENT_TYPE@',
-      'game_id', game, 'runtime_status', ARGV[j + 2],
+      'game_id', ARGV[j + 1], 'runtime_status', ARGV[j + 2],
       'engine_health_summary', ARGV[j + 3], 'current_turn', ARGV[j + 4],
       'player_turn_stats', '[]', 'occurred_at_ms', ARGV[j + 5],
       'source_entry_id', ARGV[j + 6])
@@ -80,7 +76,8 @@ for j = first, #ARGV, 7 do
       keep_marks()
       return {done, added, 'refused', reply.err}
     end
-    marks[game], raised[game] = seq, ARGV[j]
+    raised[#raised + 1] = ARGV[j + 1]
+    raised[#raised + 1] = ARGV[j]
     added = added + 1
   end
   done = done + 1
@@ -180,6 +177,36 @@ def _bulk(value: bytes) -> bytes:
 _ROW = b"$%d\r\n%s\r\n" * 7
 
 
+def packed_row(seq: int, row: OutboxRow) -> bytes:
+    """A snapshot's seven script arguments in RESP, in one formatting step: its outbox seq
+    (each game's is appended once), then its fields in their order
+    (``consumer.contract.codec.encode_snapshot``; a test compares the published entries)."""
+    source_entry_id, game_id, status, summary, turn, occurred_at_ms = row
+    seq_ = b"%d" % seq
+    game = game_id.encode()
+    status_ = status.encode()
+    summary_ = summary.encode()
+    turn_ = b"%d" % turn
+    at_ms = b"%d" % occurred_at_ms
+    source = source_entry_id.encode()
+    return _ROW % (
+        len(seq_),
+        seq_,
+        len(game),
+        game,
+        len(status_),
+        status_,
+        len(summary_),
+        summary_,
+        len(turn_),
+        turn_,
+        len(at_ms),
+        at_ms,
+        len(source),
+        source,
+    )
+
+
 class Fence(NamedTuple):
     """What a publisher proves to Redis: its label's fence key and, per partition of the
     chunk, the epoch it holds (none: an operator's ``outbox flush``, unfenced), and its
@@ -190,10 +217,9 @@ class Fence(NamedTuple):
     marks: str
 
 
-def publish_command(stream: str, fence: Fence, rows: list[tuple[bytes, ...]]) -> bytes:
+def publish_command(stream: str, fence: Fence, rows: list[bytes]) -> bytes:
     """One ``EVALSHA`` of ``PUBLISH`` in RESP: the stream, the fence and each snapshot's
-    seven values (outbox seq, game id, status, summary, turn, occurred at, source entry
-    id)."""
+    seven values, packed by ``packed_row``."""
     pairs = [str(value).encode() for pair in sorted(fence.epochs.items()) for value in pair]
     count = 7 + len(pairs) + 7 * len(rows)
     head = b"*%d\r\n" % count + b"".join(
@@ -209,10 +235,7 @@ def publish_command(stream: str, fence: Fence, rows: list[tuple[bytes, ...]]) ->
             *pairs,
         )
     )
-    body = b"".join(
-        [_ROW % tuple(part for value in row for part in (len(value), value)) for row in rows]
-    )
-    return head + body
+    return head + b"".join(rows)
 
 
 class Outcome(NamedTuple):

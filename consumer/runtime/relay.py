@@ -28,7 +28,7 @@ from consumer.contract import constants as c
 from consumer.contract.fence import marks_key
 from consumer.errors import PublishFenced
 from consumer.runtime.faults import FaultPoint, hit
-from consumer.runtime.fence import PUBLISH, Fence, outcome, publish_command
+from consumer.runtime.fence import PUBLISH, Fence, outcome, packed_row, publish_command
 from consumer.runtime.redis_client import OwnConnection
 from consumer.runtime.wording import counted
 from store import outbox
@@ -40,21 +40,6 @@ PUBLISH_CHUNK = 1000
 """Outbox rows per pipelined write; each confirmed chunk is deleted in one statement."""
 
 Pending = list[tuple[int, outbox.OutboxRow]]
-
-
-def snapshot_values(seq: int, row: outbox.OutboxRow) -> tuple[bytes, ...]:
-    """A snapshot's values as the publish script takes them: its outbox seq (each game's is
-    appended once), then its fields in their order (``consumer.contract.codec
-    .encode_snapshot``; a test compares the published entries)."""
-    return (
-        b"%d" % seq,
-        row.game_id.encode(),
-        row.runtime_status.encode(),
-        row.engine_health_summary.encode(),
-        b"%d" % row.current_turn,
-        b"%d" % row.occurred_at_ms,
-        row.source_entry_id.encode(),
-    )
 
 
 def refusal_error(text: str) -> redis.ResponseError:
@@ -214,7 +199,7 @@ class OutboxRelay:
             conn.read_response()
             self._loaded = conn
         fence = self.fence(rows)
-        packed = publish_command(self.stream, fence, [snapshot_values(*row) for row in rows])
+        packed = publish_command(self.stream, fence, [packed_row(*row) for row in rows])
         conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
         self._in_flight.append(([seq for seq, _ in rows], fence))
 
