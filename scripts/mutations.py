@@ -754,6 +754,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         ' not."""\n' + "    filler = 0\n" * 120,
     ),
     (
+        "a worker joining during partitions set reads the old count (the count is not held)",
+        "store/partitions.py",
+        "    _lock_count(conn, label)\n    partitions = count(conn, label)\n",
+        "    partitions = count(conn, label)\n",
+    ),
+    (
+        "lease rows beyond the count stall the label for good (nothing clears them)",
+        "consumer/runtime/partition_keeper.py",
+        "            with self.db.write() as conn:  # once the rows are the count's\n"
+        "                parts.ensure(conn, self.label)\n",
+        "",
+    ),
+    (
         "a unit that systemd does not accept",
         "deploy/healthfsm.service",
         "Type=notify",

@@ -84,18 +84,34 @@ def changed_at(conn: Sql, label: str) -> int:
     return 0 if found is None else int(found[0])
 
 
+def _lock_count(conn: Sql, label: str) -> None:
+    """Hold ``label``'s count for the rest of the transaction, so a re-partition and a
+    worker joining see each other whole (PostgreSQL; a SQLite write transaction holds the
+    whole file). Without it a worker joining while ``partitions set`` ran read the old
+    count and gave the new layout lease rows of the old one, which no worker would then
+    take (the rows no longer matched the count)."""
+    if conn.dialect == "postgres":
+        conn.execute("SELECT partitions FROM label_partitions WHERE label = ? FOR UPDATE", [label])
+
+
 def ensure(conn: Sql, label: str) -> None:
     """Give ``label`` its count (1 when new) and a lease row for each partition, so a worker
-    finds a row to take for every partition (a new label, or one that was never held)."""
+    finds a row to take for every partition (a new label, or one that was never held); a
+    row beyond the count (left by an earlier release's race) goes."""
     conn.execute(
         "INSERT INTO label_partitions (label, partitions, changed_at_ms) VALUES (?, 1, 0)"
         " ON CONFLICT (label) DO NOTHING",
         [label],
     )
+    _lock_count(conn, label)
+    partitions = count(conn, label)
     conn.executemany(
         f"INSERT INTO partition_owners ({_LEASE_COLUMNS}) VALUES (?, ?, '', '', 0, 0, 0, 0)"
         " ON CONFLICT (label, partition) DO NOTHING",
-        [(label, p) for p in range(count(conn, label))],
+        [(label, p) for p in range(partitions)],
+    )
+    conn.execute(
+        "DELETE FROM partition_owners WHERE label = ? AND partition >= ?", [label, partitions]
     )
 
 
@@ -328,6 +344,7 @@ def change_count(
     row gets an epoch above every epoch the label had, and no holder. Returns each new
     partition's starting offset (None where the label never committed).
     """
+    _lock_count(conn, label)
     stored = load_offsets(conn, label)
     old = {p: (o.entry_id, o.entries_read) for p, o in stored.items()}
     epoch = max((lease.epoch for lease in read_leases(conn, label).values()), default=0) + 1

@@ -241,10 +241,31 @@ def _assert_lobby_is_the_models(
     expected: dict[str, list[str]] = {}
     for snapshot in model.snapshots:
         expected.setdefault(snapshot["game_id"], []).append(snapshot["source_entry_id"])
-    assert order == expected, "each game's snapshots, deduplicated, in the model's order"
+    assert order == expected, _differences(order, expected)
     repeated = [source for source, count in copies.items() if count > 1]
     print(
         f"chaos: {len(sent)} snapshots published, {len(repeated)} repeated,"
         f" {len(disruptions)} disruptions, {most_at_once} holders at once at most"
     )
     assert behind == [], f"{len(behind)} snapshots after a newer one: {behind[:10]}"
+
+
+def _differences(got: dict[str, list[str]], expected: dict[str, list[str]]) -> str:
+    """Where each game's snapshots on the lobby stream differ from the model's: what is
+    missing, what is extra, and where the order first departs (with its neighbours)."""
+    lines = ["each game's snapshots, deduplicated, in the model's order; differences:"]
+    for game in sorted(set(got) | set(expected)):
+        have, want = got.get(game, []), expected.get(game, [])
+        if have == want:
+            continue
+        missing = [source for source in want if source not in set(have)]
+        extra = [source for source in have if source not in set(want)]
+        pairs = enumerate(zip(have, want, strict=False))
+        first = next((i for i, (one, other) in pairs if one != other), None)
+        lines.append(
+            f"{game}: {len(have)} published, {len(want)} in the model; missing {missing[:5]},"
+            f" extra {extra[:5]}, first departure at {first}:"
+            f" published {have[max(0, (first or 0) - 2) : (first or 0) + 3]},"
+            f" model {want[max(0, (first or 0) - 2) : (first or 0) + 3]}"
+        )
+    return "\n".join(lines[:12])

@@ -12,6 +12,7 @@ from consumer.cli.partition_actions import repartition
 from consumer.contract.partitions import partition_of
 from consumer.runtime.batch import BatchTarget, apply_batch
 from consumer.runtime.worker import Worker
+from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import Store, offsets, open_database, outbox, partitions, records
 from store.errors import LeaseLost
@@ -342,3 +343,71 @@ def test_each_worker_takes_its_fair_share_and_no_more(
     assert taken == [], "nothing free: a newcomer waits for the others to give some up"
     surplus = sum(len(w.parts.held) - w.parts.look(7)[0] for w in ranked)
     assert surplus == late.parts.look(7)[0] >= 1, "the others now hold the newcomer's share"
+
+
+@pytest.mark.backends("postgres")
+def test_a_worker_joining_while_partitions_set_runs_gets_the_new_count_s_rows(
+    db: Store, db_location: str
+) -> None:
+    """A worker's first ``join`` lands while ``partitions set 8 -> 4`` is in its
+    transaction, between deleting the old rows and setting the new count (the order
+    ``change_count`` writes them in). The worker waits for it and gives the label the rows
+    of 4 partitions: before the count was held, it read 8, the rows of partitions 4 to 7
+    came back, no worker took the 4 partitions again (rows and count disagreed) and the
+    label stalled for good (seen in the chaos test under load)."""
+    repartition(db, LABEL, 8, FIXED_NOW_MS)
+    operator, watcher = open_database(db_location), open_database(db_location)
+    joining = Worker(ConsumerSettings(redis_url="redis://127.0.0.1:1", label=LABEL), db)
+    failed: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            joining.parts.join()
+        except BaseException as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=join)
+    try:
+        with operator.write() as conn:
+            partitions._lock_count(conn, LABEL)  # as change_count starts
+            conn.execute("DELETE FROM partition_owners WHERE label = ? AND partition >= 4", [LABEL])
+            thread.start()
+            wait_for(lambda: _waits_for_a_lock(watcher) or bool(failed), 30, "a wait")
+            conn.execute("UPDATE label_partitions SET partitions = 4 WHERE label = ?", [LABEL])
+        thread.join(30)
+    finally:
+        operator.close()
+        watcher.close()
+        joining.close()
+    assert not failed and not thread.is_alive()
+    assert sorted(partitions.read_leases(db.conn, LABEL)) == [0, 1, 2, 3]
+
+
+def _waits_for_a_lock(db: Store) -> bool:
+    """Whether some session of the test database waits for a lock another one holds."""
+    found = db.conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND pid <> pg_backend_pid()"
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def test_lease_rows_beyond_the_count_are_cleared_and_the_partitions_taken(
+    db: Store, make_worker: WorkerFactory
+) -> None:
+    """A row of a partition beyond the count (what that race left in a store) no longer
+    stalls the label: the next look clears it, and the one after takes the partitions."""
+    repartition(db, LABEL, 4, FIXED_NOW_MS)
+    worker = make_worker(label=LABEL)
+    worker.parts.join()
+    with db.write() as conn:
+        conn.execute(
+            "INSERT INTO partition_owners (label, partition, holder, node, epoch,"
+            " acquired_at_ms, expires_at_ms, released_at_ms) VALUES (?, 6, '', '', 0, 0, 0, 0)",
+            [LABEL],
+        )
+    taken, seen = worker.parts.acquire(4)
+    assert taken == [] and len(seen) == 5, "rows and count disagree: nothing is taken"
+    assert sorted(partitions.read_leases(db.conn, LABEL)) == [0, 1, 2, 3], "the stray row went"
+    taken, _ = worker.parts.acquire(4)
+    assert [partition for partition, _ in taken] == [0, 1, 2, 3]

@@ -112,7 +112,9 @@ class PartitionKeeper:
         """
         share, seen = self.look(count)
         now = self.clock()
-        if len(seen) != count:  # the count is changing under us: look again next round
+        if len(seen) != count:  # the count is changing under us: look again next round,
+            with self.db.write() as conn:  # once the rows are the count's
+                parts.ensure(conn, self.label)
             return [], seen
         if count != self.partitions or not self.held:
             self.held.clear()
