@@ -756,7 +756,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "a worker joining during partitions set reads the old count (the count is not held)",
         "store/partitions.py",
-        "    _lock_count(conn, label)\n    partitions = count(conn, label)\n",
+        "    partitions = held_count(conn, label)\n",
         "    partitions = count(conn, label)\n",
     ),
     (
@@ -765,6 +765,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            with self.db.write() as conn:  # once the rows are the count's\n"
         "                parts.ensure(conn, self.label)\n",
         "",
+    ),
+    (
+        "a worker takes partitions under a count it read before a re-partition",
+        "consumer/runtime/partition_keeper.py",
+        "                if parts.held_count(conn, self.label) != count:\n",
+        "                if False:\n",
     ),
     (
         "a unit that systemd does not accept",

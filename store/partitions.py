@@ -94,6 +94,13 @@ def _lock_count(conn: Sql, label: str) -> None:
         conn.execute("SELECT partitions FROM label_partitions WHERE label = ? FOR UPDATE", [label])
 
 
+def held_count(conn: Sql, label: str) -> int:
+    """The label's partition count, held until the transaction ends: a worker taking
+    partitions under it knows no re-partition slips in between."""
+    _lock_count(conn, label)
+    return count(conn, label)
+
+
 def ensure(conn: Sql, label: str) -> None:
     """Give ``label`` its count (1 when new) and a lease row for each partition, so a worker
     finds a row to take for every partition (a new label, or one that was never held); a
@@ -103,8 +110,7 @@ def ensure(conn: Sql, label: str) -> None:
         " ON CONFLICT (label) DO NOTHING",
         [label],
     )
-    _lock_count(conn, label)
-    partitions = count(conn, label)
+    partitions = held_count(conn, label)
     conn.executemany(
         f"INSERT INTO partition_owners ({_LEASE_COLUMNS}) VALUES (?, ?, '', '', 0, 0, 0, 0)"
         " ON CONFLICT (label, partition) DO NOTHING",

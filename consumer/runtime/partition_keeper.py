@@ -129,6 +129,8 @@ class PartitionKeeper:
             now = self.clock()
             self._beat(conn, now)
             if wanted > 0 and takeable:
+                if parts.held_count(conn, self.label) != count:
+                    return [], seen  # re-partitioned since the look: look again next round
                 rows = parts.read_leases(conn, self.label)
                 self.floor = min((row.epoch for row in rows.values()), default=0)
                 for partition in takeable:
