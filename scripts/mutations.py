@@ -256,12 +256,6 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         " rows])\n",
     ),
     (
-        "widen the duplicate window: confirm the previous snapshots after this batch commits",
-        "consumer/runtime/loop.py",
-        "            self._confirm()\n            result = commit_batch(self.target, batch)\n",
-        "            result = commit_batch(self.target, batch)\n            self._confirm()\n",
-    ),
-    (
         "accept a sloppy timestamp: occurred_at_ms parsed with int()",
         "consumer/contract/codec.py",
         "    if not raw.isdigit():",
