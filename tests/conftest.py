@@ -6,7 +6,7 @@ import gc
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, Phase, settings
 
 from consumer.devtools import embedded
 from consumer.runtime import faults
+from consumer.runtime.metrics import Metrics
+from consumer.runtime.status import BatchObserver
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
 from statemachine import Status
@@ -205,7 +207,14 @@ def make_worker(redis_url: str, db: Store, db_location: str) -> Iterator[WorkerF
     """Build drain-mode workers on the test database; closed on teardown."""
     made: list[Worker] = []
 
-    def build(database: Store | None = None, **overrides: object) -> Worker:
+    def build(
+        database: Store | None = None,
+        observers: Sequence[BatchObserver] = (),
+        metrics: Metrics | None = None,
+        **overrides: object,
+    ) -> Worker:
+        """``observers`` are called after each committed batch, ``metrics`` counts (a fresh
+        registry by default); ``overrides`` are settings."""
         options: dict[str, object] = {
             "redis_url": redis_url,
             "db_path": db_location,
@@ -215,7 +224,11 @@ def make_worker(redis_url: str, db: Store, db_location: str) -> Iterator[WorkerF
         }
         options.update(overrides)
         worker = Worker(
-            ConsumerSettings.model_validate(options), database or db, clock=lambda: FIXED_NOW_MS
+            ConsumerSettings.model_validate(options),
+            database or db,
+            clock=lambda: FIXED_NOW_MS,
+            observers=observers,
+            metrics=metrics,
         )
         made.append(worker)
         return worker

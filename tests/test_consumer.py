@@ -274,7 +274,7 @@ def test_a_batch_that_fails_before_commit_is_applied_again_from_what_was_committ
     db: Store, rclient: redis.Redis
 ) -> None:
     """The records a failed batch changed in memory must not be the next attempt's start."""
-    from consumer.runtime.batch import apply_batch
+    from consumer.runtime.batch import BatchTarget, apply_batch
     from statemachine import get_machine
 
     add_games(db, ("g", Status.RUNNING))
@@ -284,7 +284,7 @@ def test_a_batch_that_fails_before_commit_is_applied_again_from_what_was_committ
     def apply(after: str) -> object:
         batch = entries(rclient, "runtime:health_events", min=f"({after}")
         return apply_batch(
-            db, machine, batch, stream=STREAM, label="health_events", now_ms=1, cache=cache
+            BatchTarget(db, machine, STREAM, "health_events", cache=cache), batch, now_ms=1
         )
 
     apply("0-0")  # the record is cached now
@@ -517,7 +517,6 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
             rclient, f"g{i % 200}", "probe_failed" if (i // 200) % 2 else "container_started"
         )
     db.conn.execute("PRAGMA wal_autocheckpoint=777")  # the connection's own setting
-    worker = make_worker(batch_size=50)
     seen: list[tuple[int, bool]] = []
 
     def look(result: object, seconds: float) -> None:  # in the loop, after each batch
@@ -525,7 +524,7 @@ def test_checkpoints_run_off_the_loop_and_leave_an_empty_wal(
         names = {t.name for t in threading.enumerate()}
         seen.append((setting, "wal-checkpoint" in names))
 
-    worker.totals.observers.append(look)
+    worker = make_worker(batch_size=50, observers=[look])
     worker.run()
     assert seen and set(seen) == {(0, True)}  # the loop never checkpoints; a thread does
     assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 777  # given back

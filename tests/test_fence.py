@@ -142,13 +142,13 @@ def test_a_worker_raises_the_fence_of_what_it_takes_before_it_publishes(
 ) -> None:
     add_games(db, ("g", Status.RUNNING))
     worker = make_worker(drain=False)
-    assert worker._become_active()
+    assert worker.ownership.become_active()
     epoch = worker.parts.held[0]
     assert rclient.hget(KEY, "0") == str(epoch).encode()  # raised on taking: nothing sent yet
     assert rclient.xlen(LOBBY) == 0
     entry = xadd_event(rclient, "g", "container_exited")
-    assert worker._iteration()
-    worker._publish()
+    assert worker.loop.turn()
+    worker.loop.publish()
     assert [f[b"source_entry_id"] for _, f in entries(rclient, LOBBY)] == [entry.encode()]
     worker.close()
     worker.db.close()

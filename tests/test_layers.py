@@ -53,3 +53,26 @@ def test_layers_import_only_downwards() -> None:
                     f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in banned
                 ]
     assert not wrong
+
+
+LONGEST_CLASS = 350
+"""Lines a class in the product may span (issue 25: the 728-line ``Worker`` was split)."""
+
+
+def _classes(package: str) -> list[tuple[int, str]]:
+    found = []
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                span = node.end_lineno - node.lineno + 1
+                found.append((span, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"))
+    return found
+
+
+def test_no_class_in_the_product_is_over_350_lines() -> None:
+    spans = [
+        found for package in ("statemachine", "store", "consumer") for found in _classes(package)
+    ]
+    assert spans, "the walk found the classes"
+    assert [found for found in spans if found[0] > LONGEST_CLASS] == []

@@ -289,16 +289,16 @@ def test_a_batch_after_a_takeover_rolls_back_whole(
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")
     worker = _worker(redis_url, db_location)
-    assert worker._become_active()
+    assert worker.ownership.become_active()
     occupy(db, LABEL, holder="other:1:x")  # another worker takes over (the lease had expired)
     with pytest.raises(LeaseLost, match="other:1:x"):
-        worker._apply(entries(rclient, STREAM))
+        worker.loop.apply(entries(rclient, STREAM))
 
     def apply() -> bool:
-        worker._apply(entries(rclient, STREAM))
+        worker.loop.apply(entries(rclient, STREAM))
         return True
 
-    assert worker._guarded(apply)  # stands by
+    assert worker.loop.guarded(apply)  # stands by
     assert worker.metrics.lease_lost._value.get() == 1 and not worker.parts.held
     assert offsets.load(db.conn, LABEL) == "0-0"  # placed on taking, never moved
     assert outbox.pending(db.conn) == 0
@@ -317,9 +317,9 @@ def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_bac
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")
     worker = _worker(redis_url, db_location)
-    assert worker._become_active()
-    worker._publish()  # the backlog (none): from now on the relay sends from memory
-    worker._apply(entries(rclient, STREAM))  # committed; the relay holds the row in memory
+    assert worker.ownership.become_active()
+    worker.loop.publish()  # the backlog (none): from now on the relay sends from memory
+    worker.loop.apply(entries(rclient, STREAM))  # committed; the relay holds the row in memory
     assert worker.relay._in_memory, "the row waits in memory, as between commit and send"
     occupy(db, LABEL, holder="other:1:x")  # meanwhile another worker took the label over
 
@@ -327,13 +327,13 @@ def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_bac
         with worker.parts.fenced():
             return True
 
-    assert worker._guarded(renew) and not worker.parts.held  # learns it lost: stands by
+    assert worker.loop.guarded(renew) and not worker.parts.held  # learns it lost: stands by
     assert (
         flush_outbox(db, rclient, "gm:lobby_events", force=True) == 1
     )  # the other holder publishes it
     free(db, LABEL)  # ... and releases the label
-    assert worker._become_active()
-    worker._publish()
+    assert worker.ownership.become_active()
+    worker.loop.publish()
     sources = [s["source_entry_id"] for s in published(rclient)]
     assert len(sources) == 1, sources
     worker.close()

@@ -400,12 +400,13 @@ def test_drain_progress_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from consumer.cli.render import drain_progress
+    from consumer.runtime.metrics import Metrics
 
     add_games(db, ("g", Status.RUNNING))
     for _ in range(3):
         xadd_event(rclient, "g", "probe_failed")
-    worker = make_worker(batch_size=1)
-    worker.totals.observers.append(drain_progress(worker))
+    metrics = Metrics()
+    worker = make_worker(batch_size=1, observers=[drain_progress(metrics)], metrics=metrics)
     worker.run()
     err = capsys.readouterr().err
     assert err.count("\r") == 3 and "drained 3 entries" in err

@@ -10,7 +10,7 @@ import redis
 
 from consumer.cli.partition_actions import repartition
 from consumer.contract.partitions import partition_of
-from consumer.runtime.batch import apply_batch
+from consumer.runtime.batch import BatchTarget, apply_batch
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
 from statemachine import Status
@@ -195,14 +195,16 @@ def test_a_batch_rolls_back_whole_when_any_held_partition_was_taken(
     batch = entries(rclient, "runtime:health_events")
     with pytest.raises(LeaseLost, match="taken over"):
         apply_batch(
-            db,
-            worker.machine,
+            BatchTarget(
+                db,
+                worker.machine,
+                "runtime:health_events",
+                LABEL,
+                fence=worker.parts.fence,
+                save_offset=worker.held_offsets.save_batch,
+            ),
             batch,
-            stream="runtime:health_events",
-            label=LABEL,
             now_ms=FIXED_NOW_MS,
-            fence=worker.parts.fence,
-            save_offset=worker.held_offsets.save_batch,
         )
     assert worker.parts.held == {}
     assert _records(db) == before

@@ -186,7 +186,6 @@ def test_connections_killed_mid_backlog_lose_nothing(
         fields = {"game_id": games[n % len(games)], "event_type": kind, "occurred_at_ms": "1"}
         pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
     ids = [entry_id.decode() for entry_id in pipe.execute()]
-    worker = make_worker(batch_size=50, backoff_initial_s=0.01, backoff_max_s=0.05)
     killed = 0
 
     def kill_after_the_tenth(_: object, __: float) -> None:
@@ -196,7 +195,12 @@ def test_connections_killed_mid_backlog_lose_nothing(
         if worker.totals.batches == 10:
             killed = rclient.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
 
-    worker.totals.observers.append(kill_after_the_tenth)
+    worker = make_worker(
+        batch_size=50,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        observers=[kill_after_the_tenth],
+    )
     thread = threading.Thread(target=worker.run)
     thread.start()
     thread.join(timeout=60)
@@ -229,7 +233,6 @@ def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
         pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
     ids = [entry_id.decode() for entry_id in pipe.execute()]
     impatient = open_database(str(db_path), busy_timeout_s=0.02)
-    worker = make_worker(impatient, batch_size=40, backoff_initial_s=0.01, backoff_max_s=0.05)
     blocker = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
     released = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
 
@@ -240,7 +243,13 @@ def test_a_writer_lock_mid_backlog_delays_but_loses_and_repeats_nothing(
             blocker.execute("BEGIN IMMEDIATE")  # an admin command holding the write lock
             released.start()
 
-    worker.totals.observers.append(lock_after_the_fifth)
+    worker = make_worker(
+        impatient,
+        batch_size=40,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        observers=[lock_after_the_fifth],
+    )
     thread = threading.Thread(target=worker.run)
     thread.start()
     thread.join(timeout=60)

@@ -34,7 +34,7 @@ from consumer.contract.codec import encode_snapshot
 from consumer.contract.partitions import partition_of
 from consumer.errors import InjectedFault
 from consumer.runtime import faults
-from consumer.runtime.batch import apply_batch
+from consumer.runtime.batch import BatchTarget, apply_batch
 from consumer.runtime.faults import FaultPoint
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
@@ -163,13 +163,9 @@ class InProcessComparison(RuleBasedStateMachine):
     def apply(self, size: int) -> None:
         chunk, self.pending = self.pending[:size], self.pending[size:]
         result = apply_batch(
-            self.db,
-            get_machine(),
+            BatchTarget(self.db, get_machine(), "s", "l", cache=self.cache),
             [(i, f) for i, f, _ in chunk],
-            stream="s",
-            label="l",
             now_ms=FIXED_NOW_MS,
-            cache=self.cache,
         )
         misses = changes = 0
         for entry_id, _, (game_id, event_type, valid) in chunk:
@@ -602,14 +598,14 @@ def _dies_after(worker: Worker, batches: int, died: list[float]) -> None:
             died.append(time.time())
             raise _Died
 
-    release = worker._release_lease
+    release = worker.ownership.release_on_stop
 
     def release_unless_dead() -> None:
         if not died:  # stopped before its time came: a clean stop
             release()
 
-    worker._release_lease = release_unless_dead  # type: ignore[method-assign]
-    worker.totals.observers.append(observe)
+    worker.ownership.release_on_stop = release_unless_dead  # type: ignore[method-assign]
+    worker.status.observers.append(observe)
 
 
 def _leaves_after(worker: Worker, batches: int) -> None:
@@ -617,7 +613,7 @@ def _leaves_after(worker: Worker, batches: int) -> None:
         if worker.totals.batches >= batches:
             worker.request_stop()
 
-    worker.totals.observers.append(observe)
+    worker.status.observers.append(observe)
 
 
 def _run_quietly(worker: Worker) -> None:
@@ -663,7 +659,7 @@ def _stop_when_due(worker: Worker, limit: int, target: str, workers: list[Worker
         elif worker.totals.batches >= limit:
             worker.request_stop()
 
-    worker.totals.observers.append(observe)
+    worker.status.observers.append(observe)
     if limit == 0:
         worker.request_stop()
 
@@ -740,13 +736,9 @@ def test_batch_size_invariance(
                 published = []
                 for start in range(0, len(raw), size):
                     result = apply_batch(
-                        db,
-                        get_machine(),
+                        BatchTarget(db, get_machine(), "s", "l", cache=cache),
                         raw[start : start + size],
-                        stream="s",
-                        label="l",
                         now_ms=FIXED_NOW_MS,
-                        cache=cache,
                     )
                     published += [row for _, row in result.snapshots]
                 outcomes.append(

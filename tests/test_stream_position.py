@@ -138,7 +138,7 @@ def test_a_gap_is_reported_by_the_batch_that_crosses_it(
             rclient.xtrim(STREAM, minid=ids[39], approximate=False)  # 29 unread entries go
             trimmed.append(result.last_entry_id)
 
-    worker.totals.observers.append(trim_once)
+    worker.status.observers.append(trim_once)
     caplog.set_level(logging.INFO)
     worker.run()
     errors = _errors(caplog)

@@ -43,9 +43,10 @@ from store.backend import Store
 from store.errors import GameExists, GameNotFound
 
 ENV_INJECT_FAULT = "HEALTHFSM_INJECT_FAULT"
+"""Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see
+``consumer.runtime.faults``)."""
 ENV_TEST_HOOKS = "HEALTHFSM_TEST_HOOKS"
 """Test-only switch: ``HEALTHFSM_INJECT_FAULT`` is honoured only when this is ``1``."""
-"""Test hook: ``POINT[:N][:exit]`` makes ``consume`` fail at a batch step (see consumer.faults)."""
 
 
 app = typer.Typer(
@@ -179,14 +180,21 @@ def _consume(settings: ConsumerSettings) -> None:
     if database is None:
         return  # a signal while the database was unreachable: nothing was started
     try:
-        worker = Worker(settings, database, metrics=metrics, health=health)
-        worker.metrics_port = port
-        worker.install_signal_handlers()
         progress = settings.drain and sys.stderr.isatty()
+        observers = []
         if progress:
             from consumer.cli.render import drain_progress
 
-            worker.totals.observers.append(drain_progress(worker))
+            observers.append(drain_progress(metrics))
+        worker = Worker(
+            settings,
+            database,
+            metrics=metrics,
+            health=health,
+            observers=observers,
+            metrics_port=port,
+        )
+        worker.install_signal_handlers()
         try:
             worker.run()
         finally:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from consumer.devtools.bench import BenchReport
     from consumer.devtools.bench_shared import SharedReport
     from consumer.runtime.batch import BatchResult
-    from consumer.runtime.worker import Worker
+    from consumer.runtime.metrics import Metrics
 
 HEALTH_STYLES = {"healthy": "green", "": "dim"}
 
@@ -176,16 +176,18 @@ def shared_bench_report(report: SharedReport) -> None:
         out.print(f"  [{'green' if held else 'red'}]{'met' if held else 'MISSED'}[/] {target}")
 
 
-def drain_progress(worker: Worker) -> Callable[[BatchResult, float], None]:
+def drain_progress(metrics: Metrics) -> Callable[[BatchResult, float], None]:
     """An observer that keeps one status line on stderr while ``consume --drain`` runs."""
     import sys
     import time
+
+    from consumer.runtime.status import Totals
 
     started = time.monotonic()
 
     def show(result: BatchResult, _: float) -> None:
         elapsed = max(time.monotonic() - started, 1e-9)
-        total = worker.totals
+        total = Totals(metrics)
         sys.stderr.write(
             f"\r  drained {total.entries:,} entries ({total.entries / elapsed:,.0f}/s),"
             f" {total.rejected:,} rejected, offset {result.last_entry_id}   "

@@ -188,13 +188,12 @@ def steady_latency(url: str, prefix: str, path: str, cfg: BenchConfig) -> tuple[
         batch_size=cfg.batch_size,
         block_ms=100,
     )
-    worker = Worker(settings, db)
     commits: list[tuple[tuple[int, int], float]] = []
 
     def observe(result: BatchResult, _: float) -> None:
         commits.append((entry_id_key(result.last_entry_id), time.perf_counter()))
 
-    worker.totals.observers.append(observe)
+    worker = Worker(settings, db, observers=[observe])
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     client = redis.Redis.from_url(url)

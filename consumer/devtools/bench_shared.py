@@ -4,10 +4,10 @@ For each K, K worker processes share a label of N partitions on one seeded strea
 bench's hard workload) and one scratch store. Each registers before a common start, so
 the shares are dealt at once; the run ends when every partition's offset is at the last
 entry. Each worker reports its CPU seconds (``getrusage``) and the part spent applying
-batches (its thread's CPU clock inside ``apply_batch``); the rest is reading entries and
-skipping the ones of partitions it does not hold. Figures are per 1,000 stream entries,
-so they compare across K: with K workers each should spend about 1/K of one worker's
-applying, plus reading and skipping everything.
+batches (its thread's CPU clock inside ``decode_batch`` and ``commit_batch``); the rest
+is reading entries and skipping the ones of partitions it does not hold. Figures are per
+1,000 stream entries, so they compare across K: with K workers each should spend about
+1/K of one worker's applying, plus reading and skipping everything.
 """
 
 from __future__ import annotations

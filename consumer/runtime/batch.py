@@ -207,45 +207,62 @@ def label_offset(label: str) -> OffsetWriter:
     return save
 
 
-def apply_batch(
-    db: Store,
-    machine: RuntimeMachine,
+@dataclass(frozen=True, slots=True)
+class BatchTarget:
+    """Everything a batch is applied with that stays the same from batch to batch: built
+    once by the worker's builder (or a test), passed to every ``apply_batch``."""
+
+    db: Store
+    machine: RuntimeMachine
+    stream: str
+    """The health stream the entries come from (named in dead letters)."""
+    label: str
+    cache: RecordLoader | None = None
+    """How the store loads records (SQLite keeps them between batches, PostgreSQL locks
+    them); emptied when a batch fails, because the machine has already changed its records
+    in memory. None: loaded afresh each batch."""
+    fence: Fence | None = None
+    """Checked inside the batch's transaction: the worker's leases are still its own."""
+    save_offset: OffsetWriter | None = None
+    """Stores the new offset in the transaction; None: the label's one partition."""
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """A batch decoded, before its transaction: what ``commit_batch`` writes."""
+
+    decoded: list[Decoded]
+    rejected: list[Rejected]
+    result: BatchResult
+    now_ms: int
+
+
+def decode_batch(
     entries: Sequence[RawEntry],
-    *,
     stream: str,
-    label: str,
     now_ms: int,
-    cache: RecordLoader | None = None,
-    decoded_hook: Callable[[], object] | None = None,
-    fence: Fence | None = None,
+    *,
     read_through: str | None = None,
     entries_read: int | None = None,
-    save_offset: OffsetWriter | None = None,
-) -> BatchResult:
-    """Apply ``entries`` (in stream order) and commit them with the offset.
-
-    ``entries`` is what was read, or with partitions the part of it this worker applies:
-    then ``read_through`` and ``entries_read`` say how far and how much was read (the
-    offset moves past skipped entries too) and ``save_offset`` stores it.
-
-    ``cache`` is how the store loads records (SQLite keeps them between batches, PostgreSQL
-    locks them); it is emptied if the batch fails, because the machine has already changed
-    its records in memory. ``decoded_hook`` runs after the
-    decoding, before the write transaction: the worker confirms the previous batch's
-    snapshots there, so Redis appends them while this batch decodes.
-    """
+) -> DecodedBatch:
+    """Decode ``entries`` (in stream order), no I/O. ``entries`` is what was read, or with
+    partitions the part of it this worker applies: then ``read_through`` and
+    ``entries_read`` say how far and how much was read (the offset moves past skipped
+    entries too)."""
     last = read_through if read_through is not None else entries[-1][0].decode()
     read = entries_read if entries_read is not None else len(entries)
-    if save_offset is None:
-        save_offset = label_offset(label)
-    result = BatchResult(last_entry_id=last, entries=read)
     decoded, rejected = _decode_all(entries, stream, now_ms)
-    if decoded_hook is not None:
-        decoded_hook()
+    return DecodedBatch(decoded, rejected, BatchResult(last_entry_id=last, entries=read), now_ms)
+
+
+def commit_batch(target: BatchTarget, batch: DecodedBatch) -> BatchResult:
+    """Apply a decoded batch and commit it with the offset, in one write transaction.
+
+    The worker confirms the previous batch's snapshots between ``decode_batch`` and this,
+    so Redis appends them while the batch decodes."""
+    cache = target.cache
     try:
-        touched = _commit(
-            db, machine, decoded, rejected, result, stream, now_ms, cache, fence, save_offset
-        )
+        touched = _commit(target, batch)
     except BaseException:
         if cache is not None:
             cache.invalidate()
@@ -253,11 +270,28 @@ def apply_batch(
     if cache is not None:
         cache.committed(touched.values())
     hit(FaultPoint.AFTER_COMMIT)
-    for _, dead in rejected:
+    result = batch.result
+    for _, dead in batch.rejected:
         result.rejected[dead.reason] += 1
-    if rejected:
-        _report_rejections(rejected, result.rejected)
+    if batch.rejected:
+        _report_rejections(batch.rejected, result.rejected)
     return result
+
+
+def apply_batch(
+    target: BatchTarget,
+    entries: Sequence[RawEntry],
+    *,
+    now_ms: int,
+    read_through: str | None = None,
+    entries_read: int | None = None,
+) -> BatchResult:
+    """Decode ``entries`` and commit them with the offset (``decode_batch``, then
+    ``commit_batch``)."""
+    batch = decode_batch(
+        entries, target.stream, now_ms, read_through=read_through, entries_read=entries_read
+    )
+    return commit_batch(target, batch)
 
 
 def _report_rejections(rejected: list[Rejected], counts: Counter[str]) -> None:
@@ -287,26 +321,19 @@ def _report_rejections(rejected: list[Rejected], counts: Counter[str]) -> None:
         )
 
 
-def _commit(
-    db: Store,
-    machine: RuntimeMachine,
-    decoded: list[Decoded],
-    rejected: list[Rejected],
-    result: BatchResult,
-    stream: str,
-    now_ms: int,
-    cache: RecordLoader | None,
-    fence: Fence | None,
-    save_offset: OffsetWriter,
-) -> dict[str, RuntimeRecord]:
+def _commit(target: BatchTarget, batch: DecodedBatch) -> dict[str, RuntimeRecord]:
     """The batch's one write transaction; returns the records it changed."""
-    with db.write() as conn:
-        if fence is not None:
-            fence(conn)
-        game_ids = {event.game_id for _, event, _ in decoded}
-        load = records.load_many if cache is None else cache.load
+    result, rejected, now_ms = batch.result, batch.rejected, batch.now_ms
+    save_offset = target.save_offset or label_offset(target.label)
+    with target.db.write() as conn:
+        if target.fence is not None:
+            target.fence(conn)
+        game_ids = {event.game_id for _, event, _ in batch.decoded}
+        load = records.load_many if target.cache is None else target.cache.load
         loaded = load(conn, game_ids)
-        touched, snapshots = _drive(machine, decoded, loaded, rejected, result, stream, now_ms)
+        touched, snapshots = _drive(
+            target.machine, batch.decoded, loaded, rejected, result, target.stream, now_ms
+        )
         records.save_many(conn, touched.values())
         history.add_many(conn, result.history)
         result.snapshots = outbox.enqueue(conn, snapshots)

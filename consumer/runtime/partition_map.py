@@ -56,7 +56,7 @@ class PartitionMap:
 
     def holds(self, raw_game_id: bytes | None, held: Mapping[int, object]) -> bool:
         """Whether an entry with this raw ``game_id`` belongs to a partition in ``held``: the
-        one test, made as entries are read (``Worker._keeps``) and again on selecting."""
+        one test, made as entries are read (``Holdings.keeps``) and again on selecting."""
         return self.of_raw(raw_game_id) in held
 
     def select(

@@ -1,4 +1,5 @@
-"""Opening the database file safely and the one kind of write transaction healthfsm uses."""
+"""Opening a SQLite store file safely: created private, foreign files refused, the connection
+set up (WAL, busy timeout, read-only when asked) and the schema checked before use."""
 
 from __future__ import annotations
 
