@@ -14,6 +14,7 @@ took most of the time (``MUTATION_ALL_FAILURES=1`` lists every failing file inst
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -330,7 +331,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "no handover: the lease is not released on stop",
         "consumer/runtime/ownership.py",
         "            self.keeper.release(None)\n",
-        "        pass\n",
+        "            pass\n",
     ),
     (
         "an older release takes a migrated lease: leases stays a table it can write",
@@ -826,8 +827,15 @@ def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[s
     if original.count(old) != 1:
         print(f"SKIPPED  {name}: pattern not found once in {path}", flush=True)
         return False
+    mutant = original.replace(old, new)
+    if path.endswith(".py"):
+        try:
+            ast.parse(mutant)
+        except SyntaxError as error:  # every test would fail on import: that proves nothing
+            print(f"BROKEN   {name}: the mutant does not parse ({error})", flush=True)
+            return False
     try:
-        target.write_text(original.replace(old, new), encoding="utf-8")
+        target.write_text(mutant, encoding="utf-8")
         run = _pytest(copy, tests)
     except subprocess.TimeoutExpired:  # a test that hangs on the mutant has noticed it too
         print(f"CAUGHT   {name}: the tests hung (timed out)", flush=True)
