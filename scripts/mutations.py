@@ -768,6 +768,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "                if False:\n",
     ),
     (
+        "a worker takes partitions while Redis is away (take, give up, again, each retry)",
+        "consumer/runtime/ownership.py",
+        "        if not self.keeper.held:\n",
+        "        if False:\n",
+    ),
+    (
         "a unit that systemd does not accept",
         "deploy/healthfsm.service",
         "Type=notify",

@@ -243,6 +243,10 @@ def test_drain_gives_up_on_a_closed_redis_port(db_path: Path) -> None:
     assert last.startswith("healthfsm: error: redis stayed unreachable for ")
     assert "--drain gave up after --give-up-after 2" in last
     assert 2 <= took < 15, f"took {took:.1f}s"
+    # each retry is one WARNING: no lease is taken and given up again while Redis is away
+    assert "holding the lease" not in done.stderr and "released" not in done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == len(done.stderr.strip().splitlines()) - 1, done.stderr
 
 
 def test_drain_gives_up_on_an_unreachable_store() -> None:

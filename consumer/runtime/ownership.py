@@ -105,6 +105,10 @@ class Ownership:
         if not self._joined:
             self.keeper.join()
             self._joined = True
+        if not self.keeper.held:
+            # nothing is published before the fence is raised at Redis: with Redis away a
+            # take would only be given up again, each retry raising the epoch and logging
+            self.client.ping()
         taken, seen = self.keeper.acquire(count)
         self.status.health.reached("store")
         if taken:

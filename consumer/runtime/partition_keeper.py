@@ -175,7 +175,7 @@ class PartitionKeeper:
         if changed_at != self.changed_at_ms and changed_at <= self.expires_at_ms:
             return Repartitioned(
                 f"label {self.label!r} was re-partitioned from {self.partitions} to {count}"
-                f" partitions; giving up partitions {_listed(held)} to take a share anew",
+                f" partitions; giving up {_numbered(held)} to take a share anew",
                 self.partitions,
                 count,
             )
@@ -230,3 +230,8 @@ class PartitionKeeper:
 def _listed(partitions: dict[int, int] | list[int]) -> str:
     """``0, 3, 5`` for messages."""
     return ", ".join(str(p) for p in sorted(partitions))
+
+
+def _numbered(partitions: dict[int, int] | list[int]) -> str:
+    """``partition 0`` or ``partitions 0, 3, 5`` for messages."""
+    return f"partition{'' if len(partitions) == 1 else 's'} {_listed(partitions)}"
