@@ -369,7 +369,7 @@ def test_a_worker_joining_while_partitions_set_runs_gets_the_new_count_s_rows(
     thread = threading.Thread(target=join)
     try:
         with operator.write() as conn:
-            partitions._lock_count(conn, LABEL)  # as change_count starts
+            partitions.held_count(conn, LABEL)  # as change_count starts
             conn.execute("DELETE FROM partition_owners WHERE label = ? AND partition >= 4", [LABEL])
             thread.start()
             wait_for(lambda: _waits_for_a_lock(watcher) or bool(failed), 30, "a wait")

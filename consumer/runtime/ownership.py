@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 """Errors that mean "Redis is away for now": back off and reconnect, never crash."""
 
-STANDBY_PING_S = 2.0
-"""How often a standby checks that Redis answers, for its readiness."""
-
 
 class Ownership:
     """Which of the label's partitions this worker holds, and everything that changes with
@@ -78,7 +75,6 @@ class Ownership:
         self._joined = False
         self._rebalanced_at = float("-inf")
         self._announced_holders: list[str] = []
-        self._pinged_redis = float("-inf")
 
     @property
     def holding(self) -> bool:
@@ -107,8 +103,10 @@ class Ownership:
             self._joined = True
         if not self.keeper.held:
             # nothing is published before the fence is raised at Redis: with Redis away a
-            # take would only be given up again, each retry raising the epoch and logging
+            # take would only be given up again, each retry raising the epoch and logging.
+            # A standby's readiness says Redis answers (it will need it on takeover).
             self.client.ping()
+            self.status.health.reached("redis")
         taken, seen = self.keeper.acquire(count)
         self.status.health.reached("store")
         if taken:
@@ -140,17 +138,8 @@ class Ownership:
 
     def _standing_by(self, holder: PartitionLease) -> None:
         """What a standby tells the probes and systemd, and what it checks for them: that
-        Redis answers (it will need it on takeover) and that the schema is current."""
+        the schema is current (``take`` has just seen Redis answer)."""
         self.status.standing_by(holder)
-        now = time.monotonic()
-        if now - self._pinged_redis >= STANDBY_PING_S:
-            self._pinged_redis = now
-            try:
-                self.client.ping()
-            except REDIS_ERRORS as error:
-                self.status.health.failing("redis", error)
-            else:
-                self.status.health.reached("redis")
         self.status.look_at_schema(self.db)
 
     def _took(self, taken: list[Taken], count: int) -> None:
