@@ -207,7 +207,7 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
     got = {r.game_id: (r.state.value, r.engine_health) for r in records.iter_all(db.conn)}
     assert got == {g: (r.status, r.engine_health) for g, r in model.records.items()}
 
-    _assert_lobby_is_the_models(rclient, model, disruptions, most_at_once)
+    _assert_lobby_is_the_models(rclient, model, disruptions, most_at_once, tmp_path)
 
     dead = [str(row[0]) for row in db.conn.execute("SELECT entry_id FROM dead_letters")]
     assert sorted(dead) == sorted(entry_id for entry_id, _ in model.dead), "one each"
@@ -219,7 +219,11 @@ def test_workers_killed_started_paused_and_repartitioned_lose_and_repeat_nothing
 
 
 def _assert_lobby_is_the_models(
-    rclient: redis.Redis, model: Model, disruptions: list[int], most_at_once: int
+    rclient: redis.Redis,
+    model: Model,
+    disruptions: list[int],
+    most_at_once: int,
+    kept: Path,
 ) -> None:
     """Each game's snapshots, deduplicated, in the model's order; and what the publish
     fence promises, read from the data alone (no wall-clock window): a repeat is the same
@@ -241,13 +245,30 @@ def _assert_lobby_is_the_models(
     expected: dict[str, list[str]] = {}
     for snapshot in model.snapshots:
         expected.setdefault(snapshot["game_id"], []).append(snapshot["source_entry_id"])
-    assert order == expected, _differences(order, expected)
+    if order != expected:  # what a failure needs to be explained, beside the workers' logs
+        _keep(
+            kept / "lobby.txt",
+            [
+                f"{i.decode()} {f[b'game_id'].decode()} {f[b'source_entry_id'].decode()}"
+                for i, f in sent
+            ],
+        )
+        _keep(
+            kept / "model.txt", [f"{s['game_id']} {s['source_entry_id']}" for s in model.snapshots]
+        )
+        _keep(kept / "disruptions.txt", [str(ms) for ms in disruptions])
+        # a short message: the full diff of 300 games' lists would push it out of a CI log
+        pytest.fail(_differences(order, expected), pytrace=False)
     repeated = [source for source, count in copies.items() if count > 1]
     print(
         f"chaos: {len(sent)} snapshots published, {len(repeated)} repeated,"
         f" {len(disruptions)} disruptions, {most_at_once} holders at once at most"
     )
     assert behind == [], f"{len(behind)} snapshots after a newer one: {behind[:10]}"
+
+
+def _keep(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def _differences(got: dict[str, list[str]], expected: dict[str, list[str]]) -> str:
