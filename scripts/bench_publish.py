@@ -52,7 +52,8 @@ def plain(client: redis.Redis, chunks: int, size: int) -> float:
     for chunk in range(chunks):
         pipe = client.pipeline(transaction=False)
         for _seq, row in rows(chunk * size + 1, size):
-            fields = {"event_type": "runtime_snapshot_update", "game_id": row.game_id}
+            fields: dict[str, object] = {"event_type": "runtime_snapshot_update"}
+            fields |= {"game_id": row.game_id}
             fields |= {"runtime_status": row.runtime_status, "current_turn": row.current_turn}
             fields |= {"engine_health_summary": row.engine_health_summary}
             fields |= {"player_turn_stats": "[]", "occurred_at_ms": row.occurred_at_ms}

@@ -38,7 +38,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "diagram: without Graphviz the README still links the SVGs it did not write",
-        "consumer/cli/diagram_files.py",
+        "consumer/operations/diagrams.py",
         "render_readme(svg=bool(svgs))",
         "render_readme(svg=True)",
     ),
@@ -95,13 +95,13 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "partitions: check passes while a partition has no holder",
-        "consumer/cli/partition_actions.py",
+        "consumer/operations/partitions.py",
         "        if unowned > ttl_ms:",
         "        if False:",
     ),
     (
         "partitions: offsets set moves only the label's row",
-        "consumer/cli/partition_actions.py",
+        "consumer/operations/offsets.py",
         "    partitions.set_offsets(conn, label, {p: (entry_id, 0) for p in range(count)}, now_ms)",
         "    partitions.set_offsets(conn, label, {0: (entry_id, 0)}, now_ms)",
     ),
@@ -197,8 +197,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "ownership: a one-partition label's stream_offsets forgets the entries it read",
         "store/offsets.py",
-        "        \" entries_read = stream_offsets.entries_read + excluded.entries_read\",\n",
-        "        \" entries_read = excluded.entries_read\",\n",
+        '        " entries_read = stream_offsets.entries_read + excluded.entries_read",\n',
+        '        " entries_read = excluded.entries_read",\n',
     ),
     (
         "flip a status change: running->finished becomes finished->running",
@@ -346,7 +346,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "outbox flush while a worker runs",
-        "consumer/cli/operator_actions.py",
+        "consumer/operations/outbox.py",
         '    refuse_while_leased(db, None, "refusing to flush the outbox", force)\n',
         "",
     ),
@@ -384,7 +384,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "replays do not claim their rows",
-        "consumer/cli/operator_actions.py",
+        "consumer/operations/dead_letters.py",
         "        dead_letters.claim(conn, [i for i, _ in chosen], claimer, now)\n",
         "",
     ),
@@ -590,7 +590,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     # issue 15: quiet by default, never stalled by the log, a test run that leaves no trace
     (
         "let the transitions library log at INFO again (two lines per status change)",
-        "consumer/cli/logs.py",
+        "consumer/runtime/logs.py",
         'NOISY_LIBRARY_LOGGERS = ("transitions",)',
         "NOISY_LIBRARY_LOGGERS = ()",
     ),
@@ -778,6 +778,39 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "deploy/healthfsm.service",
         "Type=notify",
         "Type=notfy",
+    ),
+    (
+        "devtools imports the CLI again (cli imports devtools, devtools imports cli)",
+        "consumer/devtools/demo.py",
+        "from consumer.display import records_table, rows_table\n",
+        "from consumer.display import records_table, rows_table\n"
+        "from consumer.cli.common import now_ms  # noqa: F401\n",
+    ),
+    (
+        "raw SQL outside the store (the demo counts rows itself)",
+        "consumer/devtools/demo.py",
+        "        games = records.count(db.conn)\n",
+        '        games = db.conn.execute("SELECT count(*) FROM runtime_records").fetchone()[0]\n',
+    ),
+    (
+        "a database driver imported above the store",
+        "consumer/devtools/embedded_pg.py",
+        "from store.postgres import answers, run_statement\n",
+        "import psycopg  # noqa: F401\nfrom store.postgres import answers, run_statement\n",
+    ),
+    (
+        "a read's driver error leaves the SQLite store untranslated (a traceback, no file named)",
+        "store/sqlite/store.py",
+        "        try:\n            return self.raw.execute(sql, params)\n"
+        "        except sqlite3.Error as error:\n"
+        "            raise translate(error, self.path) from error\n",
+        "        return self.raw.execute(sql, params)\n",
+    ),
+    (
+        "PostgreSQL reads what a batch will change without locking its rows",
+        "store/postgres/store.py",
+        '    lock_for_update = " FOR UPDATE"\n',
+        '    lock_for_update = ""\n',
     ),
 ]
 

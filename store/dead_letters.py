@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, assert_never
 
 from store.sql import Sql, append_bounded, as_dicts
 
@@ -64,20 +64,24 @@ def _already_kept(conn: Sql, rows: Sequence[DeadLetter]) -> set[tuple[str, str]]
     ids = sorted({row.entry_id for row in rows})
     if not ids:
         return set()
-    if conn.dialect == "postgres":
-        cursor = conn.execute(
-            "SELECT stream, entry_id FROM dead_letters WHERE entry_id = ANY(?)", [ids]
-        )
-        return {(str(stream), str(entry_id)) for stream, entry_id in cursor}
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(ids), 900):  # below SQLite's historical 999-variable limit
-        chunk = ids[start : start + 900]
-        marks = ",".join("?" * len(chunk))
-        cursor = conn.execute(
-            f"SELECT stream, entry_id FROM dead_letters WHERE entry_id IN ({marks})", chunk
-        )
-        found.update((str(stream), str(entry_id)) for stream, entry_id in cursor)
-    return found
+    match conn.dialect:
+        case "postgres":
+            cursor = conn.execute(
+                "SELECT stream, entry_id FROM dead_letters WHERE entry_id = ANY(?)", [ids]
+            )
+            return {(str(stream), str(entry_id)) for stream, entry_id in cursor}
+        case "sqlite":
+            found: set[tuple[str, str]] = set()
+            for start in range(0, len(ids), 900):  # below SQLite's historical 999 limit
+                chunk = ids[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                cursor = conn.execute(
+                    f"SELECT stream, entry_id FROM dead_letters WHERE entry_id IN ({marks})", chunk
+                )
+                found.update((str(stream), str(entry_id)) for stream, entry_id in cursor)
+            return found
+        case _:
+            assert_never(conn.dialect)
 
 
 def list_recent(conn: Sql, reason: str | None = None, limit: int = 50) -> list[dict[str, object]]:
@@ -96,11 +100,10 @@ def oldest_unclaimed(conn: Sql, reason: str | None, limit: int) -> list[dict[str
     """The oldest ``limit`` rows no replay has claimed, optionally of one reason."""
     where = "WHERE claimed_by IS NULL" + (" AND reason = ?" if reason else "")
     params: list[object] = [reason] if reason else []
-    # PostgreSQL: a concurrent replay skips the rows this one is choosing (SQLite's write
-    # lock already keeps them apart).
-    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgres" else ""
+    # a concurrent replay skips the rows this one is choosing
     cursor = conn.execute(
-        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?{lock}",
+        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?"
+        + conn.lock_skipping_locked,
         [*params, limit],
     )
     return as_dicts(cursor)
@@ -112,9 +115,9 @@ def by_ids(conn: Sql, ids: Sequence[int]) -> list[dict[str, object]]:
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        lock = " FOR UPDATE" if conn.dialect == "postgres" else ""
         cursor = conn.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE id IN ({marks}){lock}", chunk
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE id IN ({marks}){conn.lock_for_update}",
+            chunk,
         )
         found += as_dicts(cursor)
     return sorted(found, key=lambda row: int(str(row["id"])))

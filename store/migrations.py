@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
 from store.errors import SchemaError
-from store.sql import Dialect, Sql
+from store.sql import Dialect, PerDialect, Sql
 
-TYPES: Mapping[Dialect, Mapping[str, str]] = {
+TYPES: PerDialect[Mapping[str, str]] = {
     "sqlite": {
         "text": "TEXT",
         "int": "INTEGER",
@@ -231,7 +232,7 @@ is the one lock PostgreSQL offers without a table, and it ends with the transact
 """
 
 
-VERSION_TABLE: Mapping[Dialect, str] = {
+VERSION_TABLE: PerDialect[str] = {
     "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY, name TEXT, applied_at_ms INTEGER)",
     "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -243,19 +244,29 @@ made SQLite's, with nullable columns): every store then has the same table."""
 
 def has_version_table(sql: Sql) -> bool:
     """Whether ``schema_migrations`` exists in the connection's default schema."""
-    if sql.dialect == "sqlite":
-        query = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return bool(sql.execute(query, ["schema_migrations"]).fetchone()[0])
-    return bool(sql.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0])
+    match sql.dialect:
+        case "sqlite":
+            query = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return bool(sql.execute(query, ["schema_migrations"]).fetchone()[0])
+        case "postgres":
+            query = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+            return bool(sql.execute(query).fetchone()[0])
+        case _:
+            assert_never(sql.dialect)
 
 
 def schema_version(sql: Sql) -> int:
     """The newest migration the store records (0 for a new one)."""
-    if sql.dialect == "sqlite":
-        return int(sql.execute("PRAGMA user_version").fetchone()[0])
-    if not has_version_table(sql):
-        return 0
-    return int(sql.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+    match sql.dialect:
+        case "sqlite":
+            return int(sql.execute("PRAGMA user_version").fetchone()[0])
+        case "postgres":
+            if not has_version_table(sql):
+                return 0
+            query = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            return int(sql.execute(query).fetchone()[0])
+        case _:
+            assert_never(sql.dialect)
 
 
 def needs_migration(sql: Sql) -> bool:
@@ -272,8 +283,7 @@ def needs_migration(sql: Sql) -> bool:
 def migrate(sql: Sql) -> list[str]:
     """Apply every pending step in order inside the caller's write transaction; return the
     names applied. Checks the version again under the lock: another process may have won."""
-    if sql.dialect == "postgres":
-        sql.execute("SELECT pg_advisory_xact_lock(?)", [POSTGRES_LOCK_KEY])
+    _lock_out_other_migrations(sql)
     needs_migration(sql)
     current = schema_version(sql)
     sql.execute(VERSION_TABLE[sql.dialect])
@@ -287,7 +297,29 @@ def migrate(sql: Sql) -> list[str]:
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
             [version, step.name, int(time.time() * 1000)],
         )
-        if sql.dialect == "sqlite":
-            sql.execute(f"PRAGMA user_version={version}")
+        _record_version(sql, version)
         applied.append(step.name)
     return applied
+
+
+def _lock_out_other_migrations(sql: Sql) -> None:
+    """Until the transaction ends, no other process migrates the same store."""
+    match sql.dialect:
+        case "postgres":  # concurrent transactions would each see the old version
+            sql.execute("SELECT pg_advisory_xact_lock(?)", [POSTGRES_LOCK_KEY])
+        case "sqlite":  # the write transaction holds the whole file already
+            pass
+        case _:
+            assert_never(sql.dialect)
+
+
+def _record_version(sql: Sql, version: int) -> None:
+    """Besides ``schema_migrations``: SQLite keeps the version in the file's header too (the
+    quick check of ``schema_version``); PostgreSQL has the table alone."""
+    match sql.dialect:
+        case "sqlite":
+            sql.execute(f"PRAGMA user_version={version}")
+        case "postgres":
+            pass
+        case _:
+            assert_never(sql.dialect)

@@ -49,6 +49,11 @@ def entries_read(conn: Sql, label: str) -> int | None:
     return None if found is None else int(found[0])
 
 
+def count(conn: Sql) -> int:
+    """How many labels have a stored offset."""
+    return int(conn.execute("SELECT count(*) FROM stream_offsets").fetchone()[0])
+
+
 def list_all(conn: Sql) -> list[dict[str, object]]:
     """Every stored offset with its update time and entry count."""
     cursor = conn.execute(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, assert_never
 
 from store.sql import Sql, insert_unnest
 
@@ -34,15 +34,19 @@ def enqueue(conn: Sql, rows: Sequence[OutboxRow]) -> list[tuple[int, OutboxRow]]
     """
     if not rows:
         return []
-    if conn.dialect == "postgres":
-        return _enqueue_postgres(conn, rows)
-    conn.executemany(
-        "INSERT INTO outbox (source_entry_id, game_id, runtime_status, engine_health_summary,"
-        " current_turn, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-    return list(zip(range(last - len(rows) + 1, last + 1), rows, strict=True))
+    match conn.dialect:
+        case "postgres":
+            return _enqueue_postgres(conn, rows)
+        case "sqlite":
+            conn.executemany(
+                "INSERT INTO outbox (source_entry_id, game_id, runtime_status,"
+                " engine_health_summary, current_turn, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            return list(zip(range(last - len(rows) + 1, last + 1), rows, strict=True))
+        case _:
+            assert_never(conn.dialect)
 
 
 _POSTGRES_COLUMNS = [
@@ -87,13 +91,16 @@ def delete_seqs(conn: Sql, seqs: Sequence[int]) -> None:
     or other partitions' rows sit in between), in one statement."""
     if not seqs:
         return
-    if conn.dialect == "postgres":
-        conn.execute("DELETE FROM outbox WHERE seq = ANY(?)", [list(seqs)])
-        return
-    conn.execute(
-        "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
-        [json.dumps(list(seqs))],
-    )
+    match conn.dialect:
+        case "postgres":
+            conn.execute("DELETE FROM outbox WHERE seq = ANY(?)", [list(seqs)])
+        case "sqlite":
+            conn.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+                [json.dumps(list(seqs))],
+            )
+        case _:
+            assert_never(conn.dialect)
 
 
 def publisher_id(conn: Sql) -> str:
@@ -107,10 +114,14 @@ def last_seq(conn: Sql) -> int:
 
     The relay asks whether rows above the last one it knows appeared; both answer that.
     """
-    if conn.dialect == "postgres":  # the identity's last value needs a grant on it: use rows
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0])
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    return 0 if row is None else int(row[0])
+    match conn.dialect:
+        case "postgres":  # the identity's last value needs a grant on it: use the rows
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0])
+        case "sqlite":
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            return 0 if row is None else int(row[0])
+        case _:
+            assert_never(conn.dialect)
 
 
 def pending(conn: Sql) -> int:

@@ -90,8 +90,9 @@ def _lock_count(conn: Sql, label: str) -> None:
     whole file). Without it a worker joining while ``partitions set`` ran read the old
     count and gave the new layout lease rows of the old one, which no worker would then
     take (the rows no longer matched the count)."""
-    if conn.dialect == "postgres":
-        conn.execute("SELECT partitions FROM label_partitions WHERE label = ? FOR UPDATE", [label])
+    conn.execute(
+        "SELECT partitions FROM label_partitions WHERE label = ?" + conn.lock_for_update, [label]
+    )
 
 
 def held_count(conn: Sql, label: str) -> int:

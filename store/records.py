@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import assert_never
 
 from statemachine import RuntimeRecord, Status
 from statemachine.enums import STATUS_BY_VALUE
@@ -35,20 +36,23 @@ def load_many(
     """
     ids = list(game_ids)
     found: dict[str, RuntimeRecord] = {}
-    if conn.dialect == "postgres":
-        lock = " ORDER BY game_id FOR UPDATE" if for_update else ""
-        sql = f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ANY(?){lock}"
-        for row in conn.execute(sql, [ids]):
-            record = _record(row)
-            found[record.game_id] = record
-        return found
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id IN ({marks})"
-        for row in conn.execute(sql, chunk):
-            record = _record(row)
-            found[record.game_id] = record
+    match conn.dialect:
+        case "postgres":
+            lock = " ORDER BY game_id" + conn.lock_for_update if for_update else ""
+            sql = f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ANY(?){lock}"
+            for row in conn.execute(sql, [ids]):
+                record = _record(row)
+                found[record.game_id] = record
+        case "sqlite":
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id IN ({marks})"
+                for row in conn.execute(sql, chunk):
+                    record = _record(row)
+                    found[record.game_id] = record
+        case _:
+            assert_never(conn.dialect)
     return found
 
 
@@ -66,15 +70,18 @@ def save_many(conn: Sql, records: Iterable[RuntimeRecord]) -> None:
         )
         for r in records
     ]
-    if conn.dialect == "postgres":
-        if rows:
-            conn.execute(_SAVE_POSTGRES, [list(column) for column in zip(*rows, strict=True)])
-        return
-    conn.executemany(
-        "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
-        " last_emitted_summary = ?, last_entry_id = ? WHERE game_id = ?",
-        rows,
-    )
+    match conn.dialect:
+        case "postgres":
+            if rows:
+                conn.execute(_SAVE_POSTGRES, [list(column) for column in zip(*rows, strict=True)])
+        case "sqlite":
+            conn.executemany(
+                "UPDATE runtime_records SET status = ?, engine_health = ?, updated_at_ms = ?,"
+                " last_emitted_summary = ?, last_entry_id = ? WHERE game_id = ?",
+                rows,
+            )
+        case _:
+            assert_never(conn.dialect)
 
 
 _SAVE_POSTGRES = (
@@ -99,7 +106,7 @@ def insert_new(conn: Sql, game_ids: Iterable[str], status: str, now_ms: int) -> 
 
 def get(conn: Sql, game_id: str, *, for_update: bool = False) -> RuntimeRecord:
     """One record, or ``GameNotFound``; ``for_update`` locks it (PostgreSQL) until commit."""
-    lock = " FOR UPDATE" if for_update and conn.dialect == "postgres" else ""
+    lock = conn.lock_for_update if for_update else ""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM runtime_records WHERE game_id = ?{lock}", [game_id]
     ).fetchone()
@@ -167,6 +174,17 @@ def forget_marks(conn: Sql, after: str, keep: Callable[[str], bool] | None = Non
     ]
     conn.executemany("UPDATE runtime_records SET last_entry_id = NULL WHERE game_id = ?", cleared)
     return len(cleared)
+
+
+def count(conn: Sql) -> int:
+    """How many runtime records the store holds."""
+    return int(conn.execute("SELECT count(*) FROM runtime_records").fetchone()[0])
+
+
+def overwrite_health(conn: Sql, pairs: Iterable[tuple[str, str]]) -> None:
+    """Set ``engine_health`` from (text, game id) pairs, nothing else: the write of the
+    bench's bare floor (``consumer.devtools.bench``), one statement per batch."""
+    conn.executemany("UPDATE runtime_records SET engine_health = ? WHERE game_id = ?", pairs)
 
 
 def iter_all(conn: Sql, status: Status | None = None) -> Iterator[RuntimeRecord]:

@@ -2,15 +2,28 @@
 
 Table modules (records, offsets, outbox, ...) write their SQL once, with ``?`` placeholders,
 against ``Sql``; each backend adapts it (PostgreSQL turns ``?`` into ``%s``). Where the two
-dialects differ the module asks ``sql.dialect``; that SQL stays in ``store/`` alone.
+dialects differ, the difference is stated once per backend (an attribute of its ``Sql``,
+like ``lock_for_update``) or chosen by a ``match`` on ``sql.dialect`` whose ``case _`` is
+``assert_never``: adding a third name to ``Dialect`` fails type-checking at every place
+that must say what the new backend does. That SQL stays in ``store/`` alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar, assert_never
 
 Dialect = Literal["sqlite", "postgres"]
+
+T = TypeVar("T")
+
+
+class PerDialect(TypedDict, Generic[T]):
+    """A value stated once per backend; indexing it with a ``Dialect`` fails type-checking
+    when a backend is added to ``Dialect`` and not here."""
+
+    sqlite: T
+    postgres: T
 
 
 class Cursor(Protocol):
@@ -34,6 +47,18 @@ class Sql(Protocol):
 
     @property
     def dialect(self) -> Dialect: ...
+
+    @property
+    def lock_for_update(self) -> str:
+        """Appended to a SELECT whose rows the transaction will change: row locks on
+        PostgreSQL; nothing on SQLite, whose write transaction holds the whole file."""
+        ...
+
+    @property
+    def lock_skipping_locked(self) -> str:
+        """Appended to a SELECT that claims rows: rows another transaction has locked are
+        skipped on PostgreSQL; nothing on SQLite (one writer at a time)."""
+        ...
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
@@ -80,10 +105,13 @@ def append_bounded(
     ``unnest`` statement on PostgreSQL."""
     if not rows:
         return
-    if conn.dialect == "postgres":
-        insert_unnest(conn, table, columns, rows)
-    else:
-        names = ", ".join(name for name, _ in columns)
-        marks = ", ".join("?" * len(columns))
-        conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+    match conn.dialect:
+        case "postgres":
+            insert_unnest(conn, table, columns, rows)
+        case "sqlite":
+            names = ", ".join(name for name, _ in columns)
+            marks = ", ".join("?" * len(columns))
+            conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        case _:
+            assert_never(conn.dialect)
     conn.execute(f"DELETE FROM {table} WHERE id <= (SELECT max(id) FROM {table}) - ?", [keep])

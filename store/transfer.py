@@ -92,7 +92,7 @@ def _copy(lite: SqliteStore, sql: PgSql, source: Path, location: str) -> dict[st
     with sql.raw.cursor() as cursor:
         for table in TABLES:
             names = ", ".join(column.name for column in lite.utils[table].columns)
-            rows = lite.raw.execute(f"SELECT {names} FROM {table} ORDER BY 1")
+            rows = lite.conn.execute(f"SELECT {names} FROM {table} ORDER BY 1")
             copied = 0
             with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:

@@ -385,7 +385,7 @@ def test_busy_database_waits_and_never_advances_the_offset_alone(
     while worker.totals.busy_retries < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker.totals.busy_retries >= 2
-    assert offsets.load(SqliteSql(blocker), "health_events") is None
+    assert offsets.load(SqliteSql(blocker, str(db_path)), "health_events") is None
     blocker.execute("ROLLBACK")
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -414,7 +414,8 @@ def test_a_stop_request_is_honoured_while_the_database_stays_locked(
     worker.request_stop()  # SIGTERM's first effect: the 5 s backoff must not be sat out
     thread.join(timeout=10)
     assert not thread.is_alive() and time.monotonic() - asked < 2.0
-    assert offsets.load(SqliteSql(blocker), "health_events") is None  # nothing half-done
+    # nothing half-done
+    assert offsets.load(SqliteSql(blocker, str(db_path)), "health_events") is None
     blocker.execute("ROLLBACK")
     blocker.close()
     impatient.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.cli.diagram_files import (
+from consumer.operations.diagrams import (
     README_FILE,
     SVG_SOURCE_MARK,
     dot_digest,

@@ -88,9 +88,7 @@ def _rows(db: Store, count: int, first: int = 0) -> None:
 
 
 def _relay(db: Store, client: redis.Redis, epoch: int) -> OutboxRelay:
-    return OutboxRelay(
-        db, client, LOBBY, chunk=10, fence=lambda _: Fence(KEY, {0: epoch}, MARKS)
-    )
+    return OutboxRelay(db, client, LOBBY, chunk=10, fence=lambda _: Fence(KEY, {0: epoch}, MARKS))
 
 
 def test_a_publisher_behind_the_fence_appends_nothing_and_learns_it(

@@ -8,6 +8,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +77,63 @@ def test_no_class_in_the_product_is_over_350_lines() -> None:
     ]
     assert spans, "the walk found the classes"
     assert [found for found in spans if found[0] > LONGEST_CLASS] == []
+
+
+def _python_files(*packages: str) -> list[Path]:
+    return [path for package in packages for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def _imported(tree: ast.AST) -> list[str]:
+    """Every module name an import in ``tree`` names (``from a import b`` gives a and a.b)."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_nothing_below_the_entry_point_imports_the_cli() -> None:
+    """The CLI parses, calls and renders; what it calls (operations, display, devtools, the
+    worker) never reaches back up into it."""
+    cli = ROOT / "consumer" / "cli"
+    wrong = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files("consumer", "store", "statemachine")
+        if cli not in path.parents
+        for name in _imported(ast.parse(path.read_text(encoding="utf-8")))
+        if name == "consumer.cli" or name.startswith("consumer.cli.")
+    ]
+    assert wrong == []
+
+
+SQL = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|LOCK"
+    r"|VACUUM|WITH)\s"
+)
+"""How a statement starts; messages for people never start with an upper-case keyword."""
+
+
+def test_no_sql_outside_the_store() -> None:
+    """Every statement lives in ``store/``: a new backend is a change there alone."""
+    found = []
+    for path in _python_files("consumer", "statemachine"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            if SQL.match(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:40]}")
+    assert found == []
+
+
+def test_no_database_driver_outside_the_store() -> None:
+    """The store translates sqlite3's and psycopg's errors into its own, so nothing above it
+    imports a driver, to catch its errors or otherwise."""
+    wrong = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files("consumer", "statemachine")
+        for name in _imported(ast.parse(path.read_text(encoding="utf-8")))
+        if name.split(".")[0] in {"sqlite3", "psycopg", "psycopg_pool", "sqlite_utils"}
+    ]
+    assert wrong == []

@@ -312,7 +312,7 @@ def test_a_lease_lost_with_snapshots_unsent_never_sends_them_after_taking_it_bac
 ) -> None:
     """Paused past the TTL between commit and publish: the next holder publishes the rows
     from the outbox; when the first worker takes the label back it must not send them too."""
-    from consumer.cli.operator_actions import flush_outbox
+    from consumer.operations.outbox import flush_outbox
 
     add_games(db, ("g", Status.RUNNING))
     xadd_event(rclient, "g", "container_exited")

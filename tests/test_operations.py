@@ -399,7 +399,7 @@ def test_drain_progress_line(
     make_worker: WorkerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from consumer.cli.render import drain_progress
+    from consumer.display import drain_progress
     from consumer.runtime.metrics import Metrics
 
     add_games(db, ("g", Status.RUNNING))

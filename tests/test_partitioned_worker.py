@@ -8,8 +8,8 @@ import threading
 import pytest
 import redis
 
-from consumer.cli.partition_actions import repartition
 from consumer.contract.partitions import partition_of
+from consumer.operations.partitions import repartition
 from consumer.runtime.batch import BatchTarget, apply_batch
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings

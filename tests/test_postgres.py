@@ -461,7 +461,7 @@ def test_a_replay_skips_the_rows_another_replay_is_choosing(
 ) -> None:
     """Two replays at once: the second takes the next rows instead of waiting for (or, worse,
     re-claiming) the rows the first is claiming."""
-    from consumer.cli.operator_actions import replay_dead_letters
+    from consumer.operations.dead_letters import replay_dead_letters
 
     for _ in range(150):
         xadd_event(rclient, "late", "probe_failed")

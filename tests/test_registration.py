@@ -32,9 +32,7 @@ def test_many_ids_and_a_file_register_in_one_command(
 
 
 def test_ids_from_standard_input(db: Store, db_location: str) -> None:
-    done = run_cli(
-        "runtime", "add", "--from-file", "-", "--db", db_location, input="s1\ns2\n"
-    )
+    done = run_cli("runtime", "add", "--from-file", "-", "--db", db_location, input="s1\ns2\n")
     assert done.returncode == 0, done.stderr
     assert _registered(db) == ["s1", "s2"]
 

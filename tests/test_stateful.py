@@ -29,10 +29,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from consumer.cli.partition_actions import repartition
 from consumer.contract.codec import encode_snapshot
 from consumer.contract.partitions import partition_of
 from consumer.errors import InjectedFault
+from consumer.operations.partitions import repartition
 from consumer.runtime import faults
 from consumer.runtime.batch import BatchTarget, apply_batch
 from consumer.runtime.faults import FaultPoint

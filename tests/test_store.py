@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -127,3 +128,10 @@ def test_a_write_sqlite_refuses_names_the_database(db: Store, db_path: Path) -> 
     refused = f"database {db_path}: attempt to write a readonly"
     with pytest.raises(StoreError, match=refused), db.write() as conn:
         offsets.set_to(conn, "l", "1-1", 1)
+
+
+def test_a_driver_error_on_a_read_is_the_store_s_own_and_names_the_database(db: Store) -> None:
+    """Reads outside a transaction too: nothing above the store catches a driver's errors
+    (``tests/test_layers.py``), so one that escaped would be a traceback."""
+    with pytest.raises(StoreError, match=f"{re.escape(db.location)}.*no_such_table"):
+        db.conn.execute("SELECT * FROM no_such_table")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
+import redis
 import typer
 from pydantic import ValidationError
 
@@ -18,7 +18,6 @@ from consumer.contract import constants as c
 from consumer.runtime.redis_client import redact_url
 from consumer.settings import ConsumerSettings, flag
 from store.backend import Store
-from store.errors import StoreError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -50,8 +49,6 @@ def opened(location: str, *, read_only: bool = False, create: bool = False) -> I
     database = open_database(location, read_only=read_only, create=create)
     try:
         yield database
-    except sqlite3.Error as error:
-        raise StoreError(f"database {database.location}: {error}") from error
     finally:
         database.close()
 
@@ -123,3 +120,16 @@ def settings_for(db: str, redis: RedisOptions, **options: object) -> ConsumerSet
             f"{problem.get('input')!r}: {message}" if where else message,
             param_hint=flag(str(where)) if where else None,
         ) from None
+
+
+@contextlib.contextmanager
+def store_and_redis(db: str, settings: ConsumerSettings) -> Iterator[tuple[Store, redis.Redis]]:
+    """An existing database and a Redis client, both closed afterwards."""
+    from consumer.runtime.redis_client import client_for
+
+    with opened(db) as database:
+        client = client_for(settings)
+        try:
+            yield database, client
+        finally:
+            client.close()

@@ -33,7 +33,7 @@ from consumer.devtools import embedded
 from consumer.runtime.batch import BatchResult
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
-from store import open_database
+from store import open_database, records
 from store.postgres import redact_dsn
 from store.records import insert_new
 from store.scratch import ScratchStores, scratch_stores
@@ -167,7 +167,7 @@ def bare_floor(url: str, stream: str, path: str) -> float:
             for _, f in entries
         ]
         with db.write() as conn:
-            conn.executemany("UPDATE runtime_records SET engine_health = ? WHERE game_id = ?", rows)
+            records.overwrite_health(conn, rows)
         last = entries[-1][0].decode()
         count += len(entries)
     elapsed = time.perf_counter() - started

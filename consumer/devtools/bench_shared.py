@@ -171,7 +171,7 @@ def run_shared(
             location = stores.new(f"shared{k}")
             fresh_database(location, cfg.games)
             if cfg.partitions > 1:
-                from consumer.cli.partition_actions import repartition
+                from consumer.operations.partitions import repartition
 
                 db = open_database(location)
                 repartition(db, LABEL, cfg.partitions, int(time.time() * 1000))

@@ -26,18 +26,19 @@ from typing import NamedTuple
 import redis
 from rich.console import Console
 
-from consumer.cli import logs
-from consumer.cli.render import console as render_console
-from consumer.cli.render import records_table, rows_table
 from consumer.contract import constants as c
 from consumer.contract.codec import decode_snapshot
 from consumer.devtools import embedded, embedded_pg
+from consumer.display import console as render_console
+from consumer.display import records_table, rows_table
 from consumer.errors import DemoRefused
+from consumer.runtime import logs
 from consumer.runtime.worker import Worker, wall_clock_ms
 from consumer.settings import ConsumerSettings
 from statemachine import REACTIONS, EventType, Status
-from store import Store, dead_letters, history, open_database, records
+from store import Store, dead_letters, history, offsets, open_database, records
 from store.admin import add_game
+from store.postgres import create_schema
 
 GAMES: list[tuple[str, Status, int]] = [
     ("game-alpha", Status.RUNNING, 12),
@@ -223,8 +224,8 @@ def _refuse_a_real_store(path: Path) -> None:
         return
     db = open_database(path, read_only=True)
     try:
-        games = db.conn.execute("SELECT count(*) FROM runtime_records").fetchone()[0]
-        labels = db.conn.execute("SELECT count(*) FROM stream_offsets").fetchone()[0]
+        games = records.count(db.conn)
+        labels = offsets.count(db.conn)
     finally:
         db.close()
     if games or labels:
@@ -319,7 +320,7 @@ def _postgres(console: Console) -> Iterator[embedded_pg.EmbeddedPostgres]:
     """A private PostgreSQL with an empty schema for the demo; stopped and removed after."""
     started = time.monotonic()
     with embedded_pg.running() as server:
-        server.admin(f"CREATE SCHEMA {DEMO_SCHEMA}")
+        create_schema(server.url(), DEMO_SCHEMA)
         console.print(
             f"started PostgreSQL from the pgserver wheel in {time.monotonic() - started:.1f} s"
             f" (folder {server.root}, removed at the end)"
@@ -331,7 +332,7 @@ def _hold(console: Console, pg: embedded_pg.EmbeddedPostgres, redis_port: int) -
     """``--keep``: leave both servers running, with an empty schema and Redis database for
     the user's own trial, until Ctrl-C (or SIGTERM/SIGHUP); then the cleanup runs. The
     signal may come as soon as the URLs are out: the wait is entered before they are."""
-    pg.admin(f"CREATE SCHEMA {TRIAL_SCHEMA}")
+    create_schema(pg.url(), TRIAL_SCHEMA)
     redis_url = f"redis://{embedded.LOOPBACK}:{redis_port}/{TRIAL_REDIS_DB}"
     try:
         console.print(

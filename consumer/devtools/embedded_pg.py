@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
-
 from consumer.devtools.embedded import LOOPBACK, free_port
 from consumer.errors import PostgresNotAvailable
+from store.postgres import answers, run_statement
 
 SUPERUSER = "postgres"
 """The throwaway cluster's superuser; it listens on 127.0.0.1 only."""
@@ -211,11 +210,7 @@ class EmbeddedPostgres:
             time.sleep(0.05)
 
     def _ready(self) -> bool:
-        try:
-            psycopg.connect(self.url(), connect_timeout=2).close()
-        except psycopg.OperationalError:
-            return False
-        return True
+        return answers(self.url())
 
     def _signal(self, signum: int, wait_s: float = 30.0) -> None:
         process, self.process = self.process, None
@@ -247,8 +242,7 @@ class EmbeddedPostgres:
 
     def admin(self, sql: str) -> None:
         """Run one statement as the superuser (roles, grants, schemas)."""
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(sql.encode())
+        run_statement(self.url(), sql)
 
 
 def _run_whole(args: list[str], user: RunAs | None) -> subprocess.CompletedProcess[bytes]:

@@ -185,8 +185,7 @@ class Ownership:
             released = before.expires_at_ms == 0
             planned += released
             log.info(
-                "took over the lease of partition %d of %d of label %r from %s (%s), now"
-                " epoch %d",
+                "took over the lease of partition %d of %d of label %r from %s (%s), now epoch %d",
                 partition,
                 count,
                 s.label,

@@ -186,8 +186,9 @@ class PartitionKeeper:
             if row is None or count != self.partitions:
                 lost.append(f"partition {partition} (epoch {epoch}) to a new partition count")
             elif row.holder != self.holder or row.epoch != epoch:
-                lost.append(f"partition {partition} (epoch {epoch}) was taken over by"
-                            f" {row.describe()}")
+                lost.append(
+                    f"partition {partition} (epoch {epoch}) was taken over by {row.describe()}"
+                )
         return LeaseLost(f"label {self.label!r}: {'; '.join(lost) or 'the lease rows changed'}")
 
     @contextlib.contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 from psycopg import errors as pg_errors
 
 from store.errors import StoreBusy, StoreError, StoreUnavailable
@@ -100,6 +101,28 @@ def translated(location: str) -> Iterator[None]:
         yield
     except psycopg.Error as error:
         raise translate(error, location) from error
+
+
+def answers(url: str) -> bool:
+    """Whether the server at ``url`` accepts a connection now (a starting server does not)."""
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def run_statement(url: str, statement: str) -> None:
+    """Run one statement outside a transaction, as the user of ``url`` (a private server's
+    superuser: roles, grants, schemas)."""
+    with translated(redact_dsn(url)), psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement.encode())
+
+
+def create_schema(url: str, schema: str) -> None:
+    """Create an empty schema ``schema`` (as the user of ``url``): the demo's and a trial's."""
+    with translated(redact_dsn(url)), psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
 
 
 def connect(url: str, *, lock_timeout_s: float, read_only: bool = False) -> psycopg.Connection[Any]:

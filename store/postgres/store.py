@@ -27,6 +27,9 @@ class PgSql:
     """``Sql`` over a psycopg connection; driver errors surface as the store's errors."""
 
     dialect: Dialect = "postgres"
+    lock_for_update = " FOR UPDATE"
+    lock_skipping_locked = " FOR UPDATE SKIP LOCKED"
+    """Row locks: writers of different rows go on side by side, until their transaction ends."""
 
     def __init__(self, conn: psycopg.Connection[Any], location: str) -> None:
         self.raw = conn

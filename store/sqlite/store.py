@@ -22,6 +22,14 @@ def is_busy_error(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def translate(error: sqlite3.Error, path: str) -> StoreError:
+    """The store error for a driver error, naming the file (``attempt to write a readonly
+    database`` alone does not say which): ``StoreBusy`` when another writer kept it locked."""
+    if isinstance(error, sqlite3.OperationalError) and is_busy_error(error):
+        return StoreBusy(f"database {path} is locked by another writer: {error}")
+    return StoreError(f"database {path}: {error}")
+
+
 @contextlib.contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One ``BEGIN IMMEDIATE`` transaction: all of its writes commit together or not at all.
@@ -52,18 +60,29 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 class SqliteSql:
-    """``Sql`` over a ``sqlite3.Connection``: the table modules' ``?`` is SQLite's own."""
+    """``Sql`` over a ``sqlite3.Connection``: the table modules' ``?`` is SQLite's own, and
+    driver errors surface as the store's errors."""
 
     dialect: Dialect = "sqlite"
+    lock_for_update = ""
+    lock_skipping_locked = ""
+    """No row locks: a write transaction (``BEGIN IMMEDIATE``) holds the whole file."""
 
-    def __init__(self, raw: sqlite3.Connection) -> None:
+    def __init__(self, raw: sqlite3.Connection, path: str) -> None:
         self.raw = raw
+        self.path = path
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self.raw.execute(sql, params)
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.raw.executemany(sql, rows)
+        try:
+            self.raw.executemany(sql, rows)
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
 
 
 class SqliteStore:
@@ -75,7 +94,7 @@ class SqliteStore:
         self.utils = utils
         self.raw: sqlite3.Connection = utils.conn
         self.path = path
-        self._sql = SqliteSql(self.raw)
+        self._sql = SqliteSql(self.raw, path)
 
     @property
     def location(self) -> str:
@@ -93,8 +112,8 @@ class SqliteStore:
         try:
             with immediate(self.raw):
                 yield self._sql
-        except sqlite3.Error as error:
-            raise StoreError(f"database {self.path}: {error}") from error
+        except sqlite3.Error as error:  # BEGIN, COMMIT or ROLLBACK themselves
+            raise translate(error, self.path) from error
 
     def schema_version(self) -> int:
         return migrations.schema_version(self.conn)

@@ -10,10 +10,9 @@ import redis
 from consumer.contract.partitions import MAX_PARTITIONS, key_slot, partition_of_slot, slot_range
 from consumer.runtime.clock import format_ms
 from consumer.runtime.stream_view import StreamView, find_gap, find_reset, lag
-from store import holders, offsets, partitions, records
+from store import holders, offsets, partitions
 from store.backend import Store
 from store.sql import Sql
-from store.stream_id import StreamId
 
 
 def sources(old_count: int, new_count: int) -> dict[int, list[int]]:
@@ -201,14 +200,3 @@ def check_partitions(
                 " entry: unread entries were trimmed"
             )
     return problems
-
-
-def set_every_offset(conn: Sql, label: str, entry_id: str, now_ms: int) -> str | None:
-    """``offsets set``: put every partition of ``label`` at ``entry_id`` and let entries
-    after it apply again (clearing records' marks past it); return the previous offset."""
-    StreamId.parse(entry_id)
-    before = offsets.load(conn, label)
-    count = partitions.count(conn, label)
-    partitions.set_offsets(conn, label, {p: (entry_id, 0) for p in range(count)}, now_ms)
-    records.forget_marks(conn, entry_id)
-    return before
