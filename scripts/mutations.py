@@ -812,6 +812,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         '    lock_for_update = " FOR UPDATE"\n',
         '    lock_for_update = ""\n',
     ),
+    (
+        "a chunk confirmed after a rescan moves the table's read past the last holder's rows",
+        "consumer/runtime/relay.py",
+        "        if not self._from_table:\n            self.published_through = seq\n",
+        "        self.published_through = seq\n",
+    ),
 ]
 
 

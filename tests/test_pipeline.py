@@ -123,6 +123,29 @@ def test_relay_sends_now_and_confirms_later_in_order(
     relay.close()
 
 
+def test_a_chunk_confirmed_after_taking_partitions_leaves_the_last_holder_s_rows_to_go_out(
+    db: Store, client: redis.Redis, rclient: redis.Redis
+) -> None:
+    """A worker holding game g1's partition takes g0's while a chunk of its own is still in
+    flight (pipelined during a backlog). The last holder of g0 left a row below that chunk;
+    the rescan must publish it, though confirming the older chunk comes first. (A chaos run
+    in CI lost such snapshots: the confirmation moved the table's read position past them,
+    and when they went out later, after newer ones, Redis skipped them as appended.)"""
+    mine = {"g1"}
+    relay = OutboxRelay(db, client, LOBBY, chunk=10)
+    relay.owns = lambda game_id: game_id in mine
+    assert relay.publish() == 0  # start: the (empty) table first
+    left, own = _rows(db, 2)  # seq 1: g0, the last holder's; seq 2: g1, this worker's
+    relay.committed([own])
+    assert relay.send() == 0 and relay.in_flight == 1  # sent, its reply not read yet
+    mine.add("g0")  # the partition of g0 taken
+    relay.rescan()
+    assert relay.publish() == 2  # the chunk in flight, then the last holder's row
+    assert sorted(f[b"game_id"] for _, f in entries(rclient, LOBBY)) == [b"g0", b"g1"]
+    assert outbox.pending(db.conn) == 0 and left[0] < own[0]
+    relay.close()
+
+
 def test_relay_that_loses_redis_mid_flight_republishes_from_the_table(
     db: Store,
 ) -> None:

@@ -228,9 +228,9 @@ class OutboxRelay:
         if done.refusal is not None:
             with self.db.write() as conn_:
                 outbox.delete_seqs(conn_, settled)
-            self.published_through = seqs[done.done] - 1
+            self._settled_through(seqs[done.done] - 1)
             raise refusal_error(done.refusal)
-        self.published_through = seqs[-1]
+        self._settled_through(seqs[-1])
         log.debug("published %s to %s", counted(done.added, "snapshot"), self.stream)
         hit(FaultPoint.AFTER_PUBLISH)
         with self.db.write() as conn_:
@@ -239,6 +239,15 @@ class OutboxRelay:
             else:  # other partitions' rows sit in between
                 outbox.delete_seqs(conn_, seqs)
         return done.added
+
+    def _settled_through(self, seq: int) -> None:
+        """A chunk sent from memory is settled up to ``seq``: the next table read starts
+        after it. Not while a table read is pending: then the read's own position counts,
+        and a chunk sent before a rescan must not move it past the rows the partitions'
+        last holder left below that chunk (they would go out later, after newer snapshots
+        of their games, and Redis would skip them as appended: lost)."""
+        if not self._from_table:
+            self.published_through = seq
 
     def _reset(self) -> None:
         self._from_table = True
