@@ -818,6 +818,36 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        if not self._from_table:\n            self.published_through = seq\n",
         "        self.published_through = seq\n",
     ),
+    (
+        "systemd hears nothing of what a worker waiting for Redis waits for",
+        "consumer/runtime/status.py",
+        '        self.notifier.status(f"waiting for redis: {error}")\n',
+        "",
+    ),
+    (
+        "the watchdog goes quiet while the loop waits out a backoff",
+        "consumer/runtime/loop.py",
+        "        self._wait(wait_s)\n",
+        "        self._stop.wait(wait_s)\n",
+    ),
+    (
+        "the probes' lease expiry stays where the take left it",
+        "consumer/runtime/loop.py",
+        "                self.status.lease_until(ownership.keeper.expires_at_ms)\n",
+        "                pass\n",
+    ),
+    (
+        "healthfsm_ready says ready whatever /readyz says",
+        "consumer/runtime/metrics.py",
+        '            value=1 if reason == "ready" else 0,\n',
+        "            value=1,\n",
+    ),
+    (
+        "the lag gauges keep their last value while Redis is away",
+        "consumer/runtime/status.py",
+        "        self.metrics.reconnects.inc()\n        self.metrics.lag_unknown()\n",
+        "        self.metrics.reconnects.inc()\n",
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.runtime.batch import BatchResult
+from consumer.runtime.health import HealthState
 from consumer.runtime.metrics import Metrics
 from statemachine import Status
 
@@ -31,7 +32,8 @@ TARGET_LABELS = {"job", "instance"}
 def exported() -> dict[str, set[str]]:
     """Every sample name the worker exports, with its label names, read from a scrape of a
     registry in which every labelled metric has a child."""
-    metrics = Metrics()
+    identity = {"label": "l", "stream": "s", "lobby_stream": "o"}
+    metrics = Metrics(health=HealthState(10.0), identity=identity)
     result = BatchResult(last_entry_id="1-0", entries=1, applied=1)
     result.rejected = Counter({"unknown_game": 1})
     result.transitions = Counter({(Status.RUNNING, Status.ENGINE_UNREACHABLE): 1})
@@ -136,6 +138,30 @@ def test_every_alert_rule_uses_what_the_worker_exports() -> None:
                 assert label in grouped | TARGET_LABELS or f"{label}=" in expr, (
                     f"{rule['alert']}: {label} is not in the alert's labels"
                 )
+
+
+def _anchor(heading: str) -> str:
+    """The fragment a Markdown renderer gives a heading (GitHub's rule)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_alert_names_its_label_a_severity_and_a_section_that_says_what_to_do() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {
+        _anchor(line.lstrip("#")) for line in operations.splitlines() if line.startswith("#")
+    }
+    for rule in rules():
+        name = str(rule["alert"])
+        grouped = {p.strip() for g in GROUPING.findall(str(rule["expr"])) for p in g.split(",")}
+        assert "label" in grouped, f"{name}: one label's alert must not hide another's"
+        labels = rule.get("labels", {})
+        assert isinstance(labels, dict) and labels.get("severity") in {"page", "ticket"}, name
+        annotations = rule.get("annotations", {})
+        assert isinstance(annotations, dict), name
+        url = str(annotations.get("runbook_url", ""))
+        assert url.startswith("file:///opt/healthfsm/docs/operations.md#"), name
+        assert url.split("#")[1] == name.lower() and name.lower() in anchors, name
 
 
 def test_the_docs_link_the_rules_file_instead_of_pasting_it() -> None:

@@ -5,7 +5,9 @@ that is not there yet, a wedged loop, and the datagrams a ``Type=notify`` unit r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -19,13 +21,14 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.devtools import embedded
 from consumer.devtools.embedded import free_port
 from consumer.runtime.worker import Worker
 from consumer.settings import ConsumerSettings
 from statemachine import Status
-from store import SCHEMA_VERSION, open_database
+from store import SCHEMA_VERSION, open_database, partitions
 from tests.conftest import FIXED_NOW_MS, add_games, xadd_event
 from tests.processes import Consume, wait_for
 
@@ -118,6 +121,8 @@ def test_redis_down_fails_readiness_not_liveness(
     worker, port = start_worker(tmp_path, "w", own_redis.url, db)
     try:
         wait_for(lambda: answers(port, "/readyz", 200, role="active"), 20, "ready")
+        measured = lambda: not math.isnan(scrape(port)["healthfsm_consumer_lag_seconds"])  # noqa: E731
+        wait_for(measured, 30, "the lag measured (the first progress interval)")
         own_redis._terminate()
         wait_for(lambda: answers(port, "/readyz", 503), 20, "not ready while Redis is down")
         started = time.monotonic()
@@ -126,9 +131,72 @@ def test_redis_down_fails_readiness_not_liveness(
         assert code == 503 and [f["what"] for f in body["failing"]] == ["redis"]
         assert body["failing"][0]["since"].endswith("Z")
         assert probe(port, "/healthz")[0] == 200  # backing off is the loop doing its job
+        scraped = scrape(port)  # /metrics says what /readyz says, and no reassuring lag
+        assert (
+            scraped["healthfsm_ready"] == 0 and scraped['healthfsm_readiness{reason="redis"}'] == 1
+        )
+        assert math.isnan(scraped["healthfsm_consumer_lag_seconds"])
         own_redis.restart()
         wait_for(lambda: answers(port, "/readyz", 200), 30, "ready again")
+        wait_for(lambda: scrape(port)["healthfsm_ready"] == 1, 30, "the metric ready again")
+        assert scrape(port)['healthfsm_readiness{reason="ready"}'] == 1
     finally:
+        assert worker.stop() == 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """One scrape of ``/metrics``: each sample's name with its labels, and its value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as answer:
+        text = answer.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return found
+
+
+def test_metrics_say_what_the_worker_consumes_and_agree_with_readyz_from_the_start(
+    tmp_path: Path, redis_url: str, db_path: Path
+) -> None:
+    db = store_with_game(db_path)
+    worker, port = start_worker(tmp_path, "w", redis_url, db, "--label", "blue")
+    try:
+        wait_for(lambda: answers(port, "/readyz", 200, role="active"), 20, "ready")
+        scraped = scrape(port)
+        info = 'healthfsm_worker_info{label="blue",lobby_stream="gm:lobby_events",'
+        assert scraped[info + 'stream="runtime:health_events"}'] == 1
+        assert scraped["healthfsm_ready"] == 1
+        assert sum(v for k, v in scraped.items() if k.startswith("healthfsm_readiness{")) == 1
+        assert scraped["process_resident_memory_bytes"] > 0 and "python_info" in str(scraped)
+    finally:
+        assert worker.stop() == 0
+
+
+def test_the_probe_s_lease_expiry_follows_the_renewals(
+    tmp_path: Path, redis_url: str, db_path: Path
+) -> None:
+    """The body's lease expiry moves with each renewal, as the store's does (it was set
+    when the lease was taken and never again: behind the store's, and soon in the past)."""
+    db = store_with_game(db_path)
+    worker, port = start_worker(tmp_path, "w", redis_url, db)
+    store = open_database(db, read_only=True)
+    try:
+        wait_for(lambda: answers(port, "/readyz", 200, role="active"), 20, "ready")
+        first = probe(port, "/readyz")[1]["lease"]["until_ms"]
+
+        def stored() -> int:
+            leases = partitions.read_leases(store.conn, "health_events")
+            return max(lease.expires_at_ms for lease in leases.values())
+
+        wait_for(lambda: stored() > first, 20, "a renewal in the store")
+        wait_for(
+            lambda: probe(port, "/readyz")[1]["lease"]["until_ms"] > first,
+            20,
+            "the renewal in the probe's body",
+        )
+    finally:
+        store.close()
         assert worker.stop() == 0
 
 
@@ -245,6 +313,66 @@ def test_systemd_hears_ready_watchdog_status_and_stopping(
             assert worker.stop() == 0
 
 
+def _heard(sock: socket.socket, into: list[tuple[float, str]], seconds: float) -> None:
+    """Collect the datagrams that arrive within ``seconds``, with when each came."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        with contextlib.suppress(TimeoutError):
+            data = sock.recv(4096).decode()
+            into.extend((time.monotonic(), line) for line in data.splitlines())
+
+
+def test_ready_waits_for_redis_and_the_status_says_so(
+    tmp_path: Path, own_redis: embedded.EmbeddedRedis, db_path: Path
+) -> None:
+    """READY=1 means the worker works: not while Redis does not answer (it was sent when
+    the lease was taken, 0.4 s after start); STATUS= says what it waits for."""
+    db = store_with_game(db_path)
+    own_redis._terminate()
+    with notify_socket(tmp_path) as sock:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        worker, _ = start_worker(tmp_path, "w", own_redis.url, db, env=env)
+        heard: list[tuple[float, str]] = []
+        try:
+            wait_for(lambda: worker.stderr().count("redis unavailable") >= 3, 30, "three retries")
+            _heard(sock, heard, 0.5)
+            lines = [line for _, line in heard]
+            assert "READY=1" not in lines
+            assert any(line.startswith("STATUS=waiting for redis") for line in lines), lines
+            own_redis.restart()
+            deadline = time.monotonic() + 30
+            while "READY=1" not in [line for _, line in heard] and time.monotonic() < deadline:
+                _heard(sock, heard, 0.5)
+            assert "READY=1" in [line for _, line in heard]
+        finally:
+            assert worker.stop() == 0
+
+
+def test_the_watchdog_hears_the_loop_all_through_a_long_backoff(
+    tmp_path: Path, own_redis: embedded.EmbeddedRedis, db_path: Path
+) -> None:
+    """With WatchdogSec=8 the pings come at least every 4 s, also while the loop waits out
+    a Redis outage with backoffs of 6.4 and 10 s (they stopped for the whole wait)."""
+    db = store_with_game(db_path)
+    with notify_socket(tmp_path) as sock:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "8000000"}
+        worker, port = start_worker(tmp_path, "w", own_redis.url, db, env=env)
+        heard: list[tuple[float, str]] = []
+        try:
+            wait_for(lambda: answers(port, "/readyz", 200, role="active"), 20, "ready")
+            own_redis._terminate()
+            deadline = time.monotonic() + 60
+            while "retrying in 10.0s" not in worker.stderr() and time.monotonic() < deadline:
+                _heard(sock, heard, 0.5)
+            assert "retrying in 6.4s" in worker.stderr()  # a long wait went by meanwhile
+            pings = [at for at, line in heard if line == "WATCHDOG=1"]
+            gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+            assert len(pings) >= 4 and max(gaps) <= 4.0, gaps
+        finally:
+            own_redis.restart()
+            assert worker.stop() == 0
+
+
 def test_without_notify_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     from consumer.runtime.systemd import Notifier
 
@@ -252,7 +380,7 @@ def test_without_notify_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) 
     notifier = Notifier()
     assert not notifier.enabled and notifier.send("READY=1") is False
     for env, interval in (
-        ({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000"}, 0.5),
+        ({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000"}, 0.25),
         ({"NOTIFY_SOCKET": "/x"}, None),
     ):
         told = Notifier(env)

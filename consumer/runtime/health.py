@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from consumer.runtime.clock import format_ms, wall_clock_ms
 
@@ -47,6 +47,15 @@ class Failure:
             "since": format_ms(self.since_ms),
             "since_ms": self.since_ms,
         }
+
+
+Dependency = Literal["redis", "store", "schema"]
+"""What readiness depends on reaching (the schema: being the one this build runs on)."""
+
+READINESS = ("ready", "fatal", "redis", "store", "schema", "starting", "stopping")
+"""Why ``/readyz`` passes or fails, first match wins: ready, or the first of what stops it
+(a fatal condition, Redis or the store not reached, a schema this build does not run on,
+still starting, stopping). ``healthfsm_readiness{reason}`` exports the same answer."""
 
 
 def liveness_bound_s(block_ms: int, lease_ttl_s: float, backoff_max_s: float) -> float:
@@ -83,7 +92,7 @@ class HealthState:
         for listener in self.listeners:
             listener(self)
 
-    def failing(self, what: str, error: BaseException | str) -> None:
+    def failing(self, what: Dependency, error: BaseException | str) -> None:
         """The last attempt to reach ``what`` ("redis", "store", "schema") failed."""
         with self._lock:
             known = self._failures.get(what)
@@ -126,7 +135,19 @@ class HealthState:
         return found
 
     def ready(self) -> bool:
-        return self.role in (Role.ACTIVE, Role.STANDBY) and not self.failures()
+        return self.readiness() == "ready"
+
+    def readiness(self) -> str:
+        """One of ``READINESS``: "ready", or why not."""
+        with self._lock:
+            if self._fatal is not None:
+                return "fatal"
+            for what in ("redis", "store", "schema"):
+                if what in self._failures:
+                    return what
+        if self.role in (Role.ACTIVE, Role.STANDBY):
+            return "ready"
+        return self.role.value
 
     def report(self, *, check: str) -> tuple[bool, dict[str, Any]]:
         """(passes, JSON body) for ``check`` = "live" or "ready"."""
@@ -153,6 +174,7 @@ class HealthState:
             "lease": {
                 "holder": self.holder,
                 "until": None if self.holder_until_ms is None else format_ms(self.holder_until_ms),
+                "until_ms": self.holder_until_ms,
             },
         }
         return passes, body

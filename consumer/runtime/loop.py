@@ -87,6 +87,8 @@ class ConsumeLoop:
                 break
             if ownership.holding and not self.guarded(self.turn):
                 break
+            if ownership.holding:
+                self.status.lease_until(ownership.keeper.expires_at_ms)
             self.status.health.beat()
         if ownership.holding:
             self._final_publish()
@@ -128,9 +130,22 @@ class ConsumeLoop:
             if step == self.turn:
                 self.status.health.reached("redis", "store")
             return verdict
-        self._stop.wait(wait_s)
+        self._wait(wait_s)
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         return True
+
+    def _wait(self, seconds: float) -> None:
+        """Wait out a backoff in steps, each one a beat of the loop: systemd's watchdog
+        hears the loop itself all through a 10 s backoff, and a wedged loop still goes
+        quiet (a timer thread would ping for it)."""
+        step = self.status.beat_every_s
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, step))
+            self.status.health.beat()
 
     def turn(self) -> bool:
         """One round of the protocol: publish leftovers, read, apply+commit, publish.

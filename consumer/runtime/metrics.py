@@ -7,25 +7,57 @@ game id). Each worker gets its own registry, so tests and embedded uses never co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from consumer.runtime import log_queue
 from consumer.runtime.batch import BatchResult
+from consumer.runtime.health import READINESS, HealthState
+
+NAN = float("nan")
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
-    """Every metric the worker exports, in one registry."""
+    """Every metric the worker exports, in one registry.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    ``health`` and ``identity`` (label, stream, lobby_stream) add what is read at scrape
+    time: readiness with its reason, as ``/readyz`` answers it at that moment, and the info
+    metric the rules join on to tell one deployment from another.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        health: HealthState | None = None,
+        identity: Mapping[str, str] | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if health is not None:
+            r.register(ReadinessCollector(health))
+        if identity is not None:
+            r.register(IdentityCollector(identity))
         self.up = Gauge(
             "healthfsm_up", "1 while the consumer loop runs, 0 once stopped.", registry=r
         )
@@ -164,6 +196,14 @@ class Metrics:
         )
 
         r.register(LogDropsCollector())
+        self.lag_unknown()
+
+    def lag_unknown(self) -> None:
+        """The lag is not known (not measured yet, standing by, or Redis or the store not
+        reached): NaN, which no threshold compares true with, never a reassuring 0."""
+        self.lag_entries.set(NAN)
+        self.lag_seconds.set(NAN)
+        self.partition_lag_entries.clear()
 
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
@@ -202,6 +242,46 @@ class LogDropsCollector(Collector):
             "Log records dropped because log output was slower than the worker"
             " (stderr blocked or read late).",
             value=log_queue.dropped_total(),
+        )
+
+
+class ReadinessCollector(Collector):
+    """``healthfsm_ready`` and ``healthfsm_readiness{reason}``, read from the probes' state
+    at scrape time, so ``/metrics`` and ``/readyz`` agree from the first scrape on."""
+
+    def __init__(self, health: HealthState) -> None:
+        self._health = health
+
+    def collect(self) -> Iterator[Metric]:
+        reason = self._health.readiness()
+        yield GaugeMetricFamily(
+            "healthfsm_ready",
+            "1 while /readyz passes (active or standing by, Redis and the store reached), else 0.",
+            value=1 if reason == "ready" else 0,
+        )
+        why = GaugeMetricFamily(
+            "healthfsm_readiness",
+            "1 for the reason /readyz gives now (ready, fatal, redis, store, schema, starting,"
+            " stopping), 0 for the others.",
+            labels=["reason"],
+        )
+        for name in READINESS:
+            why.add_metric([name], 1 if name == reason else 0)
+        yield why
+
+
+class IdentityCollector(Collector):
+    """``healthfsm_worker_info{label,stream,lobby_stream}`` 1: what this worker consumes,
+    for rules and panels that tell one deployment (label) from another."""
+
+    def __init__(self, identity: Mapping[str, str]) -> None:
+        self._identity = dict(identity)
+
+    def collect(self) -> Iterator[Metric]:
+        yield InfoMetricFamily(
+            "healthfsm_worker",
+            "What this worker consumes: its offset label, input stream and lobby stream.",
+            value=self._identity,
         )
 
 

@@ -110,6 +110,12 @@ class WorkerStatus:
         self._looked_at_schema = float("-inf")
         health.listeners.append(lambda _: notifier.watchdog())
 
+    @property
+    def beat_every_s(self) -> float:
+        """The longest a wait may go without a beat: a quarter of systemd's watchdog (so its
+        pings, due at a quarter too, are never more than half of it apart), or 1 s."""
+        return min(1.0, self.notifier.watchdog_interval_s or 1.0)
+
     # roles -----------------------------------------------------------------------------
 
     def started(self) -> None:
@@ -131,7 +137,7 @@ class WorkerStatus:
         self.health.role = Role.ACTIVE if partitions else Role.STANDBY
         self.metrics.partitions_held.set(partitions)
         self.metrics.lease_held.set(1 if partitions else 0)
-        self.metrics.partition_lag_entries.clear()
+        self.metrics.lag_unknown()
 
     def lost(self, error: LeaseLost) -> None:
         """The fence failed: nothing held is this worker's any more. A re-partition is
@@ -196,13 +202,21 @@ class WorkerStatus:
             f" ({lag_seconds:.1f}s)"
         )
 
+    def lease_until(self, expires_at_ms: int) -> None:
+        """The held leases were renewed to ``expires_at_ms`` (the probes show it)."""
+        self.health.holder_until_ms = expires_at_ms
+
     def redis_failed(self, error: Exception) -> None:
         self.metrics.reconnects.inc()
+        self.metrics.lag_unknown()
         self.health.failing("redis", error)
+        self.notifier.status(f"waiting for redis: {error}")
 
     def store_failed(self, error: Exception) -> None:
         self.metrics.store_reconnects.inc()
+        self.metrics.lag_unknown()
         self.health.failing("store", error)
+        self.notifier.status(f"waiting for the store: {error}")
 
     def store_busy(self) -> None:
         self.metrics.busy_retries.inc()

@@ -75,7 +75,9 @@ class Notifier:
         )
 
     def watchdog(self) -> None:
-        """``WATCHDOG=1`` at most every half ``WATCHDOG_USEC``; call it from the loop."""
+        """``WATCHDOG=1`` once a quarter of ``WATCHDOG_USEC`` has passed; call it from the
+        loop, which beats at least that often (``WorkerStatus.beat_every_s``), so two pings
+        are never more than half ``WATCHDOG_USEC`` apart."""
         if self.watchdog_due():
             self._last_watchdog = self._clock()
             self.send("WATCHDOG=1")
@@ -100,11 +102,11 @@ def _address(value: str) -> str | bytes | None:
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:
-    """Half of ``WATCHDOG_USEC``, when the watchdog is meant for this process."""
+    """A quarter of ``WATCHDOG_USEC``, when the watchdog is meant for this process."""
     usec = env.get(ENV_WATCHDOG_USEC, "")
     if not usec.isdigit() or int(usec) == 0:
         return None
     pid = env.get(ENV_WATCHDOG_PID, "")
     if pid.isdigit() and int(pid) != os.getpid():
         return None
-    return int(usec) / 1_000_000 / 2
+    return int(usec) / 1_000_000 / 4

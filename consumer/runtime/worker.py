@@ -85,13 +85,24 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
-__all__ = ["Totals", "Worker", "health_for", "wall_clock_ms"]
+__all__ = ["Totals", "Worker", "health_for", "metrics_for", "wall_clock_ms"]
 
 
 def health_for(settings: ConsumerSettings) -> HealthState:
     """The probes' state for a worker with these settings (its liveness bound)."""
     bound = liveness_bound_s(settings.block_ms_read, settings.lease_ttl_s, settings.backoff_max_s)
     return HealthState(bound)
+
+
+def metrics_for(settings: ConsumerSettings, health: HealthState) -> Metrics:
+    """The metrics of a worker with these settings: readiness read from ``health`` at
+    scrape time, and what it consumes as ``healthfsm_worker_info``."""
+    identity = {
+        "label": settings.label,
+        "stream": settings.stream,
+        "lobby_stream": settings.lobby_stream,
+    }
+    return Metrics(health=health, identity=identity)
 
 
 class Worker:
@@ -120,8 +131,8 @@ class Worker:
         self.machine = machine = machine or get_machine()
         self.clock = clock
         self.metrics_port = metrics_port
-        self.metrics = metrics = metrics or Metrics()
         self.health = health = health or health_for(settings)
+        self.metrics = metrics = metrics or metrics_for(settings, health)
         self.notifier = notifier = notifier or Notifier()
         self.status = status = WorkerStatus(
             settings.label, metrics, health, notifier, list(observers), settings.progress_interval_s

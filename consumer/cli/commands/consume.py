@@ -105,10 +105,10 @@ def consume(
 def _consume(settings: ConsumerSettings) -> None:
     """Serve the probes first (they answer while the store is away), open the store, run."""
     from consumer.runtime.http_endpoints import serve
-    from consumer.runtime.metrics import Metrics
-    from consumer.runtime.worker import Worker, health_for
+    from consumer.runtime.worker import Worker, health_for, metrics_for
 
-    metrics, health = Metrics(), health_for(settings)
+    health = health_for(settings)
+    metrics = metrics_for(settings, health)
     port = None
     if settings.metrics_port is not None:
         port = serve(metrics.registry, health, settings.metrics_port, settings.metrics_host)
