@@ -819,6 +819,25 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        self.published_through = seq\n",
     ),
     (
+        "a stream reset exits into the unit's restart loop instead of staying up, failed",
+        "consumer/runtime/worker.py",
+        "                    if not s.drain:\n                        self._stay_failed(error)\n",
+        "",
+    ),
+    (
+        "a worker failed on a stream reset keeps its partitions (offsets set is refused)",
+        "consumer/runtime/worker.py",
+        "        self.ownership.release_on_stop()\n        self.status.failed(error)\n",
+        "        self.status.failed(error)\n",
+    ),
+    (
+        "systemd hears STOPPING=1 on a signal only",
+        "consumer/runtime/status.py",
+        'every way out."""\n        self.health.role = Role.STOPPING\n'
+        "        self.notifier.stopping()\n",
+        'every way out."""\n        self.health.role = Role.STOPPING\n',
+    ),
+    (
         "systemd hears nothing of what a worker waiting for Redis waits for",
         "consumer/runtime/status.py",
         '        self.notifier.status(f"waiting for redis: {error}")\n',

@@ -181,6 +181,7 @@ def unit() -> configparser.ConfigParser:
 def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_graceful_stop() -> None:
     service = unit()["Service"]
     assert service["Type"] == "notify"
+    assert service["TimeoutStartSec"] == "infinity"  # READY=1 waits for Redis and the store
     assert service["Restart"] == "on-failure"
     assert service["KillSignal"] == "SIGTERM"
     watchdog = int(service["WatchdogSec"])

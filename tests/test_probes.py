@@ -373,6 +373,56 @@ def test_the_watchdog_hears_the_loop_all_through_a_long_backoff(
             assert worker.stop() == 0
 
 
+def test_a_stream_reset_leaves_the_worker_up_failed_and_holding_nothing_until_stopped(
+    tmp_path: Path, own_redis: embedded.EmbeddedRedis, db_path: Path
+) -> None:
+    """Under --on-stream-reset stop the worker no longer exits into its unit's restart loop
+    (a reset then paged as "no active worker", the counter never scraped): it stays up,
+    says so everywhere, and lets go of its partitions so that the offset can be moved."""
+    db = store_with_game(db_path)
+    client = redis.Redis.from_url(own_redis.url)
+    xadd_event(client, "g", "container_exited")
+    with notify_socket(tmp_path) as sock:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        worker, port = start_worker(tmp_path, "w", own_redis.url, db, env=env)
+        heard: list[tuple[float, str]] = []
+        store = open_database(db, read_only=True)
+        try:
+            wait_for(lambda: client.xlen("gm:lobby_events") >= 1, 20, "the entry applied")
+            client.delete("runtime:health_events")  # Redis lost the stream under the offset
+            wait_for(lambda: answers(port, "/readyz", 503), 30, "failed")
+            scraped = scrape(port)
+            assert scraped['healthfsm_readiness{reason="fatal"}'] == 1
+            assert scraped["healthfsm_stream_resets_total"] == 1
+            assert scraped["healthfsm_lease_held"] == 0
+            assert probe(port, "/healthz")[0] == 200  # alive: a restart would not help
+            assert partitions.live_leases(store.conn, int(time.time() * 1000)) == []  # given up
+            _heard(sock, heard, 0.5)
+            assert any(line.startswith("STATUS=failed: stream") for _, line in heard), heard
+            assert worker.process.poll() is None  # up, until an operator acts
+            worker.signal(signal.SIGTERM)
+            assert worker.wait() == 1
+            assert "was reset" in worker.stderr() and "offsets set" in worker.stderr()
+        finally:
+            store.close()
+            client.close()
+            worker.stop()
+
+
+def test_systemd_hears_stopping_when_a_drain_ends(
+    tmp_path: Path, redis_url: str, db_path: Path
+) -> None:
+    """STOPPING=1 on every way out, not only on a signal."""
+    db = store_with_game(db_path)
+    with notify_socket(tmp_path) as sock:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        worker, _ = start_worker(tmp_path, "w", redis_url, db, "--drain", env=env)
+        assert worker.wait(60) == 0
+        heard: list[tuple[float, str]] = []
+        _heard(sock, heard, 0.5)
+        assert [line for _, line in heard if line == "STOPPING=1"] == ["STOPPING=1"]
+
+
 def test_without_notify_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     from consumer.runtime.systemd import Notifier
 

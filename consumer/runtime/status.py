@@ -165,9 +165,19 @@ class WorkerStatus:
         self.health.role = Role.STOPPING
         self.notifier.stopping()
 
+    def failed(self, error: Exception) -> None:
+        """Stopped consuming on an error that needs an operator; still up, holding nothing."""
+        self.metrics.lease_held.set(0)
+        self.metrics.partitions_held.set(0)
+        self.metrics.lag_unknown()
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        self.notifier.status(f"failed: {first_line}"[:200])
+
     def ending(self) -> None:
-        """The loop ended, whatever the reason."""
+        """The loop ended, whatever the reason (a signal, the end of ``--drain``, an error):
+        systemd hears STOPPING=1 on every way out."""
         self.health.role = Role.STOPPING
+        self.notifier.stopping()
 
     def let_go(self) -> None:
         """Every partition is being given up (stopping, or a take that failed half-way)."""

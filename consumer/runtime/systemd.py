@@ -37,6 +37,7 @@ class Notifier:
         self.watchdog_interval_s = _watchdog_interval(env)
         self._last_watchdog = float("-inf")
         self._ready = False
+        self._stopping = False
         self._status = ""
 
     @property
@@ -83,7 +84,10 @@ class Notifier:
             self.send("WATCHDOG=1")
 
     def stopping(self) -> None:
-        self.send("STOPPING=1", "STATUS=stopping")
+        """``STOPPING=1``, once, whichever way the worker ends."""
+        if not self._stopping:
+            self._stopping = True
+            self.send("STOPPING=1", "STATUS=stopping")
 
     def close(self) -> None:
         if self._socket is not None:

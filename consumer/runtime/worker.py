@@ -20,6 +20,7 @@ from types import FrameType
 
 import redis
 
+from consumer.errors import StreamReset
 from consumer.runtime.batch import BatchTarget
 from consumer.runtime.clock import wall_clock_ms
 from consumer.runtime.cpu import CpuSplit
@@ -215,6 +216,19 @@ class Worker:
         self.status.stopping()
         self.request_stop()
 
+    def _stay_failed(self, error: StreamReset) -> None:
+        """A reset needs an operator, and a restart would only meet it again (a unit's
+        restart loop hid it behind "no active worker"): give every partition up (so
+        ``offsets set`` may move the offset), say what happened on ``/readyz``,
+        ``/metrics`` and to systemd, and wait for a stop, still beating (the watchdog and
+        ``/healthz``: nothing is wedged). The stop then exits 1 with the remedy."""
+        self.ownership.release_on_stop()
+        self.status.failed(error)
+        log.error("staying up in a failed state until stopped (SIGTERM): %s", error)
+        while not self._stop.is_set():
+            self._stop.wait(self.status.beat_every_s)
+            self.health.beat()
+
     def install_signal_handlers(self) -> None:
         """Route SIGINT and SIGTERM to ``handle_signal`` (main thread only)."""
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -266,6 +280,11 @@ class Worker:
             with fewer_gc_passes(), self.db.background():
                 try:
                     self.loop.run()
+                except StreamReset as error:
+                    self.health.fatal(error)
+                    if not s.drain:
+                        self._stay_failed(error)
+                    raise
                 except BaseException as error:
                     self.health.fatal(error)
                     raise
