@@ -867,6 +867,18 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        self.metrics.reconnects.inc()\n        self.metrics.lag_unknown()\n",
         "        self.metrics.reconnects.inc()\n",
     ),
+    (
+        "the unit hides /proc's boot id from the worker (same-host takeover waits the TTL)",
+        "deploy/healthfsm.service",
+        "ProtectProc=invisible\n",
+        "ProtectProc=invisible\nProcSubset=pid\n",
+    ),
+    (
+        "the unit keeps every capability (exposure 3.0)",
+        "deploy/healthfsm.service",
+        "CapabilityBoundingSet=\n",
+        "",
+    ),
 ]
 
 

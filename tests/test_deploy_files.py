@@ -49,7 +49,7 @@ def exported() -> dict[str, set[str]]:
     return names
 
 
-METRIC = re.compile(r"\b(healthfsm_[a-z0-9_]+)\b(\{[^}]*\})?")
+METRIC = re.compile(r"\b((?:healthfsm|process|python)_[a-z0-9_]+)\b(\{[^}]*\})?")
 MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 
@@ -164,6 +164,34 @@ def test_every_alert_names_its_label_a_severity_and_a_section_that_says_what_to_
         assert url.split("#")[1] == name.lower() and name.lower() in anchors, name
 
 
+def _family(name: str) -> str:
+    for suffix in ("_total", "_bucket", "_count", "_sum", "_created"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def test_every_exported_metric_is_on_a_panel_or_in_a_rule_or_the_docs_say_why_not() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "healthfsm.json").read_text())
+    templating = [str(v.get("query", "")) for v in dashboard["templating"]["list"]]
+    expressions = dashboard_expressions() + [str(r["expr"]) for r in rules()] + templating
+    shown = {_family(name) for expr in expressions for name, _ in METRIC.findall(expr)}
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    why_not = re.search(r"Not on a panel or in a\s+rule: (.*?)\.\n", operations, re.S)
+    assert why_not is not None, "docs/operations.md says which metrics are left off, and why"
+    left_off = set(re.findall(r"`([a-z_]+)`", why_not.group(1)))
+    missing = {_family(name) for name in exported()} - shown - left_off
+    assert missing == set()
+
+
+def test_the_dashboard_asks_for_its_data_source_on_import() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "healthfsm.json").read_text())
+    inputs = dashboard["__inputs"]
+    assert [(i["type"], i["pluginId"]) for i in inputs] == [("datasource", "prometheus")]
+    chosen = next(v for v in dashboard["templating"]["list"] if v["name"] == "datasource")
+    assert chosen["current"]["value"] == "${" + inputs[0]["name"] + "}"
+
+
 def test_the_docs_link_the_rules_file_instead_of_pasting_it() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
     assert "deploy/prometheus/healthfsm-rules.yaml" in operations
@@ -206,3 +234,59 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     )
     complaints = [line for line in done.stderr.splitlines() if str(local) in line]
     assert done.returncode == 0 and not complaints, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_unit_is_hardened_to_an_exposure_of_2_or_less(tmp_path: Path) -> None:
+    local = tmp_path / "healthfsm.service"
+    local.write_text((DEPLOY / "healthfsm.service").read_text())
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
+    assert found is not None, done.stdout + done.stderr
+    assert float(found.group(1)) <= 2.0, done.stdout
+    # what would hide from the worker what it reads: the boot id for same-host takeover
+    assert "ProcSubset" not in unit()["Service"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="no systemd-sysusers here")
+def test_the_sysusers_file_makes_the_units_user_and_group(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    conf = (DEPLOY / "healthfsm.sysusers.conf").read_text()
+    done = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", "-"],
+        input=conf,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    service = unit()["Service"]
+    users = [line.split(":") for line in (tmp_path / "etc" / "passwd").read_text().splitlines()]
+    groups = [line.split(":") for line in (tmp_path / "etc" / "group").read_text().splitlines()]
+    assert [u[0] for u in users] == [service["User"]] and users[0][6] == "/usr/sbin/nologin"
+    assert [g[0] for g in groups] == [service["Group"]]
+
+
+def test_the_worker_runs_with_write_xor_execute_memory(tmp_path: Path) -> None:
+    """``MemoryDenyWriteExecute=yes`` refuses memory that is writable and executable; the
+    kernel's PR_SET_MDWE (Linux 6.3+) applies the same rule to one process: the demo (a
+    worker, Redis, SQLite) runs through under it."""
+    script = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "if libc.prctl(65, 1, 0, 0, 0) != 0:\n"  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+        "    sys.exit(77)\n"
+        "from consumer.cli import main\n"
+        f"sys.exit(main(['demo', '--db', {str(tmp_path / 'demo.db')!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    if done.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert done.returncode == 0, done.stderr[-2000:]
