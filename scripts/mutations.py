@@ -879,6 +879,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "CapabilityBoundingSet=\n",
         "",
     ),
+    (
+        "events_consumed_total counts every entry read (K workers count the stream K times)",
+        "consumer/runtime/metrics.py",
+        "        self.consumed.inc(result.applied + sum(result.rejected.values()))\n",
+        "        self.consumed.inc(result.entries)\n",
+    ),
 ]
 
 

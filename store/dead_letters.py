@@ -47,8 +47,11 @@ _COLUMNS_TYPED = [(name, "text") for name in DeadLetter._fields[:-1]] + [
 ]
 
 
-def add_many(conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT) -> None:
-    """Keep the rows and prune the oldest beyond ``limit``.
+def add_many(
+    conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIMIT
+) -> set[tuple[str, str]]:
+    """Keep the rows and prune the oldest beyond ``limit``; return the (stream, entry id)
+    pairs that were kept already.
 
     An entry already kept is not kept twice: after a re-partition or a takeover an entry
     may be read again by another worker, and each rejected entry is one dead letter.
@@ -57,6 +60,7 @@ def add_many(conn: Sql, rows: Sequence[DeadLetter], limit: int = DEAD_LETTER_LIM
     if kept:
         rows = [row for row in rows if (row.stream, row.entry_id) not in kept]
     append_bounded(conn, "dead_letters", _COLUMNS_TYPED, rows, limit)
+    return kept
 
 
 def _already_kept(conn: Sql, rows: Sequence[DeadLetter]) -> set[tuple[str, str]]:

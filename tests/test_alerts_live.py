@@ -29,6 +29,7 @@ from statemachine import Status
 from store import open_database
 from tests.conftest import add_games, xadd_event
 from tests.processes import Consume, run_cli, wait_for
+from tests.test_deploy_files import dashboard_expressions
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "healthfsm-rules.yaml"
@@ -145,6 +146,9 @@ def test_a_repartition_is_quiet_an_outage_and_a_reset_each_bring_their_own_alert
         wait_for(lambda: prometheus.query("healthfsm_ready == 1"), 30, "ready, scraped")
         wait_for(lambda: prometheus.query("healthfsm_worker_info"), 30, "the info metric")
         assert prometheus.alerts() == []
+        for expr in dashboard_expressions():  # every panel's query is one Prometheus runs
+            concrete = expr.replace("$__rate_interval", "1m").replace("$job", ".*")
+            prometheus.query(concrete.replace("$instance", ".*"))
 
         # a planned re-partition: the worker lets go and takes the new layout; nothing fires
         done = run_cli("partitions", "set", LABEL, "4", "--yes", "--db", str(db_path))

@@ -165,6 +165,11 @@ def test_three_workers_share_six_partitions_and_equal_one_worker(
     assert _snapshot_order(rclient, "gm:lobby_events") == expected_order
     held = [set(w.parts.held) for w in workers]
     assert not any(held), "every partition released on stop"
+    # the counters add up: each entry applied or rejected by one worker, counted there
+    consumed = [
+        w.metrics.registry.get_sample_value("healthfsm_events_consumed_total") for w in workers
+    ]
+    assert sum(c or 0 for c in consumed) == rclient.xlen("runtime:health_events") == 3000
 
 
 def _occupy(db: Store, *held: int, holder: str = "elsewhere:1:x") -> None:

@@ -131,7 +131,7 @@ def _worker_process(
     worker.run()
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    results.put((worker.totals.entries, worker.totals.applied, cpu, worker.cpu.applying_s))
+    results.put((worker.totals.read, worker.totals.applied, cpu, worker.cpu.applying_s))
     db.close()
 
 

@@ -339,7 +339,10 @@ def _commit(target: BatchTarget, batch: DecodedBatch) -> dict[str, RuntimeRecord
         result.snapshots = outbox.enqueue(conn, snapshots)
         if rejected:
             rejected.sort(key=lambda item: item[0])
-            dead_letters.add_many(conn, [dead for _, dead in rejected])
+            again = dead_letters.add_many(conn, [dead for _, dead in rejected])
+            if again:  # read again after a re-partition or takeover: rejected before
+                rejected[:] = [r for r in rejected if (r[1].stream, r[1].entry_id) not in again]
+                result.skipped += len(again)
         save_offset(conn, result, now_ms)
         hit(FaultPoint.BEFORE_COMMIT)
     return touched

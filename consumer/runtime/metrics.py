@@ -63,7 +63,8 @@ class Metrics:
         )
         self.consumed = Counter(
             "healthfsm_events_consumed_total",
-            "Health events read and committed (applied or rejected).",
+            "Health events this worker applied or rejected: each entry of the stream is"
+            " counted by one worker (entries read and left are events_skipped_total).",
             registry=r,
         )
         self.rejected = Counter(
@@ -190,7 +191,7 @@ class Metrics:
         self.skipped = Counter(
             "healthfsm_events_skipped_total",
             "Entries read but not applied: another partition's, or already applied to the"
-            " record (a re-read after a takeover or a re-partition).",
+            " record or kept as a dead letter (a re-read after a takeover or a re-partition).",
             ["why"],
             registry=r,
         )
@@ -207,7 +208,7 @@ class Metrics:
 
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         """Count one committed batch."""
-        self.consumed.inc(result.entries)
+        self.consumed.inc(result.applied + sum(result.rejected.values()))
         self.applied.inc(result.applied)
         if result.skipped:
             self.skipped.labels("applied_before").inc(result.skipped)

@@ -62,6 +62,12 @@ class Totals:
         return self._m.total(self._m.consumed)
 
     @property
+    def read(self) -> int:
+        """Entries read: applied or rejected here, or skipped (another partition's, or
+        applied before)."""
+        return self.entries + self._m.total(self._m.skipped)
+
+    @property
     def applied(self) -> int:
         return self._m.total(self._m.applied)
 
