@@ -885,6 +885,19 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "        self.consumed.inc(result.applied + sum(result.rejected.values()))\n",
         "        self.consumed.inc(result.entries)\n",
     ),
+    (
+        "rejections are one WARNING per batch again (a trickle is a line per bad entry)",
+        "consumer/runtime/rejection_log.py",
+        '            if now - self._said_at.get(reason, float("-inf")) >= self.every_s:\n'
+        "                self._say(reason, now)\n\n    def say_due",
+        "            self._say(reason, now)\n\n    def say_due",
+    ),
+    (
+        "--drain exits with rejections it has not said",
+        "consumer/runtime/worker.py",
+        "                    self.loop.target.rejections.say_all()\n",
+        "",
+    ),
 ]
 
 

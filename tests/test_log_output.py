@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import redis
 from consumer import settings
 from consumer.contract import constants as c
 from consumer.devtools.embedded import free_port
+from consumer.runtime.rejection_log import RejectionLog
 from statemachine import Status
 from store import dead_letters, offsets, open_database, outbox, partitions
 from store.backend import Store
@@ -116,19 +118,23 @@ def test_debug_still_shows_the_library_s_per_state_lines(
     assert len([line for line in lines if " transitions." in line]) >= 4
 
 
-def test_rejections_are_one_warning_per_batch_and_reason(
+def test_rejections_are_one_warning_per_reason_a_minute_and_the_rest_at_stop(
     rclient: redis.Redis, redis_url: str, db_path: Path, tmp_path: Path
 ) -> None:
-    """A new store pointed at a stream with history: every entry is an unknown game."""
+    """A new store pointed at a stream with history: every entry is an unknown game. The
+    first batch's rejections are said at once, the other three batches' (well within the
+    minute) together when --drain stops: every reason is reported before the exit."""
     register(str(db_path), 0)
     seed_status_changes(rclient, 20_000, 20_000)
     first = oldest_id(rclient, c.HEALTH_STREAM)
     code, lines = drain(tmp_path, redis_url, str(db_path), "--batch-size", "5000")
     assert code == 0, lines[-5:]
     warnings = [line for line in lines if " WARNING " in line]
-    assert len(warnings) == 4, "\n".join(lines[:20])  # 20,000 entries in 4 batches
+    assert len(warnings) == 2, "\n".join(lines[:20])  # 20,000 entries in 4 batches
     assert f"5000 entries kept as dead letters (unknown_game, {first} .." in warnings[0]
-    assert len(lines) <= FIXED_LINES + 4
+    assert "15000 entries kept as dead letters (unknown_game, " in warnings[1]
+    assert lines.index(warnings[1]) < next(i for i, x in enumerate(lines) if "stopped at" in x)
+    assert len(lines) <= FIXED_LINES + 2
     db = open_database(str(db_path), read_only=True)
     try:
         kept = db.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
@@ -271,3 +277,26 @@ def test_drain_waits_the_documented_default() -> None:
         f"{settings.default('give_up_after_s'):g}" in done.stdout.split("--give-up-after")[1][:400]
     )
     assert settings.default("give_up_after_s") == 30.0  # docs/operations.md and the README say 30 s
+
+
+def test_a_trickle_of_rejections_is_one_warning_per_reason_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One bad entry a second for three minutes (and one of another reason every other
+    second), each in a batch of its own as a caught-up worker applies them: a line a
+    minute per reason, each with the count since the last, on a virtual clock."""
+    now = [0.0]
+    rejections = RejectionLog(clock=lambda: now[0])
+    caplog.set_level(logging.WARNING)
+    for second in range(180):
+        now[0] = float(second)
+        batch = [("unknown_game", f"{second}-0")]
+        if second % 2 == 0:
+            batch.append(("malformed", f"{second}-1"))
+        rejections.rejected(batch)
+        if second % 10 == 0:
+            rejections.say_due()  # the progress tick
+    rejections.say_all()  # the stop
+    said = [(r.reason, r.count) for r in caplog.records if r.levelname == "WARNING"]  # type: ignore[attr-defined]
+    assert [n for reason, n in said if reason == "unknown_game"] == [1, 60, 60, 59]
+    assert [n for reason, n in said if reason == "malformed"] == [1, 30, 30, 29]

@@ -22,6 +22,7 @@ from consumer.contract.bounds import DETAIL_CHARS, shorten
 from consumer.contract.codec import DecodedEvent, decode_health_event
 from consumer.errors import DecodeError
 from consumer.runtime.faults import FaultPoint, hit
+from consumer.runtime.rejection_log import RejectionLog
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
 from store import dead_letters, history, outbox, partitions, records
 from store.backend import RecordLoader, Store
@@ -225,6 +226,8 @@ class BatchTarget:
     """Checked inside the batch's transaction: the worker's leases are still its own."""
     save_offset: OffsetWriter | None = None
     """Stores the new offset in the transaction; None: the label's one partition."""
+    rejections: RejectionLog = field(default_factory=RejectionLog)
+    """Where committed rejections are told to the log (one WARNING per reason a minute)."""
 
 
 @dataclass(slots=True)
@@ -274,7 +277,7 @@ def commit_batch(target: BatchTarget, batch: DecodedBatch) -> BatchResult:
     for _, dead in batch.rejected:
         result.rejected[dead.reason] += 1
     if batch.rejected:
-        _report_rejections(batch.rejected, result.rejected)
+        target.rejections.rejected((dead.reason, dead.entry_id) for _, dead in batch.rejected)
     return result
 
 
@@ -292,33 +295,6 @@ def apply_batch(
         entries, target.stream, now_ms, read_through=read_through, entries_read=entries_read
     )
     return commit_batch(target, batch)
-
-
-def _report_rejections(rejected: list[Rejected], counts: Counter[str]) -> None:
-    """One WARNING per reason for the whole batch: the dead-letter table is the record of
-    each entry (and DEBUG shows each one), the log says what happened."""
-    first: dict[str, str] = {}
-    last: dict[str, str] = {}
-    for _, dead in rejected:
-        first.setdefault(dead.reason, dead.entry_id)
-        last[dead.reason] = dead.entry_id
-    for reason, n in counts.items():
-        log.warning(
-            "%d %s kept as dead letters (%s, %s .. %s); see: healthfsm dead-letters list"
-            " --reason %s",
-            n,
-            "entry" if n == 1 else "entries",
-            reason,
-            first[reason],
-            last[reason],
-            reason,
-            extra={
-                "reason": reason,
-                "count": n,
-                "first_entry_id": first[reason],
-                "last_entry_id": last[reason],
-            },
-        )
 
 
 def _commit(target: BatchTarget, batch: DecodedBatch) -> dict[str, RuntimeRecord]:

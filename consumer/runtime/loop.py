@@ -164,6 +164,7 @@ class ConsumeLoop:
         tick = self.monitor.maybe_tick(cursor.offset)
         if tick.lag is not None:
             self.status.progressed(*tick.lag)
+            self.target.rejections.say_due()
         if tick.check_gap or cursor.check_gap:
             cursor.check_gap = False
             self.check_position()

@@ -291,6 +291,7 @@ class Worker:
                 finally:
                     self.status.ending()
                     self.ownership.release_on_stop()  # first: a standby takes over at once
+                    self.loop.target.rejections.say_all()
         finally:
             self.status.exited()
             self.close()
