@@ -898,6 +898,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "                    self.loop.target.rejections.say_all()\n",
         "",
     ),
+    (
+        "healthfsm_live says live whatever /healthz says",
+        "consumer/runtime/metrics.py",
+        "            value=1 if self._health.alive() else 0,\n",
+        "            value=1,\n",
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -166,6 +167,7 @@ def test_a_repartition_is_quiet_an_outage_and_a_reset_each_bring_their_own_alert
 
         # Redis away: its own alert, with the label and the reason
         own_redis._terminate()
+        outage = time.monotonic()
 
         def not_ready() -> bool:
             return any(
@@ -176,9 +178,11 @@ def test_a_repartition_is_quiet_an_outage_and_a_reset_each_bring_their_own_alert
             )
 
         wait_for(not_ready, 60, "HealthfsmNotReady pending for the outage")
+        print(f"alerts: HealthfsmNotReady pending {time.monotonic() - outage:.1f}s after Redis")
 
         # Redis back without its data: the stream is gone under the offset, a reset
         own_redis.restart()
+        reset = time.monotonic()
 
         def reset_firing() -> bool:
             return any(
@@ -187,6 +191,7 @@ def test_a_repartition_is_quiet_an_outage_and_a_reset_each_bring_their_own_alert
             )
 
         wait_for(reset_firing, 60, "HealthfsmStreamReset firing")
+        print(f"alerts: HealthfsmStreamReset firing {time.monotonic() - reset:.1f}s after")
         names = {name for name, _, _ in prometheus.alerts()}
         assert "HealthfsmNoActiveWorker" not in names  # a reset, not a missing worker
         assert worker.process.poll() is None  # up, failed, until an operator acts
@@ -217,6 +222,7 @@ def test_a_worker_killed_on_one_label_pages_for_that_label_alone(
         wait_for(lambda: len(prometheus.query("healthfsm_lease_held == 1")) == 2, 30, "both")
         workers["green"].process.kill()
         workers["green"].wait()
+        killed = time.monotonic()
 
         def green_missing() -> bool:
             return any(
@@ -225,6 +231,7 @@ def test_a_worker_killed_on_one_label_pages_for_that_label_alone(
             )
 
         wait_for(green_missing, 120, "HealthfsmNoActiveWorker pending for green")
+        print(f"alerts: HealthfsmNoActiveWorker pending {time.monotonic() - killed:.1f}s after")
         labels = {labels.get("label") for name, _, labels in prometheus.alerts()}
         assert "blue" not in labels
     finally:

@@ -164,6 +164,7 @@ def test_metrics_say_what_the_worker_consumes_and_agree_with_readyz_from_the_sta
     try:
         wait_for(lambda: answers(port, "/readyz", 200, role="active"), 20, "ready")
         scraped = scrape(port)
+        assert scraped["healthfsm_live"] == 1
         info = 'healthfsm_worker_info{label="blue",lobby_stream="gm:lobby_events",'
         assert scraped[info + 'stream="runtime:health_events"}'] == 1
         assert scraped["healthfsm_ready"] == 1
@@ -235,6 +236,7 @@ def test_a_wedged_loop_fails_liveness(
         wait_for(lambda: answers(port, "/healthz", 503), bound + 10, "liveness fails")
         _, body = probe(port, "/healthz")
         assert body["failing"][-1]["what"] == "loop"
+        assert scrape(port)["healthfsm_live"] == 0  # what HealthfsmLoopStuck pages on
     finally:
         worker.process.kill()
         worker.wait()

@@ -269,6 +269,12 @@ class ReadinessCollector(Collector):
         for name in READINESS:
             why.add_metric([name], 1 if name == reason else 0)
         yield why
+        yield GaugeMetricFamily(
+            "healthfsm_live",
+            "1 while /healthz passes (the loop finished an iteration within its bound), 0 when"
+            " it is wedged inside a call.",
+            value=1 if self._health.alive() else 0,
+        )
 
 
 class IdentityCollector(Collector):
