@@ -7,6 +7,7 @@ Nothing here is part of the wire contract (that is ``consumer.contract``).
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -105,7 +106,8 @@ class ConsumerSettings(BaseModel):
     on_stream_reset: ResetPolicy = Field(
         default=ResetPolicy.STOP,
         description="When the stream is behind the stored offset or was recreated: stop"
-        " (exit 1) or rewind (read it from its start, with an ERROR).",
+        " (stay up, failed and holding nothing, until stopped, then exit 1; with --drain,"
+        " exit 1 at once) or rewind (read it from its start, with an ERROR).",
     )
     start_from: str | None = Field(
         default=None,
@@ -146,7 +148,8 @@ class ConsumerSettings(BaseModel):
             raise ValueError(
                 f"a worker cut off from Redis would wait up to {block_s + value:.2f}s for a"
                 f" reply, over half of --lease-ttl {ttl:g}: a standby could take over before"
-                f" it notices; use at most {ttl / 2 - block_s:.2f}, or a longer --lease-ttl"
+                f" it notices; use at most {math.floor((ttl / 2 - block_s) * 100) / 100:.2f},"
+                " or a longer --lease-ttl"
             )
         return value
 

@@ -117,6 +117,12 @@ def test_set_status_success_conflict_and_not_allowed(
         (["consume", "--lease-ttl", "0.01"], EXIT_USAGE, "--lease-ttl"),
         (["consume", "--on-stream-reset", "shrug"], EXIT_USAGE, "--on-stream-reset"),
         (["consume", "--drain", "--redis-url", "ftp://x"], EXIT_USAGE, "not a Redis URL"),
+        (["consume", "--redis-url", "redis://h:notaport/0"], EXIT_USAGE, "port is not a number"),
+        (
+            ["consume", "--redis-timeout", "9", "--lease-ttl", "1"],
+            EXIT_USAGE,
+            "use at most 0.16,",  # rounded down: the value it names is one it accepts
+        ),
         (["nonsense"], EXIT_USAGE, "No such command"),
         (["runtime", "show", "g", "--bogus"], EXIT_USAGE, "--bogus"),
     ],

@@ -129,6 +129,7 @@ def test_redis_down_fails_readiness_not_liveness(
         code, body = probe(port, "/readyz")
         assert time.monotonic() - started < 0.5  # what the loop last saw, not a Redis call
         assert code == 503 and [f["what"] for f in body["failing"]] == ["redis"]
+        assert body["lag_seconds"] is None  # as /metrics: unknown, not a reassuring 0
         assert body["failing"][0]["since"].endswith("Z")
         assert probe(port, "/healthz")[0] == 200  # backing off is the loop doing its job
         scraped = scrape(port)  # /metrics says what /readyz says, and no reassuring lag
@@ -398,6 +399,10 @@ def test_a_stream_reset_leaves_the_worker_up_failed_and_holding_nothing_until_st
             assert scraped["healthfsm_stream_resets_total"] == 1
             assert scraped["healthfsm_lease_held"] == 0
             assert probe(port, "/healthz")[0] == 200  # alive: a restart would not help
+            _, body = probe(port, "/readyz")  # and the body agrees with the metrics
+            assert body["role"] == "failed" and body["lease"]["holder"] is None
+            assert body["lag_seconds"] is None and body["lag_entries"] is None
+            assert [f["what"] for f in body["failing"]] == ["fatal"]
             assert partitions.live_leases(store.conn, int(time.time() * 1000)) == []  # given up
             _heard(sock, heard, 0.5)
             assert any(line.startswith("STATUS=failed: stream") for _, line in heard), heard

@@ -77,6 +77,13 @@ def check_redis_options(url: str, tls_files: dict[str, object]) -> None:
     TLS files with a plain ``redis://`` URL, or a TLS file that does not exist.
     """
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port when it is asked for)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{redact_url(url)!r}: the port is not a number from 0 to 65535 ({error})",
+            param_hint="--redis-url",
+        ) from None
     if parts.scheme not in REDIS_SCHEMES:
         raise typer.BadParameter(
             f"{redact_url(url)!r} is not a Redis URL (redis://, rediss:// or unix://)",

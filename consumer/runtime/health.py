@@ -30,6 +30,9 @@ class Role(StrEnum):
     """Another worker holds the lease; this one polls and takes over when it may."""
     STOPPING = "stopping"
     """A stop was requested or the loop ended."""
+    FAILED = "failed"
+    """Stopped consuming on an error that needs an operator (a stream reset); up, holding
+    nothing, until stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ class HealthState:
                     return what
         if self.role in (Role.ACTIVE, Role.STANDBY):
             return "ready"
+        if self.role is Role.FAILED:
+            return "fatal"
         return self.role.value
 
     def report(self, *, check: str) -> tuple[bool, dict[str, Any]]:
@@ -161,7 +166,7 @@ class HealthState:
                     f" (bound {self.bound_s:g}s)",
                 }
             )
-        if check == "ready" and self.role not in (Role.ACTIVE, Role.STANDBY):
+        if check == "ready" and self.role not in (Role.ACTIVE, Role.STANDBY, Role.FAILED):
             why.append({"what": "role", "error": f"the worker is {self.role.value}"})
         body: dict[str, Any] = {
             "status": "ok" if passes else "failing",

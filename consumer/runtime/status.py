@@ -143,7 +143,7 @@ class WorkerStatus:
         self.health.role = Role.ACTIVE if partitions else Role.STANDBY
         self.metrics.partitions_held.set(partitions)
         self.metrics.lease_held.set(1 if partitions else 0)
-        self.metrics.lag_unknown()
+        self._lag_unknown()
 
     def lost(self, error: LeaseLost) -> None:
         """The fence failed: nothing held is this worker's any more. A re-partition is
@@ -173,9 +173,10 @@ class WorkerStatus:
 
     def failed(self, error: Exception) -> None:
         """Stopped consuming on an error that needs an operator; still up, holding nothing."""
+        self.health.role = Role.FAILED
         self.metrics.lease_held.set(0)
         self.metrics.partitions_held.set(0)
-        self.metrics.lag_unknown()
+        self._lag_unknown()
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         self.notifier.status(f"failed: {first_line}"[:200])
 
@@ -189,6 +190,7 @@ class WorkerStatus:
         """Every partition is being given up (stopping, or a take that failed half-way)."""
         self.metrics.lease_held.set(0)
         self.metrics.partitions_held.set(0)
+        self.health.holder = self.health.holder_until_ms = None
 
     def exited(self) -> None:
         self.metrics.up.set(0)
@@ -218,19 +220,24 @@ class WorkerStatus:
             f" ({lag_seconds:.1f}s)"
         )
 
+    def _lag_unknown(self) -> None:
+        """The worker cannot read now: no lag figure, on /metrics or in the probes' body."""
+        self.metrics.lag_unknown()
+        self.health.lag_entries = self.health.lag_seconds = None
+
     def lease_until(self, expires_at_ms: int) -> None:
         """The held leases were renewed to ``expires_at_ms`` (the probes show it)."""
         self.health.holder_until_ms = expires_at_ms
 
     def redis_failed(self, error: Exception) -> None:
         self.metrics.reconnects.inc()
-        self.metrics.lag_unknown()
+        self._lag_unknown()
         self.health.failing("redis", error)
         self.notifier.status(f"waiting for redis: {error}")
 
     def store_failed(self, error: Exception) -> None:
         self.metrics.store_reconnects.inc()
-        self.metrics.lag_unknown()
+        self._lag_unknown()
         self.health.failing("store", error)
         self.notifier.status(f"waiting for the store: {error}")
 

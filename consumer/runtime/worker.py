@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
@@ -85,6 +86,9 @@ def fewer_gc_passes(gen0: int = GC_GEN0_THRESHOLD) -> Iterator[None]:
             if _gc_users == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
 
+
+REDIS_LOOK_S = 2.0
+"""How often a failed worker checks that Redis answers, so its probes' body stays true."""
 
 __all__ = ["Totals", "Worker", "health_for", "metrics_for", "wall_clock_ms"]
 
@@ -225,9 +229,17 @@ class Worker:
         self.ownership.release_on_stop()
         self.status.failed(error)
         log.error("staying up in a failed state until stopped (SIGTERM): %s", error)
+        looked = float("-inf")
         while not self._stop.is_set():
             self._stop.wait(self.status.beat_every_s)
             self.health.beat()
+            if time.monotonic() - looked >= REDIS_LOOK_S:  # what the probes say stays true
+                looked = time.monotonic()
+                try:
+                    self.client.ping()
+                    self.health.reached("redis")
+                except (redis.ConnectionError, redis.TimeoutError) as away:
+                    self.health.failing("redis", away)
 
     def install_signal_handlers(self) -> None:
         """Route SIGINT and SIGTERM to ``handle_signal`` (main thread only)."""
