@@ -904,6 +904,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            value=1 if self._health.alive() else 0,\n",
         "            value=1,\n",
     ),
+    (
+        "systemd hears nothing while the worker waits for its store at start",
+        "consumer/runtime/open_store.py",
+        "            if say is not None:\n",
+        "            if False:\n",
+    ),
 ]
 
 

@@ -205,16 +205,25 @@ def test_the_probe_s_lease_expiry_follows_the_renewals(
 def test_a_store_not_there_yet_fails_readiness_while_it_is_waited_for(
     tmp_path: Path, redis_url: str
 ) -> None:
-    """The probes answer before the store opens: a PostgreSQL server that is down."""
+    """The probes answer before the store opens: a PostgreSQL server that is down. systemd
+    hears what the worker waits for, and STOPPING=1 when a stop comes first."""
     url = f"postgresql://healthfsm@127.0.0.1:{free_port()}/x"
-    worker, port = start_worker(tmp_path, "w", redis_url, url)
-    try:
-        wait_for(lambda: answers(port, "/readyz", 503, role="starting"), 20, "probes up")
-        _, body = probe(port, "/readyz")
-        assert [f["what"] for f in body["failing"]] == ["store", "role"]
-        assert probe(port, "/healthz")[0] == 200
-    finally:
-        assert worker.stop() == 0
+    with notify_socket(tmp_path) as sock:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        worker, port = start_worker(tmp_path, "w", redis_url, url, env=env)
+        heard: list[tuple[float, str]] = []
+        try:
+            wait_for(lambda: answers(port, "/readyz", 503, role="starting"), 20, "probes up")
+            _, body = probe(port, "/readyz")
+            assert [f["what"] for f in body["failing"]] == ["store", "role"]
+            assert probe(port, "/healthz")[0] == 200
+            _heard(sock, heard, 0.5)
+            assert any(line.startswith("STATUS=waiting for the store") for _, line in heard)
+        finally:
+            assert worker.stop() == 0
+        _heard(sock, heard, 0.5)
+        lines = [line for _, line in heard]
+        assert "STOPPING=1" in lines and "READY=1" not in lines
 
 
 def test_a_wedged_loop_fails_liveness(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from consumer.runtime.health import HealthState
 from consumer.runtime.outage import Outage
@@ -16,12 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def open_when_reachable(
-    s: ConsumerSettings, stop: threading.Event, health: HealthState | None = None
+    s: ConsumerSettings,
+    stop: threading.Event,
+    health: HealthState | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Store | None:
     """The worker's store; a database server that is not up yet is waited for, not fatal.
 
     Everything else (a wrong password, a missing or foreign store) fails at once. Returns
     None when ``stop`` is set while waiting; ``--drain`` gives up after ``give_up_after_s``.
+    ``say`` tells systemd what it waits for (``STATUS=``).
     """
     delay = s.backoff_initial_s
     outage = Outage(s.give_up_after_s if s.drain else None)
@@ -32,6 +37,8 @@ def open_when_reachable(
             if health is not None:
                 health.failing("store", error)
                 health.beat()
+            if say is not None:
+                say(f"waiting for the store: {error}")
             wait_s = outage.wait_for("the store", error, delay)
             log.warning("%s; retrying in %.1fs", error, wait_s)
             stop.wait(wait_s)

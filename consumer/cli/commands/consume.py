@@ -18,6 +18,7 @@ from consumer.cli.common import (
 from consumer.cli.options import DEFAULT_DB, DbOption, RedisOptions, setting, with_redis_options
 from consumer.runtime import faults, logs
 from consumer.runtime.health import HealthState
+from consumer.runtime.systemd import Notifier
 from consumer.settings import ConsumerSettings, ResetPolicy, default
 from store.backend import Store
 
@@ -109,12 +110,15 @@ def _consume(settings: ConsumerSettings) -> None:
 
     health = health_for(settings)
     metrics = metrics_for(settings, health)
+    notifier = Notifier()  # the worker's, from the first wait on: STATUS= says what for
     port = None
     if settings.metrics_port is not None:
         port = serve(metrics.registry, health, settings.metrics_port, settings.metrics_host)
-    database = _open_unless_stopped(settings, health)
+    database = _open_unless_stopped(settings, health, notifier)
     if database is None:
-        return  # a signal while the database was unreachable: nothing was started
+        notifier.stopping()  # a signal while the database was unreachable: nothing started
+        notifier.close()
+        return
     try:
         progress = settings.drain and sys.stderr.isatty()
         observers = []
@@ -127,6 +131,7 @@ def _consume(settings: ConsumerSettings) -> None:
             database,
             metrics=metrics,
             health=health,
+            notifier=notifier,
             observers=observers,
             metrics_port=port,
         )
@@ -140,7 +145,9 @@ def _consume(settings: ConsumerSettings) -> None:
         database.close()
 
 
-def _open_unless_stopped(settings: ConsumerSettings, health: HealthState) -> Store | None:
+def _open_unless_stopped(
+    settings: ConsumerSettings, health: HealthState, notifier: Notifier
+) -> Store | None:
     """The worker's store, waiting while its server is unreachable; None if SIGINT or
     SIGTERM came first (the worker installs its own handlers once it exists)."""
     import signal
@@ -154,7 +161,7 @@ def _open_unless_stopped(settings: ConsumerSettings, health: HealthState) -> Sto
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        return open_when_reachable(settings, stop, health)
+        return open_when_reachable(settings, stop, health, notifier.status)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
