@@ -910,6 +910,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "            if say is not None:\n",
         "            if False:\n",
     ),
+    (
+        "status transitions counted without the event type that made them",
+        "consumer/runtime/batch.py",
+        "    result.transitions[(before, record.state, event.event_type._value_)] += 1\n",
+        '    result.transitions[(before, record.state, "")] += 1\n',
+    ),
 ]
 
 

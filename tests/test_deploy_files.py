@@ -36,8 +36,10 @@ def exported() -> dict[str, set[str]]:
     metrics = Metrics(health=HealthState(10.0), identity=identity)
     result = BatchResult(last_entry_id="1-0", entries=1, applied=1)
     result.rejected = Counter({"unknown_game": 1})
-    result.transitions = Counter({(Status.RUNNING, Status.ENGINE_UNREACHABLE): 1})
-    result.cas_misses = Counter({"probe_recovered": 1})
+    result.transitions = Counter(
+        {(Status.RUNNING, Status.ENGINE_UNREACHABLE, "container_exited"): 1}
+    )
+    result.cas_misses = Counter({("probe_recovered", "generation_in_progress"): 1})
     metrics.observe_batch(result, 0.01)
     metrics.partition_lag_entries.labels("0").set(0)
     metrics.skipped.labels("other_partition").inc()

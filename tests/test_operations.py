@@ -67,11 +67,12 @@ def test_metrics_are_served_and_count_what_happened(
         metric(
             text,
             'healthfsm_status_transitions_total{from_status="running",'
-            'to_status="engine_unreachable"}',
+            'to_status="engine_unreachable",trigger="container_exited"}',
         )
         == 1
     )
-    assert metric(text, 'healthfsm_cas_conflicts_total{event_type="container_oom"}') == 1
+    held = 'event_type="container_oom",status="generation_in_progress"'
+    assert metric(text, "healthfsm_cas_conflicts_total{" + held + "}") == 1
     assert metric(text, "healthfsm_snapshots_published_total") == 2
     assert metric(text, "healthfsm_batch_size_count") == 1
     assert metric(text, "healthfsm_batch_duration_seconds_count") == 1

@@ -50,8 +50,10 @@ class BatchResult:
     snapshots: list[tuple[int, outbox.OutboxRow]] = field(default_factory=list)
     """The outbox rows this batch committed, with their sequence numbers, in order."""
     rejected: Counter[str] = field(default_factory=Counter)
-    transitions: Counter[tuple[Status, Status]] = field(default_factory=Counter)
-    cas_misses: Counter[str] = field(default_factory=Counter)
+    transitions: Counter[tuple[Status, Status, str]] = field(default_factory=Counter)
+    """(from, to, trigger: the event type) of each status change, counted per batch."""
+    cas_misses: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(event type, the status that held the record) of each compare-and-swap miss."""
     history: list[history.HistoryRow] = field(default_factory=list)
 
 
@@ -106,7 +108,7 @@ def _decode_all(
 def _count_status_change(
     result: BatchResult, before: Status, record: RuntimeRecord, event: DecodedEvent
 ) -> None:
-    result.transitions[(before, record.state)] += 1
+    result.transitions[(before, record.state, event.event_type._value_)] += 1
     log.debug(
         "game %s: %s -> %s on %s",
         record.game_id,
@@ -136,7 +138,7 @@ def _drive(
     snapshots: list[outbox.OutboxRow] = []
     changes = result.history
     cas_types: frozenset[EventType] = CAS_EVENT_TYPES
-    misses: dict[EventType, int] = {}
+    misses: dict[tuple[EventType, Status], int] = {}
     unknown = 0
     skipped = 0
     for position, event, fields in decoded:
@@ -166,7 +168,8 @@ def _drive(
         if effect.status_changed:
             _count_status_change(result, before, record, event)
         elif event.event_type in cas_types:
-            misses[event.event_type] = misses.get(event.event_type, 0) + 1
+            key = (event.event_type, before)
+            misses[key] = misses.get(key, 0) + 1
         if effect.status_changed or record.engine_health != health_before:
             changes.append(
                 history.HistoryRow(
@@ -192,8 +195,8 @@ def _drive(
             )
     result.applied = len(decoded) - unknown - skipped
     result.skipped = skipped
-    for event_type, n in misses.items():
-        result.cas_misses[event_type.value] += n
+    for (event_type, held), n in misses.items():
+        result.cas_misses[(event_type._value_, held._value_)] += n
     return touched, snapshots
 
 

@@ -77,14 +77,15 @@ class Metrics:
         )
         self.transitions = Counter(
             "healthfsm_status_transitions_total",
-            "Status changes made by health events.",
-            ["from_status", "to_status"],
+            "Status changes made by health events, by the event type that made them.",
+            ["from_status", "to_status", "trigger"],
             registry=r,
         )
         self.cas_conflicts = Counter(
             "healthfsm_cas_conflicts_total",
-            "CAS misses: the status was held elsewhere, only the summary was written.",
-            ["event_type"],
+            "CAS misses: the status was held elsewhere, only the summary was written; by the"
+            " event type and the status that held the record.",
+            ["event_type", "status"],
             registry=r,
         )
         self.published = Counter(
@@ -218,10 +219,10 @@ class Metrics:
         self.batch_duration.observe(seconds)
         for reason, n in result.rejected.items():
             self.rejected.labels(reason).inc(n)
-        for (before, after), n in result.transitions.items():
-            self.transitions.labels(before.value, after.value).inc(n)
-        for event_type, n in result.cas_misses.items():
-            self.cas_conflicts.labels(event_type).inc(n)
+        for (before, after, trigger), n in result.transitions.items():
+            self.transitions.labels(before.value, after.value, trigger).inc(n)
+        for (event_type, held), n in result.cas_misses.items():
+            self.cas_conflicts.labels(event_type, held).inc(n)
 
     def total(self, counter: Counter) -> int:
         """A counter's value summed over its label sets, read back from the registry."""
