@@ -12,6 +12,7 @@ waits for states, with generous outer timeouts; it never times a window.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -238,3 +239,63 @@ def test_a_worker_killed_on_one_label_pages_for_that_label_alone(
         prometheus.stop()
         for worker in workers.values():
             worker.stop()
+
+
+def test_three_short_redis_outages_are_flapping_and_a_wedged_loop_is_stuck(
+    tmp_path: Path, own_redis: embedded.EmbeddedRedis, db_path: Path
+) -> None:
+    """Redis stopped and started again (with its data: no reset) three times brings
+    HealthfsmRedisFlapping to firing; then the loop wedged inside a call (the test hook
+    hangs it after a commit) brings HealthfsmLoopStuck to pending."""
+    db = open_database(str(db_path), create=True)
+    add_games(db, ("g", Status.RUNNING))
+    db.close()
+    client = redis.Redis.from_url(own_redis.url)
+    port = free_port()
+    worker = Consume(
+        tmp_path / "worker.log",
+        *("--redis-url", own_redis.url, "--db", str(db_path), "--metrics-port", str(port)),
+        *("--block-ms", "100", "--lease-ttl", "2"),
+        env={"HEALTHFSM_TEST_HOOKS": "1", "HEALTHFSM_INJECT_FAULT": "after_commit:1:hang"},
+    )
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{port}"])
+    try:
+        wait_for(lambda: prometheus.query("healthfsm_ready == 1"), 30, "ready, scraped")
+        for _ in range(3):
+            saved = tmp_path / "dump.rdb"  # beside the server's folder: restart copies it in
+            shutil.copyfile(own_redis.save(), saved)
+            own_redis._terminate()
+            wait_for(
+                lambda: prometheus.query('healthfsm_readiness{reason="redis"} == 1'),
+                60,
+                "the outage scraped",
+            )
+            own_redis.restart(preload=saved)  # back with its data: an outage, not a reset
+            wait_for(lambda: prometheus.query("healthfsm_ready == 1"), 60, "ready again")
+
+        def flapping() -> bool:
+            return any(
+                name == "HealthfsmRedisFlapping" and state == "firing" and labels["label"] == LABEL
+                for name, state, labels in prometheus.alerts()
+            )
+
+        wait_for(flapping, 60, "HealthfsmRedisFlapping firing")
+
+        client.close()
+        client = redis.Redis.from_url(own_redis.url)
+        xadd_event(client, "g", "container_exited")  # the loop hangs after this commit
+        wedged = time.monotonic()
+
+        def stuck() -> bool:
+            return any(
+                name == "HealthfsmLoopStuck" and labels["label"] == LABEL
+                for name, _, labels in prometheus.alerts()
+            )
+
+        wait_for(stuck, 90, "HealthfsmLoopStuck pending")
+        print(f"alerts: HealthfsmLoopStuck pending {time.monotonic() - wedged:.1f}s after")
+    finally:
+        prometheus.stop()
+        client.close()
+        worker.process.kill()
+        worker.wait()

@@ -172,10 +172,9 @@ class WorkerStatus:
         self.notifier.stopping()
 
     def failed(self, error: Exception) -> None:
-        """Stopped consuming on an error that needs an operator; still up, holding nothing."""
+        """Stopped consuming on an error that needs an operator; still up, holding nothing
+        (``let_go`` said so as the partitions were given up)."""
         self.health.role = Role.FAILED
-        self.metrics.lease_held.set(0)
-        self.metrics.partitions_held.set(0)
         self._lag_unknown()
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         self.notifier.status(f"failed: {first_line}"[:200])
