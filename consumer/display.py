@@ -88,6 +88,31 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
     console().print(table)
 
 
+def explained_history(rows: Sequence[dict[str, object]], title: str) -> None:
+    """A record's changes with the rule each applied and its effect (``--explain``)."""
+    from rich.markup import escape
+
+    from consumer.operations.history import snapshot_words
+
+    table = Table(title=title)
+    for name in ("entry id", "event", "rule", "why", "status", "summary", "snapshot", "at (UTC)"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        rule = str(row["rule"]) + ("" if row["rule_recorded"] else " (worked out)")
+        cells = (
+            row["entry_id"],
+            row["cause"],
+            rule,
+            row["why"],  # "[cas]" is text here, not rich markup
+            row["status"],
+            row["engine_health"] or "-",
+            snapshot_words(row["snapshot"]),
+            _cell("at_ms", row["at_ms"]),
+        )
+        table.add_row(*(escape(str(cell)) for cell in cells))
+    console().print(table)
+
+
 def bench_report(report: BenchReport) -> None:
     """Print the benchmark's figures and which targets hold."""
     cfg = report.config

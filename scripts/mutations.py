@@ -23,7 +23,57 @@ import sys
 import tempfile
 from pathlib import Path
 
+AND = "\x00"
+"""Joins the parts of a mutation that changes several places of its file: the old and the
+new text are split at it into parallel parts, each old part found once."""
+
 MUTATIONS: list[tuple[str, str, str, str]] = [
+    (
+        "traffic: a status change counted under another trigger",
+        "consumer/runtime/batch.py",
+        "            result.transitions[(before, after, trigger)] += n",
+        '            result.transitions[(before, after, "container_exited")] += n',
+    ),
+    (
+        "traffic: a CAS miss counted under the status it would have gone to",
+        "consumer/runtime/batch.py",
+        "                result.cas_misses[(trigger, before._value_)] += n",
+        "                result.cas_misses[(trigger, Status.ENGINE_UNREACHABLE._value_)] += n",
+    ),
+    (
+        "traffic: a batch's counts added in a transaction of their own, after the batch's",
+        "consumer/runtime/batch.py",
+        "        traffic.add(conn, result.edges, now_ms)  # last: rows locked until commit\n"
+        + AND
+        + "    hit(FaultPoint.AFTER_COMMIT)\n",
+        AND + "    hit(FaultPoint.AFTER_COMMIT)\n    with target.db.write() as extra:\n"
+        "        traffic.add(extra, batch.result.edges, batch.now_ms)\n",
+    ),
+    (
+        "traffic: an admin change's pair not counted",
+        "store/admin.py",
+        "        traffic.add(conn, {traffic.Edge(ADMIN_TRIGGER, expected.value, to.value): 1},"
+        " now_ms)\n",
+        "",
+    ),
+    (
+        "explain: a CAS hit recorded as the summary-only fallback",
+        "consumer/runtime/batch.py",
+        "history.RULE_CAS if effect.status_changed else history.RULE_SUMMARY_ONLY",
+        "history.RULE_SUMMARY_ONLY",
+    ),
+    (
+        "explain: an old row's rule worked out as a CAS hit when the status was kept",
+        "consumer/operations/history.py",
+        'RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY',
+        "RULE_CAS",
+    ),
+    (
+        "traffic: counts kept for ever (old hours never dropped)",
+        "store/traffic.py",
+        '    conn.execute("DELETE FROM runtime_traffic WHERE bucket_ms < ?", [bucket - KEEP_MS])\n',
+        "",
+    ),
     (
         "demo: an entry is marked debounced without looking for its snapshot",
         "consumer/devtools/demo.py",
@@ -967,10 +1017,12 @@ def _run_one(copy: Path, name: str, path: str, old: str, new: str, tests: list[s
     """Apply one mutation to the copy, run the tests there, restore; whether it was caught."""
     target = copy / path
     original = target.read_text(encoding="utf-8")
-    if original.count(old) != 1:
-        print(f"SKIPPED  {name}: pattern not found once in {path}", flush=True)
-        return False
-    mutant = original.replace(old, new)
+    mutant = original
+    for old_part, new_part in zip(old.split(AND), new.split(AND), strict=True):
+        if original.count(old_part) != 1:
+            print(f"SKIPPED  {name}: pattern not found once in {path}", flush=True)
+            return False
+        mutant = mutant.replace(old_part, new_part)
     if path.endswith(".py"):
         try:
             ast.parse(mutant)

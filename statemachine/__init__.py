@@ -7,13 +7,14 @@ import logging
 
 from statemachine.enums import EventType, Status, Summary
 from statemachine.errors import StatusConflict, TransitionNotAllowed
-from statemachine.machine import Effect, RuntimeMachine, get_machine
+from statemachine.machine import ADMIN_TRIGGER, Effect, RuntimeMachine, get_machine
 from statemachine.record import RuntimeRecord
 from statemachine.table import ALLOWED_CHANGES, REACTIONS, Reaction
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "ADMIN_TRIGGER",
     "ALLOWED_CHANGES",
     "REACTIONS",
     "Effect",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from statemachine import RuntimeRecord, Status, get_machine
-from store import history, outbox, records
+from statemachine import ADMIN_TRIGGER, RuntimeRecord, Status, get_machine
+from store import history, outbox, records, traffic
 from store.backend import Store
 from store.errors import GameExists
 
@@ -80,8 +80,17 @@ def set_status(db: Store, game_id: str, expected: Status, to: Status, now_ms: in
         source = f"{ADMIN_SOURCE_PREFIX}{seq}"
         outbox.set_source(conn, seq, source)
         change = history.HistoryRow(
-            game_id, source, "admin", expected.value, to.value, record.engine_health, now_ms
+            game_id,
+            source,
+            "admin",
+            expected.value,
+            to.value,
+            record.engine_health,
+            now_ms,
+            history.RULE_ADMIN,
+            1,
         )
         history.add_many(conn, [change])
         records.save(conn, record)
+        traffic.add(conn, {traffic.Edge(ADMIN_TRIGGER, expected.value, to.value): 1}, now_ms)
     return record

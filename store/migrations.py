@@ -215,6 +215,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 FROM partition_owners o JOIN label_partitions p ON p.label = o.label""",
         ),
     ),
+    Migration(
+        "traffic_and_explained_history",
+        "How often each edge of the machine is taken, per hour (store/traffic.py), added by"
+        " each batch and admin change in its own transaction so the counts agree with the"
+        " records across restarts and workers; and what runtime history --explain shows:"
+        " the rule of the table each change applied (cas, summary_only, admin) and whether"
+        " it queued a snapshot. Rows written before this step have neither (NULL).",
+        (
+            """CREATE TABLE runtime_traffic (
+                bucket_ms {int} NOT NULL,
+                trigger {text} NOT NULL,
+                from_status {text} NOT NULL,
+                outcome {text} NOT NULL,
+                count {int} NOT NULL,
+                PRIMARY KEY (bucket_ms, trigger, from_status, outcome)
+            )""",
+            "ALTER TABLE runtime_history ADD COLUMN rule {text}",
+            "ALTER TABLE runtime_history ADD COLUMN snapshot {int}",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

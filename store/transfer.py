@@ -30,6 +30,7 @@ TABLES = (
     "partition_offsets",
     "dead_letters",
     "runtime_history",
+    "runtime_traffic",
 )
 """What is copied, in this order, with every column the source has (sqlite-utils reads them
 from the file, so a column a migration adds is copied without a second list of names); the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,7 +24,7 @@ from consumer.settings import ConsumerSettings
 from statemachine import Status
 from store import Store, open_database
 from store.admin import add_game
-from tests import pg
+from tests import edges, pg
 from tests import pg_server as embedded_pg
 from tests.streams import as_id, entries, newest_id
 
@@ -123,6 +125,48 @@ def db(db_location: str) -> Iterator[Store]:
     database = open_database(db_location, create=True)
     yield database
     database.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _note_every_worker_built() -> Iterator[None]:
+    """A ``Worker`` built anywhere (a thread, a fixture, a test) is the real worker: its
+    test's stores count for the end-to-end edge coverage (tests/edges.py)."""
+    built = Worker.__init__
+
+    def noting(self: Worker, *args: Any, **kwargs: Any) -> None:
+        edges.drove_the_real_worker()
+        built(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Worker, "__init__", noting)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def measure_the_edges_driven(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that drove the real worker or CLI (first in, so last out: its workers
+    are stopped and stores closed by then), add its stores' edge counts to tests/edges.py."""
+    folder = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    schemas = len(pg.CREATED)
+    yield
+    if not edges.take_flag():
+        return
+    if folder is not None:
+        edges.harvest_sqlite(folder)
+    if len(pg.CREATED) > schemas:
+        edges.harvest_postgres(pg.server().url(), pg.CREATED[schemas:])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``after_all`` run last (the edge coverage reads what the others drove);
+    whether this run is the whole suite decides if that coverage is judged."""
+    last = [item for item in items if item.get_closest_marker("after_all")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_all")] + last
+    every = {path.name for path in Path(__file__).parent.glob("test_*.py")}
+    collected = {item.path.name for item in items}
+    edges.FULL_SUITE = (
+        collected >= every and not config.option.keyword and not config.option.markexpr
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -245,9 +289,31 @@ def published(client: redis.Redis, stream: str = "gm:lobby_events") -> list[dict
     ]
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """``HEALTHFSM_EDGE_REPORT=FILE`` writes each edge's end-to-end count there as JSON (the
+    table in docs/testing.md)."""
+    report = os.environ.get("HEALTHFSM_EDGE_REPORT")
+    if report:
+        from statemachine.edges import ALL_EDGES
+
+        rows = [{**edge._asdict(), "count": edges.DRIVEN[edge]} for edge in ALL_EDGES]
+        Path(report).write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Report the state machine's transition coverage from the exhaustive walk."""
+    """Report the state machine's transition coverage from the exhaustive walk, and the
+    edges the end-to-end tests drove (tests/edges.py)."""
+    from statemachine.edges import ALL_EDGES
     from tests.test_definition import COVERAGE
+
+    if edges.DRIVEN:
+        driven = sum(1 for edge in ALL_EDGES if edges.DRIVEN[edge])
+        scope = "the whole suite" if edges.FULL_SUITE else "this partial run"
+        terminalreporter.write_line(
+            f"end-to-end edge coverage: {driven}/{len(ALL_EDGES)} edges of the table driven"
+            f" through the real worker and CLI in {scope}"
+            f" ({sum(edges.DRIVEN.values()):,} events and changes counted by their stores)"
+        )
 
     if "cells" in COVERAGE:
         walked, total = COVERAGE["cells"]

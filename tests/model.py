@@ -6,6 +6,7 @@ mistake in the machine cannot be copied into the expectation.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 STATUSES = [
@@ -76,6 +77,13 @@ class Model:
     snapshots: list[dict[str, str]] = field(default_factory=list)
     dead: list[tuple[str, str]] = field(default_factory=list)
     offset: str = "0-0"
+    edges: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(trigger, status before, outcome: the status after, or 'summary_only' when it was
+    kept) of every event applied and every admin change made."""
+    changes: list[tuple[str, str, str, bool]] = field(default_factory=list)
+    """(game, entry id, rule, snapshot queued) of each change to a record (its status or its
+    summary), in order; rule is 'cas', 'summary_only' or 'admin'. An admin change's entry
+    id is ``ADMIN_SOURCE``."""
 
     def health(
         self, entry_id: str, game_id: str | None, event_type: str | None, valid: bool = True
@@ -92,9 +100,14 @@ class Model:
         if record is None:
             self.dead.append((entry_id, "unknown_game"))
             return
-        before = record.status
+        before, summary_before = record.status, record.engine_health
         record.status, record.engine_health = step(record.status, event_type)
-        if record.status != before or record.engine_health != record.last_emitted:
+        moved = record.status != before
+        self.edges[(event_type, before, record.status if moved else "summary_only")] += 1
+        due = moved or record.engine_health != record.last_emitted
+        if moved or record.engine_health != summary_before:
+            self.changes.append((game_id, entry_id, "cas" if moved else "summary_only", due))
+        if due:
             record.last_emitted = record.engine_health
             self.snapshots.append(
                 {
@@ -115,6 +128,8 @@ class Model:
             return "not_allowed"
         if record.status != expected:
             return "conflict"
+        self.edges[("set_status", expected, to)] += 1
+        self.changes.append((game_id, ADMIN_SOURCE, "admin", True))
         record.status = to
         record.last_emitted = record.engine_health
         self.snapshots.append(

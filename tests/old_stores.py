@@ -16,10 +16,10 @@ from store.backend import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stores"
 
-SQLITE_VERSIONS = (1, 2, 3, 4, 5)
+SQLITE_VERSIONS = (1, 2, 3, 4, 5, 6)
 """Every schema version a released healthfsm wrote to SQLite."""
 
-POSTGRES_VERSIONS = (3, 4, 5)
+POSTGRES_VERSIONS = (3, 4, 5, 6)
 """Every schema version a released healthfsm wrote to PostgreSQL (it came with version 3)."""
 
 

@@ -16,6 +16,8 @@ from tests import pg_server as embedded_pg
 
 _server: embedded_pg.EmbeddedPostgres | None = None
 _names = itertools.count(1)
+CREATED: list[str] = []
+"""Every schema made this session, in order (tests/edges.py reads a test's own)."""
 
 
 def server() -> embedded_pg.EmbeddedPostgres:
@@ -33,4 +35,5 @@ def new_schema_url(prefix: str = "t", *, tcp: bool = False) -> str:
     name = f"{prefix}{os.getpid()}_{next(_names)}"
     pg = server()
     pg.admin(f"CREATE SCHEMA {name}")
+    CREATED.append(name)
     return pg.url(name) if tcp else pg.socket_url(name)

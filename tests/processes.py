@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from consumer.cli import main
+from tests import edges
 
 HEALTHFSM = [sys.executable, "-m", "consumer.cli"]
 
@@ -39,6 +40,7 @@ class Consume:
     started: ClassVar[list[Consume]] = []
 
     def __init__(self, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        edges.drove_the_real_worker()
         self.log = log
         self._err = log.open("w")
         self.process = subprocess.Popen(
@@ -92,6 +94,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """One short ``healthfsm`` command in a process of its own, output captured (and
     ``input`` on its standard input)."""
+    edges.drove_the_real_worker()
     return subprocess.run(
         [*HEALTHFSM, *args],
         capture_output=True,
@@ -104,6 +107,7 @@ def run_cli(
 
 def cli_in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """One ``healthfsm`` command in the test's process: its exit code, stdout and stderr."""
+    edges.drove_the_real_worker()
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -18,7 +18,9 @@ from store import (
     outbox,
     partitions,
     records,
+    traffic,
 )
+from store.admin import set_status
 from store.errors import StoreError
 from store.sql import Sql
 from tests import old_stores, pg
@@ -29,7 +31,9 @@ pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 def columns(sql: Sql) -> dict[str, list[tuple[object, ...]]]:
     """Each healthfsm table's columns as (name, type, not null, default, key), in order."""
-    tables = sorted(migrations.MARKER_TABLES | {"runtime_history", "leases", "outbox"})
+    tables = sorted(
+        migrations.MARKER_TABLES | {"runtime_history", "leases", "outbox", "runtime_traffic"}
+    )
     tables.append("dead_letters")
     if sql.dialect == "sqlite":
         return {
@@ -98,6 +102,7 @@ def test_every_released_store_migrates_keeps_its_rows_and_works(
             store.close()
         if version >= 3:
             _assert_one_ownership_model(location, version)
+        _assert_traffic_and_explained_history(location, version)
         code, out, _ = run_cli(capsys, "dead-letters", "list", "--json", "--db", location)
         assert code == 0 and [row["entry_id"] for row in json.loads(out)] == ["1764000000000-3"]
 
@@ -143,6 +148,32 @@ def _assert_one_ownership_model(location: str, version: int) -> None:
             refused = (sqlite3.OperationalError, StoreError)  # PostgreSQL's, as the store says
             with pytest.raises(refused, match="view"), store.write() as sql:
                 sql.execute(f"UPDATE {table} SET expires_at_ms = 0")
+    finally:
+        store.close()
+
+
+def _assert_traffic_and_explained_history(location: str, version: int) -> None:
+    """Version 6's counts are kept; older history rows have no rule (NULL, worked out by
+    ``--explain``), and a store of any version counts from its migration on."""
+    store = open_database(location, upgrade=False)
+    try:
+        found = traffic.read(store.conn)
+        rules = store.conn.execute(
+            "SELECT entry_id, rule, snapshot FROM runtime_history ORDER BY id"
+        ).fetchall()
+        if version >= 6:
+            assert found.counts == {
+                traffic.Edge("container_exited", "running", "engine_unreachable"): 3,
+                traffic.Edge("set_status", "running", "stopped"): 1,
+            }
+            assert [tuple(row) for row in rules][-1] == ("1764000000000-5", "summary_only", 1)
+        else:
+            assert found.counts == {}
+        if version >= 2:
+            assert tuple(rules[0]) == ("1764000000000-4", None, None)
+        set_status(store, "game-1", Status.RUNNING, Status.STOPPED, 1764000000000)
+        edge = traffic.Edge("set_status", "running", "stopped")
+        assert traffic.read(store.conn).counts[edge] == (2 if version >= 6 else 1)
     finally:
         store.close()
 

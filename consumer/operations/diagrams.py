@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from statemachine.diagram import (
@@ -15,6 +16,11 @@ from statemachine.diagram import (
     Diagram,
     render_dot,
     render_mermaid,
+)
+from statemachine.traffic_diagram import (
+    TrafficDiagram,
+    render_traffic_dot,
+    render_traffic_mermaid,
 )
 
 README_FILE = "README.md"
@@ -113,6 +119,27 @@ def _write_svg(dot: str, diagram: Diagram, out: Path) -> Path:
     path = out / svg_file(diagram)
     path.write_text(svg.replace("<svg", f"{mark}\n<svg", 1), "utf-8")
     return path
+
+
+def write_traffic(out: Path, diagrams: Sequence[TrafficDiagram]) -> list[Path]:
+    """Write the traffic diagrams into ``out`` as ``NAME.traffic.{mmd,svg}``: files of their
+    own, so the committed diagrams and their README are never overwritten."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for diagram in diagrams:
+        mermaid = out / f"{diagram.name}.mmd"
+        mermaid.write_text(render_traffic_mermaid(diagram), encoding="utf-8")
+        written.append(mermaid)
+    dot = shutil.which("dot")
+    if dot is None:
+        return written
+    for diagram in diagrams:
+        source = render_traffic_dot(diagram).encode()
+        svg = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, check=True)
+        path = out / f"{diagram.name}.svg"
+        path.write_bytes(svg.stdout)
+        written.append(path)
+    return written
 
 
 def write_diagrams(out: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from consumer.errors import DecodeError
 from consumer.runtime.faults import FaultPoint, hit
 from consumer.runtime.rejection_log import RejectionLog
 from statemachine import REACTIONS, EventType, RuntimeMachine, RuntimeRecord, Status
-from store import dead_letters, history, outbox, partitions, records
+from store import dead_letters, history, outbox, partitions, records, traffic
 from store.backend import RecordLoader, Store
 from store.sql import Sql
 from store.stream_id import not_after
@@ -54,6 +54,9 @@ class BatchResult:
     """(from, to, trigger: the event type) of each status change, counted per batch."""
     cas_misses: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(event type, the status that held the record) of each compare-and-swap miss."""
+    edges: Counter[traffic.Edge] = field(default_factory=Counter)
+    """Every applied event's edge of the machine (store/traffic.py), added to the store's
+    counts in the batch's transaction."""
     history: list[history.HistoryRow] = field(default_factory=list)
 
 
@@ -105,10 +108,7 @@ def _decode_all(
     return decoded, rejected
 
 
-def _count_status_change(
-    result: BatchResult, before: Status, record: RuntimeRecord, event: DecodedEvent
-) -> None:
-    result.transitions[(before, record.state, event.event_type._value_)] += 1
+def _log_status_change(before: Status, record: RuntimeRecord, event: DecodedEvent) -> None:
     log.debug(
         "game %s: %s -> %s on %s",
         record.game_id,
@@ -117,6 +117,22 @@ def _count_status_change(
         event.entry_id,
         extra={"entry_id": event.entry_id, "game_id": record.game_id},
     )
+
+
+def _count_cells(result: BatchResult, cells: dict[tuple[EventType, Status, Status], int]) -> None:
+    """The batch's counts, from each (event type, status before, status after) it applied:
+    edges for the store, status changes and CAS misses for the metrics."""
+    cas_types: frozenset[EventType] = CAS_EVENT_TYPES
+    for (event_type, before, after), n in cells.items():
+        trigger = event_type._value_
+        if after is not before:
+            result.transitions[(before, after, trigger)] += n
+            outcome = after._value_
+        else:
+            outcome = traffic.SUMMARY_ONLY
+            if event_type in cas_types:
+                result.cas_misses[(trigger, before._value_)] += n
+        result.edges[traffic.Edge(trigger, before._value_, outcome)] += n
 
 
 def _drive(
@@ -137,8 +153,7 @@ def _drive(
     touched: dict[str, RuntimeRecord] = {}
     snapshots: list[outbox.OutboxRow] = []
     changes = result.history
-    cas_types: frozenset[EventType] = CAS_EVENT_TYPES
-    misses: dict[tuple[EventType, Status], int] = {}
+    cells: dict[tuple[EventType, Status, Status], int] = {}
     unknown = 0
     skipped = 0
     for position, event, fields in decoded:
@@ -164,12 +179,12 @@ def _drive(
         health_before = record.engine_health
         effect = apply(record, event.event_type, now_ms)
         touched[event.game_id] = record
-        status = record.state._value_
+        after = record.state
+        status = after._value_
+        cell = (event.event_type, before, after)
+        cells[cell] = cells.get(cell, 0) + 1
         if effect.status_changed:
-            _count_status_change(result, before, record, event)
-        elif event.event_type in cas_types:
-            key = (event.event_type, before)
-            misses[key] = misses.get(key, 0) + 1
+            _log_status_change(before, record, event)
         if effect.status_changed or record.engine_health != health_before:
             changes.append(
                 history.HistoryRow(
@@ -180,6 +195,8 @@ def _drive(
                     status,
                     record.engine_health,
                     now_ms,
+                    history.RULE_CAS if effect.status_changed else history.RULE_SUMMARY_ONLY,
+                    1 if effect.snapshot_due else 0,
                 )
             )
         if effect.snapshot_due:
@@ -195,8 +212,7 @@ def _drive(
             )
     result.applied = len(decoded) - unknown - skipped
     result.skipped = skipped
-    for (event_type, held), n in misses.items():
-        result.cas_misses[(event_type._value_, held._value_)] += n
+    _count_cells(result, cells)
     return touched, snapshots
 
 
@@ -323,5 +339,6 @@ def _commit(target: BatchTarget, batch: DecodedBatch) -> dict[str, RuntimeRecord
                 rejected[:] = [r for r in rejected if (r[1].stream, r[1].entry_id) not in again]
                 result.skipped += len(again)
         save_offset(conn, result, now_ms)
+        traffic.add(conn, result.edges, now_ms)  # last: rows locked until commit
         hit(FaultPoint.BEFORE_COMMIT)
     return touched

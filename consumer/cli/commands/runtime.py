@@ -121,21 +121,38 @@ def runtime_set_status(
 @app.command("history")
 def runtime_history(
     game_id: Annotated[str, typer.Argument(metavar="GAME_ID", help="The game's id.")],
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="For each change, the rule of the table that applied (cas, summary_only,"
+            " admin), in words, and its effect: status, summary, snapshot.",
+        ),
+    ] = False,
     db: DbOption = DEFAULT_DB,
     as_json: JsonFlag = False,
 ) -> None:
     """The status transitions and summaries applied to a game, with the entry id of each."""
-    from consumer.display import rows_table
+    from consumer.display import explained_history, rows_table
+    from consumer.operations.history import explain as explained
     from store import history, records
 
     with opened(db, read_only=True) as database:
         records.get(database.conn, game_id)  # GameNotFound for an unknown id
         rows = history.for_game(database.conn, game_id)
+    if explain:
+        rows = explained(rows)
+        if as_json:
+            typer.echo(json.dumps(rows))
+        else:
+            explained_history(rows, f"history of {game_id}, explained")
+        return
+    plain = [{k: v for k, v in row.items() if k not in ("rule", "snapshot")} for row in rows]
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(json.dumps(plain))
     else:
         rows_table(
-            rows,
+            plain,
             ["id", "entry_id", "cause", "from_status", "to_status", "engine_health", "at_ms"],
             f"history of {game_id}",
         )

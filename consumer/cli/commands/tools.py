@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from consumer.cli.options import DEFAULT_DB, DbOption
 from consumer.runtime import logs
 from consumer.settings import default
 
@@ -17,15 +18,63 @@ def diagram(
     out: Annotated[
         Path, typer.Option(metavar="DIR", help="Directory to write the diagram files into.")
     ] = Path("diagrams"),
+    traffic: Annotated[
+        bool,
+        typer.Option(
+            "--traffic",
+            help="Draw the edges with how often the store's workers took them (files of their"
+            " own: runtime_status.traffic.*, runtime_admin.traffic.*). Read-only.",
+        ),
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="With --traffic: the last DURATION only (90m, 12h, 7d, 2w; whole hours);"
+            " default: every hour kept (90 days).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --traffic: print the counts as JSON instead.")
+    ] = False,
 ) -> None:
-    """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed)."""
-    from consumer.operations.diagrams import write_diagrams
+    """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed); with
+    --traffic, the same edges with production's counts from the store."""
+    if not traffic:
+        if since is not None or as_json:
+            raise typer.BadParameter(
+                "only with --traffic", param_hint="--since" if since is not None else "--json"
+            )
+        from consumer.operations.diagrams import write_diagrams
 
-    written = write_diagrams(out)
+        written = write_diagrams(out)
+    else:
+        written = _traffic_diagrams(out, db, since, as_json)
+        if as_json:
+            return
     for path in written:
         typer.echo(str(path))
     if not any(path.suffix == ".svg" for path in written):
         typer.echo("healthfsm: note: Graphviz's dot is not installed; SVG not written", err=True)
+
+
+def _traffic_diagrams(out: Path, db: str, since: str | None, as_json: bool) -> list[Path]:
+    from consumer.cli.common import now_ms, opened
+    from consumer.operations.diagrams import write_traffic
+    from consumer.operations.traffic import parse_duration, read_traffic
+    from statemachine.traffic_diagram import traffic_diagrams
+
+    try:
+        since_s = parse_duration(since) if since is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--since") from None
+    with opened(db, read_only=True) as database:
+        report = read_traffic(database, since_s, now_ms())
+    if as_json:
+        typer.echo(json.dumps(report.as_json()))
+        return []
+    return write_traffic(out, traffic_diagrams(report.counts, report.window()))
 
 
 def demo(
