@@ -1,7 +1,8 @@
 """Alternate two builds of healthfsm in one sitting: ``healthfsm bench`` from each, in turn.
 
 Run from the repository root: ``.venv/bin/python scripts/bench_ab.py sqlite|postgres RUNS
-OLD_TREE NEW_TREE`` where each tree is a checkout (``git worktree add /tmp/old COMMIT``);
+OLD_TREE NEW_TREE [MORE_TREES...]`` where each tree is a checkout (``git worktree add
+/tmp/old COMMIT``), named by its folder; each run goes through the trees in a rotated order;
 each run is ``bench --rounds 3 --steady-seconds 0 --memory-events 0 --single-events 1000
 --json`` with the tree as its working folder, so its packages shadow the installed ones.
 With ``postgres`` a durable PostgreSQL 16 from the pgserver wheel serves both builds and
@@ -22,17 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import pg_server  # after the path: the test server's starter
 
 
-def main(backend: str, runs: int, old: str, new: str) -> None:
+def main(backend: str, runs: int, trees: list[str]) -> None:
     extra = ["--rounds", "3", "--steady-seconds", "0", "--memory-events", "0"]
     extra += ["--single-events", "1000", "--json"]
     server = pg_server.start(durable=True) if backend == "postgres" else None
     if server is not None:
         extra += ["--db", server.url(), "--events", "100000"]
-    reports: dict[str, list[object]] = {"old": [], "new": []}
+    names = {tree: Path(tree).name for tree in trees}
+    reports: dict[str, list[object]] = {name: [] for name in names.values()}
     try:
         for i in range(runs):
-            for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                tree = old if name == "old" else new
+            for tree in trees[i % len(trees) :] + trees[: i % len(trees)]:
+                name = names[tree]
                 started = time.time()
                 done = subprocess.run(
                     [sys.executable, "-m", "consumer.cli", "bench", *extra],
@@ -52,4 +54,4 @@ def main(backend: str, runs: int, old: str, new: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
