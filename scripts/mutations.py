@@ -43,7 +43,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "traffic: a batch's counts added in a transaction of their own, after the batch's",
         "consumer/runtime/batch.py",
-        "        traffic.add(conn, result.edges, now_ms)  # last: rows locked until commit\n"
+        "        target.counts.add(conn, result.edges, now_ms)  # last: rows locked until commit\n"
         + AND
         + "    hit(FaultPoint.AFTER_COMMIT)\n",
         AND + "    hit(FaultPoint.AFTER_COMMIT)\n    with target.db.write() as extra:\n"
@@ -69,10 +69,16 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "RULE_CAS",
     ),
     (
+        "traffic: a worker's counts never drop the old hours",
+        "store/traffic.py",
+        "prune=bucket != self._pruned_for",
+        "prune=False",
+    ),
+    (
         "traffic: counts kept for ever (old hours never dropped)",
         "store/traffic.py",
-        '    conn.execute("DELETE FROM runtime_traffic WHERE bucket_ms < ?", [bucket - KEEP_MS])\n',
-        "",
+        "    if prune:\n",
+        "    if False:\n",
     ),
     (
         "demo: an entry is marked debounced without looking for its snapshot",

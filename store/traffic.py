@@ -17,7 +17,7 @@ from typing import NamedTuple, assert_never
 from statemachine.edges import SUMMARY_ONLY, Edge
 from store.sql import Sql
 
-__all__ = ["SUMMARY_ONLY", "Edge", "Traffic", "add", "bucket_of", "read"]
+__all__ = ["SUMMARY_ONLY", "Counter", "Edge", "Traffic", "add", "bucket_of", "read"]
 
 BUCKET_MS = 3_600_000
 """One row per edge and hour (UTC hours since the epoch)."""
@@ -32,9 +32,9 @@ def bucket_of(at_ms: int) -> int:
     return at_ms - at_ms % BUCKET_MS
 
 
-def add(conn: Sql, counts: Mapping[Edge, int], at_ms: int) -> None:
-    """Add ``counts`` to the hour of ``at_ms`` inside the caller's transaction, and drop the
-    buckets older than ``KEEP_MS`` before it.
+def add(conn: Sql, counts: Mapping[Edge, int], at_ms: int, *, prune: bool = True) -> None:
+    """Add ``counts`` to the hour of ``at_ms`` inside the caller's transaction, and (with
+    ``prune``) drop the buckets older than ``KEEP_MS`` before it.
 
     Rows are written in key order, so two workers adding to the same hour (PostgreSQL)
     lock them in one order and never wait on each other in a cycle; the caller adds last
@@ -60,7 +60,22 @@ def add(conn: Sql, counts: Mapping[Edge, int], at_ms: int) -> None:
             )
         case _:
             assert_never(conn.dialect)
-    conn.execute("DELETE FROM runtime_traffic WHERE bucket_ms < ?", [bucket - KEEP_MS])
+    if prune:
+        conn.execute("DELETE FROM runtime_traffic WHERE bucket_ms < ?", [bucket - KEEP_MS])
+
+
+class Counter:
+    """A worker's writer of counts: drops the old hours at its first write of each hour, not
+    with every batch (a statement less per batch; the table may hold one hour more)."""
+
+    def __init__(self) -> None:
+        self._pruned_for: int | None = None
+
+    def add(self, conn: Sql, counts: Mapping[Edge, int], at_ms: int) -> None:
+        """``add``, pruning once per hour of ``at_ms``."""
+        bucket = bucket_of(at_ms)
+        add(conn, counts, at_ms, prune=bucket != self._pruned_for)
+        self._pruned_for = bucket
 
 
 _ADD = (

@@ -247,6 +247,8 @@ class BatchTarget:
     """Stores the new offset in the transaction; None: the label's one partition."""
     rejections: RejectionLog = field(default_factory=RejectionLog)
     """Where committed rejections are told to the log (one WARNING per reason a minute)."""
+    counts: traffic.Counter = field(default_factory=traffic.Counter)
+    """Adds each batch's edges to the store's traffic table, in the batch's transaction."""
 
 
 @dataclass(slots=True)
@@ -339,6 +341,6 @@ def _commit(target: BatchTarget, batch: DecodedBatch) -> dict[str, RuntimeRecord
                 rejected[:] = [r for r in rejected if (r[1].stream, r[1].entry_id) not in again]
                 result.skipped += len(again)
         save_offset(conn, result, now_ms)
-        traffic.add(conn, result.edges, now_ms)  # last: rows locked until commit
+        target.counts.add(conn, result.edges, now_ms)  # last: rows locked until commit
         hit(FaultPoint.BEFORE_COMMIT)
     return touched
