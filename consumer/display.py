@@ -98,11 +98,10 @@ def explained_history(rows: Sequence[dict[str, object]], title: str) -> None:
     for name in ("entry id", "event", "rule", "why", "status", "summary", "snapshot", "at (UTC)"):
         table.add_column(name, overflow="fold")
     for row in rows:
-        rule = str(row["rule"]) + ("" if row["rule_recorded"] else " (worked out)")
         cells = (
             row["entry_id"],
             row["cause"],
-            rule,
+            row["rule"],
             row["why"],  # "[cas]" is text here, not rich markup
             row["status"],
             row["engine_health"] or "-",

@@ -57,16 +57,22 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "",
     ),
     (
-        "explain: a CAS hit recorded as the summary-only fallback",
-        "consumer/runtime/batch.py",
-        "history.RULE_CAS if effect.status_changed else history.RULE_SUMMARY_ONLY",
-        "history.RULE_SUMMARY_ONLY",
+        "explain: a CAS hit named the summary-only fallback",
+        "consumer/operations/history.py",
+        'RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY',
+        "RULE_SUMMARY_ONLY",
     ),
     (
-        "explain: an old row's rule worked out as a CAS hit when the status was kept",
+        "explain: the summary-only fallback named a CAS hit",
         "consumer/operations/history.py",
         'RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY',
         "RULE_CAS",
+    ),
+    (
+        "explain: a change debounce held back recorded as a snapshot queued",
+        "consumer/runtime/batch.py",
+        "                    1 if effect.snapshot_due else 0,\n",
+        "                    1,\n",
     ),
     (
         "traffic: a worker's counts never drop the old hours",

@@ -87,7 +87,6 @@ def set_status(db: Store, game_id: str, expected: Status, to: Status, now_ms: in
             to.value,
             record.engine_health,
             now_ms,
-            history.RULE_ADMIN,
             1,
         )
         history.add_many(conn, [change])

@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from statemachine.edges import RULE_ADMIN, RULE_CAS, RULE_SUMMARY_ONLY
 from store.sql import Sql, append_bounded
-
-__all__ = ["RULE_ADMIN", "RULE_CAS", "RULE_SUMMARY_ONLY", "HistoryRow", "add_many", "for_game"]
 
 HISTORY_ROWS = 500_000
 """Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
@@ -23,7 +20,7 @@ HISTORY_PER_GAME = 50
 
 
 class HistoryRow(NamedTuple):
-    """One change to a record, what caused it and which rule of the table applied."""
+    """One change to a record and what caused it."""
 
     game_id: str
     entry_id: str
@@ -32,9 +29,6 @@ class HistoryRow(NamedTuple):
     to_status: str
     engine_health: str
     at_ms: int
-    rule: str
-    """``RULE_CAS``, ``RULE_SUMMARY_ONLY`` or ``RULE_ADMIN`` (NULL in rows from before
-    schema version 6)."""
     snapshot: int
     """1 when the change queued a snapshot for Game Lobby, 0 when debounce held it back."""
 
@@ -42,7 +36,6 @@ class HistoryRow(NamedTuple):
 _COLUMNS_TYPED = [
     *((name, "text") for name in HistoryRow._fields[:6]),
     ("at_ms", "bigint"),
-    ("rule", "text"),
     ("snapshot", "bigint"),
 ]
 
@@ -55,8 +48,8 @@ def add_many(conn: Sql, rows: Sequence[HistoryRow], keep: int = HISTORY_ROWS) ->
 def for_game(conn: Sql, game_id: str, limit: int = HISTORY_PER_GAME) -> list[dict[str, object]]:
     """A game's newest ``limit`` changes, oldest first (a scan: an operator's query)."""
     cursor = conn.execute(
-        "SELECT id, entry_id, cause, from_status, to_status, engine_health, at_ms, rule,"
-        " snapshot FROM runtime_history WHERE game_id = ? ORDER BY id DESC LIMIT ?",
+        "SELECT id, entry_id, cause, from_status, to_status, engine_health, at_ms, snapshot"
+        " FROM runtime_history WHERE game_id = ? ORDER BY id DESC LIMIT ?",
         [game_id, limit],
     )
     names = [d[0] for d in cursor.description]

@@ -219,9 +219,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "traffic_and_explained_history",
         "How often each edge of the machine is taken, per hour (store/traffic.py), added by"
         " each batch and admin change in its own transaction so the counts agree with the"
-        " records across restarts and workers; and what runtime history --explain shows:"
-        " the rule of the table each change applied (cas, summary_only, admin) and whether"
-        " it queued a snapshot. Rows written before this step have neither (NULL).",
+        " records across restarts and workers; and what runtime history --explain needs"
+        " beyond the change itself (whose rule its cause, source and destination say):"
+        " whether it queued a snapshot (NULL in rows written before this step).",
         (
             """CREATE TABLE runtime_traffic (
                 bucket_ms {int} NOT NULL,
@@ -231,7 +231,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 count {int} NOT NULL,
                 PRIMARY KEY (bucket_ms, trigger, from_status, outcome)
             )""",
-            "ALTER TABLE runtime_history ADD COLUMN rule {text}",
             "ALTER TABLE runtime_history ADD COLUMN snapshot {int}",
         ),
     ),

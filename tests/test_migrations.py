@@ -153,24 +153,24 @@ def _assert_one_ownership_model(location: str, version: int) -> None:
 
 
 def _assert_traffic_and_explained_history(location: str, version: int) -> None:
-    """Version 6's counts are kept; older history rows have no rule (NULL, worked out by
-    ``--explain``), and a store of any version counts from its migration on."""
+    """Version 6's counts are kept; older history rows say nothing of their snapshot
+    (NULL), and a store of any version counts from its migration on."""
     store = open_database(location, upgrade=False)
     try:
         found = traffic.read(store.conn)
         rules = store.conn.execute(
-            "SELECT entry_id, rule, snapshot FROM runtime_history ORDER BY id"
+            "SELECT entry_id, snapshot FROM runtime_history ORDER BY id"
         ).fetchall()
         if version >= 6:
             assert found.counts == {
                 traffic.Edge("container_exited", "running", "engine_unreachable"): 3,
                 traffic.Edge("set_status", "running", "stopped"): 1,
             }
-            assert [tuple(row) for row in rules][-1] == ("1764000000000-5", "summary_only", 1)
+            assert [tuple(row) for row in rules][-1] == ("1764000000000-5", 1)
         else:
             assert found.counts == {}
         if version >= 2:
-            assert tuple(rules[0]) == ("1764000000000-4", None, None)
+            assert tuple(rules[0]) == ("1764000000000-4", None)
         set_status(store, "game-1", Status.RUNNING, Status.STOPPED, 1764000000000)
         edge = traffic.Edge("set_status", "running", "stopped")
         assert traffic.read(store.conn).counts[edge] == (2 if version >= 6 else 1)

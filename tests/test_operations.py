@@ -314,7 +314,7 @@ def test_runtime_history_shows_a_games_newest_changes_and_the_log_is_bounded(
     # The log as a whole is bounded (HISTORY_ROWS; 10 here): the oldest rows go first.
     newest = db.conn.execute("SELECT id FROM runtime_history ORDER BY id DESC LIMIT 9").fetchall()
     with db.write() as conn:
-        row = history.HistoryRow("x", "1-0", "c", "a", "b", "h", 1, "cas", 1)
+        row = history.HistoryRow("x", "1-0", "c", "a", "b", "h", 1, 1)
         history.add_many(conn, [row], keep=10)
     kept = db.conn.execute("SELECT id, game_id FROM runtime_history ORDER BY id").fetchall()
     assert [row[0] for row in kept[:-1]] == sorted(i for (i,) in newest)

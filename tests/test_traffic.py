@@ -241,11 +241,11 @@ def test_the_counts_agree_with_the_records_when_a_worker_is_killed_mid_batch(
     assert _stored(db) == model.edges
 
 
-def test_explain_works_out_the_rule_of_changes_recorded_before_schema_version_6(
+def test_explain_of_changes_recorded_before_schema_version_6(
     db: Store, db_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A migrated store's older history rows have no rule: it is worked out from the change
-    (and said so), the snapshot is not known."""
+    """A migrated store's older history rows: the rule follows from the change they
+    record; whether a snapshot went out was not recorded, and is said so."""
     add_games(db, ("g", Status.RUNNING))
     with db.write() as sql:
         for entry, cause, source, dest in [
@@ -263,16 +263,66 @@ def test_explain_works_out_the_rule_of_changes_recorded_before_schema_version_6(
     )
     assert code == 0, err
     rows = json.loads(out)
-    assert [(r["rule"], r["rule_recorded"], r["snapshot"]) for r in rows] == [
-        ("summary_only", False, None),
-        ("cas", False, None),
-        ("admin", False, None),
+    assert [(r["rule"], r["snapshot"]) for r in rows] == [
+        ("summary_only", None),
+        ("cas", None),
+        ("admin", None),
     ]
     assert "never changes the status" in rows[0]["why"]
     code, out, _ = cli_in_process(
         capsys, "runtime", "history", "g", "--explain", "--db", db_location
     )
-    assert code == 0 and out.count("(worked out)") == 3 and "not recorded" in out
+    assert code == 0 and out.count("not recorded") == 3
+
+
+def test_explain_says_when_debounce_held_a_change_s_snapshot_back(
+    db: Store,
+    db_location: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A summary that changes back to the one Game Lobby last got (the record's summary was
+    written by someone else meanwhile) is a change without a snapshot: recorded as such."""
+    add_games(db, ("g", Status.RUNNING))
+    with db.write() as sql:
+        sql.execute(
+            "UPDATE runtime_records SET engine_health = 'healthy',"
+            " last_emitted_summary = 'probe_failed' WHERE game_id = 'g'"
+        )
+    held = xadd_event(rclient, "g", "probe_failed")
+    sent = xadd_event(rclient, "g", "container_started")
+    make_worker().run()
+    code, out, err = cli_in_process(
+        capsys, "runtime", "history", "g", "--explain", "--json", "--db", db_location
+    )
+    assert code == 0, err
+    assert [(r["entry_id"], r["snapshot"]) for r in json.loads(out)] == [
+        (held, False),
+        (sent, True),
+    ]
+    code, out, _ = cli_in_process(
+        capsys, "runtime", "history", "g", "--explain", "--db", db_location
+    )
+    assert "held back" in out and "queued for Game Lobby" in out
+
+
+def test_the_rule_of_every_edge_follows_from_the_change_it_makes() -> None:
+    """``--explain`` reads a change's rule off its cause, source and destination: that holds
+    for every edge only while no allowed change keeps the status and a health event changes
+    it through its CAS alone (a table row breaking either fails here)."""
+    from consumer.operations.history import ADMIN_CAUSE, rule_of
+    from statemachine.edges import ALL_EDGES, SUMMARY_ONLY
+
+    for edge in ALL_EDGES:
+        admin = edge.trigger == "set_status"
+        dest = edge.from_status if edge.outcome == SUMMARY_ONLY else edge.outcome
+        row: dict[str, object] = {
+            "cause": ADMIN_CAUSE if admin else edge.trigger,
+            "from_status": edge.from_status,
+            "to_status": dest,
+        }
+        assert rule_of(row) == edge.rule, edge
 
 
 def test_counts_are_kept_per_hour_and_dropped_after_ninety_days(db: Store) -> None:

@@ -11,15 +11,14 @@ ADMIN_CAUSE = "admin"
 """The history's cause of an operator's ``set-status``."""
 
 
-def recorded_rule(row: dict[str, object]) -> tuple[str, bool]:
-    """The rule a history row applied, and whether it was recorded (rows written before
-    schema version 6 have none: it is worked out from the change, which the table allows)."""
-    rule = row.get("rule")
-    if isinstance(rule, str):
-        return rule, True
+def rule_of(row: dict[str, object]) -> str:
+    """The rule of the table a history row applied, from the change it records: an
+    operator's pair, else a health event that changed the status (only its CAS does), else
+    the summary-only fallback. The table cannot make these disagree: no allowed change
+    keeps the status, and a health event changes it through its CAS alone."""
     if row["cause"] == ADMIN_CAUSE:
-        return RULE_ADMIN, False
-    return (RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY), False
+        return RULE_ADMIN
+    return RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY
 
 
 def _why(rule: str, row: dict[str, object]) -> str:
@@ -49,19 +48,18 @@ def snapshot_words(queued: object) -> str:
 
 
 def explain(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Each history row with ``rule`` (``cas``, ``summary_only`` or ``admin``),
-    ``rule_recorded``, ``why`` (the rule in words), ``status`` (the change, or the status
-    kept) and ``snapshot`` (true when the change queued one, false when debounce held it
-    back, null when not recorded)."""
+    """Each history row with ``rule`` (``cas``, ``summary_only`` or ``admin``), ``why``
+    (the rule in words), ``status`` (the change, or the status kept) and ``snapshot`` (true
+    when the change queued one, false when debounce held it back, null in rows written
+    before schema version 6)."""
     explained = []
     for row in rows:
-        rule, recorded = recorded_rule(row)
+        rule = rule_of(row)
         source, dest = row["from_status"], row["to_status"]
         explained.append(
             {
                 **row,
                 "rule": rule,
-                "rule_recorded": recorded,
                 "why": _why(rule, row),
                 "status": f"{source} -> {dest}" if source != dest else f"kept {source}",
                 "snapshot": None if row.get("snapshot") is None else bool(row["snapshot"]),

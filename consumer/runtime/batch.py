@@ -195,7 +195,6 @@ def _drive(
                     status,
                     record.engine_health,
                     now_ms,
-                    history.RULE_CAS if effect.status_changed else history.RULE_SUMMARY_ONLY,
                     1 if effect.snapshot_due else 0,
                 )
             )
