@@ -88,12 +88,31 @@ def rows_table(rows: Sequence[dict[str, object]], columns: Sequence[str], title:
     console().print(table)
 
 
+WIDE_ENOUGH = 140
+"""Columns the explained history needs as a table; below it, one block per change."""
+
+
 def explained_history(rows: Sequence[dict[str, object]], title: str) -> None:
-    """A record's changes with the rule each applied and its effect (``--explain``)."""
+    """A record's changes with the rule each applied and its effect (``--explain``): a
+    table on a wide terminal or a pipe, one block per change on a narrow one (eight
+    columns squeezed into 80 split ids and statuses over lines)."""
     from rich.markup import escape
 
     from consumer.operations.history import snapshot_words
 
+    out = console()
+    if out.width < WIDE_ENOUGH:
+        out.print(escape(title), highlight=False)
+        for row in rows:
+            head = f"{row['entry_id']}  {row['cause']}  {_cell('at_ms', row['at_ms'])}"
+            out.print(f"\n[bold]{escape(head)}[/]", highlight=False)
+            out.print(escape(f"  rule: {row['rule']}: {row['why']}"), highlight=False)
+            effect = (
+                f"  status: {row['status']}; summary: {row['engine_health'] or '-'};"
+                f" snapshot: {snapshot_words(row['snapshot'])}"
+            )
+            out.print(escape(effect), highlight=False)
+        return
     table = Table(title=title)
     for name in ("entry id", "event", "rule", "why", "status", "summary", "snapshot", "at (UTC)"):
         table.add_column(name, overflow="fold")
@@ -109,7 +128,7 @@ def explained_history(rows: Sequence[dict[str, object]], title: str) -> None:
             _cell("at_ms", row["at_ms"]),
         )
         table.add_row(*(escape(str(cell)) for cell in cells))
-    console().print(table)
+    out.print(table)
 
 
 def bench_report(report: BenchReport) -> None:

@@ -59,13 +59,20 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "explain: a CAS hit named the summary-only fallback",
         "consumer/operations/history.py",
-        'RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY',
-        "RULE_SUMMARY_ONLY",
+        "    return RULE_CAS if cas is not None and _pair(source, dest) == cas"
+        " else RULE_NOT_IN_TABLE",
+        "    return RULE_SUMMARY_ONLY",
     ),
     (
         "explain: the summary-only fallback named a CAS hit",
         "consumer/operations/history.py",
-        'RULE_CAS if row["from_status"] != row["to_status"] else RULE_SUMMARY_ONLY',
+        "    if source == dest:\n        return RULE_SUMMARY_ONLY\n",
+        "    if source == dest:\n        return RULE_CAS\n",
+    ),
+    (
+        "explain: a change the table cannot make named a CAS hit",
+        "consumer/operations/history.py",
+        "RULE_CAS if cas is not None and _pair(source, dest) == cas else RULE_NOT_IN_TABLE",
         "RULE_CAS",
     ),
     (
@@ -73,6 +80,24 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "consumer/runtime/batch.py",
         "                    1 if effect.snapshot_due else 0,\n",
         "                    1,\n",
+    ),
+    (
+        "diagram --traffic: the Mermaid title left unquoted (': ' in it breaks the parser)",
+        "statemachine/traffic_diagram.py",
+        'title = json.dumps(f"{diagram.title}: {diagram.subtitle}")',
+        'title = f"{diagram.title}: {diagram.subtitle}"',
+    ),
+    (
+        "diagram --traffic: a --since beyond the 90 days kept accepted",
+        "consumer/operations/traffic.py",
+        "    if seconds * 1000 > traffic.KEEP_MS:\n",
+        "    if False:\n",
+    ),
+    (
+        "diagram --traffic: counts on edges the table does not have left unsaid",
+        "statemachine/traffic_diagram.py",
+        "    if unknown:\n",
+        "    if False:\n",
     ),
     (
         "traffic: a worker's counts never drop the old hours",

@@ -10,6 +10,7 @@ generation" is read off the picture. Pure: counts in, text out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -108,13 +109,28 @@ def admin_traffic(counts: Mapping[Edge, int], window: str) -> TrafficDiagram:
 
 
 def traffic_diagrams(counts: Mapping[Edge, int], window: str) -> tuple[TrafficDiagram, ...]:
-    """Both diagrams with ``counts``; ``window`` says what they cover, for their titles."""
-    return status_traffic(counts, window), admin_traffic(counts, window)
+    """Both diagrams with ``counts``; ``window`` says what they cover, for their titles.
+    Counts on edges this release's table does not have (a newer release wrote them) are
+    drawn nowhere, so both legends say how many there are."""
+    diagrams = status_traffic(counts, window), admin_traffic(counts, window)
+    unknown = unknown_count(counts)
+    if unknown:
+        line = f"not drawn: {_n(unknown)} counted on edges this release's table does not have"
+        for diagram in diagrams:
+            diagram.legend.append(line + " (see --json)")
+    return diagrams
+
+
+def unknown_count(counts: Mapping[Edge, int]) -> int:
+    """How many counts are on edges this release's table does not have."""
+    known = set(HEALTH_EDGES) | set(ADMIN_EDGES)
+    return sum(n for edge, n in counts.items() if edge not in known)
 
 
 def render_traffic_mermaid(diagram: TrafficDiagram) -> str:
     """A Mermaid flowchart (its state diagrams cannot style an edge): faint edges dashed."""
-    lines = ["---", f"title: {diagram.title}: {diagram.subtitle}", "---", "flowchart TB"]
+    title = json.dumps(f"{diagram.title}: {diagram.subtitle}")  # a YAML double-quoted string
+    lines = ["---", f"title: {title}", "---", "flowchart TB"]
     lines += [f'  {s.value}(["{s.value}"])' for s in Status]
     faint = []
     for index, edge in enumerate(diagram.edges):

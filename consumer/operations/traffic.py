@@ -7,25 +7,27 @@ import re
 from dataclasses import dataclass
 
 from consumer.runtime.clock import format_ms
-from statemachine.edges import ALL_EDGES, Edge
+from statemachine.edges import ALL_EDGES, RULE_SUMMARY_ONLY, Edge
+from statemachine.traffic_diagram import CAS_TYPES
 from store import traffic
 from store.backend import Store
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^([0-9]+)([smhdw])$", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_duration(text: str) -> float:
-    """``90m``, ``12h``, ``7d``, ``2w`` (or ``45s``) in seconds; ``ValueError`` otherwise."""
-    found = _DURATION.match(text)
+    """``90m``, ``12h``, ``7d``, ``2w`` (or ``45s``) in seconds, above zero and at most the
+    90 days the store keeps; ``ValueError`` otherwise."""
+    found = _DURATION.match(text.strip())
     if found is None:
-        raise ValueError(
-            f"{text!r} is not a duration: give a number and a unit, as 90m, 12h, 7d or 2w"
-        )
-    seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
+        raise ValueError(f"{text!r} is not a duration: a whole number and a unit, as 90m or 7d")
+    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a duration above zero")
-    return seconds
+    if seconds * 1000 > traffic.KEEP_MS:
+        raise ValueError(f"{text!r} is longer than the 90 days the store keeps; use at most 90d")
+    return float(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,9 @@ def _minute(at_ms: int) -> str:
 
 
 def _edge_json(edge: Edge, count: int) -> dict[str, object]:
-    return {**edge._asdict(), "rule": edge.rule, "count": count}
+    """An edge with its rule, whether it is a CAS event's miss, and its count."""
+    missed = edge.rule == RULE_SUMMARY_ONLY and edge.trigger in CAS_TYPES
+    return {**edge._asdict(), "rule": edge.rule, "cas_missed": missed, "count": count}
 
 
 def read_traffic(db: Store, since_s: float | None, now_ms: int) -> TrafficReport:

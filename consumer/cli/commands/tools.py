@@ -15,6 +15,7 @@ from consumer.settings import default
 
 
 def diagram(
+    ctx: typer.Context,
     out: Annotated[
         Path, typer.Option(metavar="DIR", help="Directory to write the diagram files into.")
     ] = Path("diagrams"),
@@ -42,10 +43,11 @@ def diagram(
     """Write the status machine as Mermaid (and SVG when Graphviz's dot is installed); with
     --traffic, the same edges with production's counts from the store."""
     if not traffic:
-        if since is not None or as_json:
-            raise typer.BadParameter(
-                "only with --traffic", param_hint="--since" if since is not None else "--json"
-            )
+        source = ctx.get_parameter_source("db")  # typer's own click: compare by name
+        given_db = source is not None and source.name == "COMMANDLINE"
+        if since is not None or as_json or given_db:
+            hint = "--since" if since is not None else "--json" if as_json else "--db"
+            raise typer.BadParameter("only with --traffic", param_hint=hint)
         from consumer.operations.diagrams import write_diagrams
 
         written = write_diagrams(out)
@@ -63,7 +65,7 @@ def _traffic_diagrams(out: Path, db: str, since: str | None, as_json: bool) -> l
     from consumer.cli.common import now_ms, opened
     from consumer.operations.diagrams import write_traffic
     from consumer.operations.traffic import parse_duration, read_traffic
-    from statemachine.traffic_diagram import traffic_diagrams
+    from statemachine.traffic_diagram import traffic_diagrams, unknown_count
 
     try:
         since_s = parse_duration(since) if since is not None else None
@@ -74,6 +76,13 @@ def _traffic_diagrams(out: Path, db: str, since: str | None, as_json: bool) -> l
     if as_json:
         typer.echo(json.dumps(report.as_json()))
         return []
+    unknown = unknown_count(report.counts)
+    if unknown:
+        typer.echo(
+            f"healthfsm: note: {unknown:,} counted on edges this release's table does not have"
+            " (a newer release wrote them); not drawn, listed by --json",
+            err=True,
+        )
     return write_traffic(out, traffic_diagrams(report.counts, report.window()))
 
 
