@@ -100,6 +100,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "    if False:\n",
     ),
     (
+        "dead-letters replay --id: an id no dead letter has left out silently",
+        "consumer/operations/dead_letters.py",
+        "                for i in sorted(set(ids) - found)\n",
+        "                for i in sorted(set(ids) - found - set(ids))\n",
+    ),
+    (
         "traffic: a worker's counts never drop the old hours",
         "store/traffic.py",
         "prune=bucket != self._pruned_for",

@@ -143,6 +143,33 @@ def test_replay_by_id_skips_a_row_another_live_replay_claimed(
     assert result["replayed"] == 0 and "another replay" in result["skipped"][0]
 
 
+def test_replay_by_id_says_why_an_id_was_not_sent(
+    capsys: pytest.CaptureFixture[str],
+    db: Store,
+    db_location: str,
+    redis_url: str,
+    rclient: redis.Redis,
+    make_worker: WorkerFactory,
+) -> None:
+    """An id no dead letter has (replayed already, say), or one of another reason than
+    ``--reason``, is named in ``skipped`` with why: never silently left out."""
+    _dead_letters_for(rclient, make_worker, ["probe_failed"])
+    [row] = dead_letters.list_recent(db.conn)
+    where = ["--redis-url", redis_url, "--db", db_location]
+    code, out, err = cli(capsys, "dead-letters", "replay", "--id", "999", *where)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["replayed"] == 0 and result["skipped"] == [
+        "id 999 (no dead letter has it: replayed already, or never kept)"
+    ]
+    args = ["--id", str(row["id"]), "--reason", "malformed", *where]
+    code, out, err = cli(capsys, "dead-letters", "replay", *args)
+    assert code == 0, err
+    assert json.loads(out)["skipped"] == [
+        f"id {row['id']} (its reason is unknown_game, not malformed)"
+    ]
+
+
 # -- case 9: a pipelined publish that Redis refuses part-way -------------------------------
 
 

@@ -48,7 +48,17 @@ def _choose_and_claim(
     with db.write() as conn:
         if ids:
             rows = dead_letters.by_ids(conn, ids)
+            found = {int(str(row["id"])) for row in rows}
+            skipped += [
+                f"id {i} (no dead letter has it: replayed already, or never kept)"
+                for i in sorted(set(ids) - found)
+            ]
             if reason is not None:
+                skipped += [
+                    f"id {row['id']} (its reason is {row['reason']}, not {reason})"
+                    for row in rows
+                    if row["reason"] != reason
+                ]
                 rows = [row for row in rows if row["reason"] == reason]
         else:
             rows = dead_letters.oldest_unclaimed(conn, reason, limit)

@@ -152,7 +152,7 @@ class Ownership:
             self.status.holding(len(taken))
             workers = len(self.keeper.workers)
             log.info(
-                "consuming %s -> %s as %r, %s shared with %d worker%s (db %s, redis %s,"
+                "consuming %s -> %s as %r, %s, %d worker%s on the label (db %s, redis %s,"
                 " batch %d, block %d ms, holder %s)",
                 s.stream,
                 s.lobby_stream,
