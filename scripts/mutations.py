@@ -106,6 +106,18 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "                for i in sorted(set(ids) - found - set(ids))\n",
     ),
     (
+        "diagram --traffic: the status drawing written over the committed diagram's files",
+        "statemachine/traffic_diagram.py",
+        '        name="runtime_status.traffic",',
+        '        name="runtime_status",',
+    ),
+    (
+        "explain: a narrow terminal gets the squeezed table",
+        "consumer/display.py",
+        "    if out.width < WIDE_ENOUGH:\n",
+        "    if False:\n",
+    ),
+    (
         "traffic: a worker's counts never drop the old hours",
         "store/traffic.py",
         "prune=bucket != self._pruned_for",

@@ -26,6 +26,9 @@ that never changes the status)."""
 RULE_ADMIN = "admin"
 """An operator's ``set-status``: one of the allowed pairs, its source checked."""
 
+CAS_TRIGGERS = frozenset(e.value for e, r in REACTIONS.items() if r.cas is not None)
+"""Event types that attempt a status change: their summary-only edges are CAS misses."""
+
 
 class Edge(NamedTuple):
     """One edge of the machine: what fired, from which status, and what it did."""
@@ -42,6 +45,11 @@ class Edge(NamedTuple):
         if self.trigger == ADMIN_TRIGGER:
             return RULE_ADMIN
         return RULE_SUMMARY_ONLY if self.outcome == SUMMARY_ONLY else RULE_CAS
+
+    @property
+    def cas_missed(self) -> bool:
+        """A CAS event's summary-only edge: the record was not in the status it expects."""
+        return self.outcome == SUMMARY_ONLY and self.trigger in CAS_TRIGGERS
 
     def __str__(self) -> str:
         return f"{self.trigger}: {self.from_status} -> {self.outcome}"
@@ -67,3 +75,6 @@ ADMIN_EDGES: tuple[Edge, ...] = tuple(
 """Every pair ``set-status`` allows, in the statuses' lifecycle order."""
 
 ALL_EDGES: tuple[Edge, ...] = HEALTH_EDGES + ADMIN_EDGES
+
+KNOWN_EDGES: frozenset[Edge] = frozenset(ALL_EDGES)
+"""For telling a counted edge this release's table does not have (a newer one wrote it)."""

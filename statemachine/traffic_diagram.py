@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from statemachine.diagram import FONT, LEGEND_FONTSIZE, legend_table
-from statemachine.edges import ADMIN_EDGES, HEALTH_EDGES, SUMMARY_ONLY, Edge
+from statemachine.edges import ADMIN_EDGES, HEALTH_EDGES, KNOWN_EDGES, SUMMARY_ONLY, Edge
 from statemachine.enums import Status
-from statemachine.table import REACTIONS, TERMINAL_STATUSES
+from statemachine.table import TERMINAL_STATUSES
 
 FAINT_DOT = 'color="gray80", fontcolor="gray60", style=dashed'
 FAINT_MERMAID = "stroke:#cccccc,stroke-dasharray:4 4,color:#999999"
-CAS_TYPES = frozenset(e.value for e, r in REACTIONS.items() if r.cas is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,7 @@ def status_traffic(counts: Mapping[Edge, int], window: str) -> TrafficDiagram:
                 (f"{edge.trigger} [cas]", n)
             )
         elif n:
-            missed = " [cas missed]" if edge.trigger in CAS_TYPES else ""
+            missed = " [cas missed]" if edge.cas_missed else ""
             loops[edge.from_status].append((f"{edge.trigger}{missed}", n))
     drawn = [
         DrawnEdge(source, dest, [f"{name} {_n(n)}" for name, n in named], sum(n for _, n in named))
@@ -123,8 +122,7 @@ def traffic_diagrams(counts: Mapping[Edge, int], window: str) -> tuple[TrafficDi
 
 def unknown_count(counts: Mapping[Edge, int]) -> int:
     """How many counts are on edges this release's table does not have."""
-    known = set(HEALTH_EDGES) | set(ADMIN_EDGES)
-    return sum(n for edge, n in counts.items() if edge not in known)
+    return sum(n for edge, n in counts.items() if edge not in KNOWN_EDGES)
 
 
 def render_traffic_mermaid(diagram: TrafficDiagram) -> str:

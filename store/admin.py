@@ -82,7 +82,7 @@ def set_status(db: Store, game_id: str, expected: Status, to: Status, now_ms: in
         change = history.HistoryRow(
             game_id,
             source,
-            "admin",
+            history.ADMIN_CAUSE,
             expected.value,
             to.value,
             record.engine_health,

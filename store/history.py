@@ -15,6 +15,9 @@ from store.sql import Sql, append_bounded
 HISTORY_ROWS = 500_000
 """Rows kept in all (about 50 MB); older ones are dropped by the batch that adds new ones."""
 
+ADMIN_CAUSE = "admin"
+"""The ``cause`` of an operator's ``set-status`` (a health event's is its event type)."""
+
 HISTORY_PER_GAME = 50
 """Rows ``runtime history`` shows per game, newest last."""
 

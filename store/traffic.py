@@ -17,7 +17,7 @@ from typing import NamedTuple, assert_never
 from statemachine.edges import SUMMARY_ONLY, Edge
 from store.sql import Sql
 
-__all__ = ["SUMMARY_ONLY", "Counter", "Edge", "Traffic", "add", "bucket_of", "read"]
+__all__ = ["SUMMARY_ONLY", "Edge", "HourlyWriter", "Traffic", "add", "bucket_of", "read"]
 
 BUCKET_MS = 3_600_000
 """One row per edge and hour (UTC hours since the epoch)."""
@@ -64,7 +64,7 @@ def add(conn: Sql, counts: Mapping[Edge, int], at_ms: int, *, prune: bool = True
         conn.execute("DELETE FROM runtime_traffic WHERE bucket_ms < ?", [bucket - KEEP_MS])
 
 
-class Counter:
+class HourlyWriter:
     """A worker's writer of counts: drops the old hours at its first write of each hour, not
     with every batch (a statement less per batch; the table may hold one hour more)."""
 

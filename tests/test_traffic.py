@@ -34,11 +34,7 @@ CAS_TYPES = {event for event, (_, source, _) in REACTION.items() if source is no
 def _register(db: Store, model: Model, games: dict[str, str]) -> None:
     add_games(db, *[(game, Status(status)) for game, status in games.items()])
     for game, status in games.items():
-        model.records[game] = _fresh(status)
-
-
-def _fresh(status: str) -> ModelRecord:
-    return ModelRecord(status)
+        model.records[game] = ModelRecord(status)
 
 
 def _write(client: redis.Redis, model: Model, events: list[tuple[str, str]]) -> str:
@@ -185,7 +181,7 @@ def test_every_edge_through_the_cli_equals_the_model_in_traffic_and_explain(
             capsys, "runtime", "add", game, "--status", status, "--db", db_location
         )
         assert code == 0, err
-        model.records[game] = _fresh(status)
+        model.records[game] = ModelRecord(status)
     _write(rclient, model, [(game, game.split("/")[1]) for game in cells])
     _write(rclient, model, _generated(rng, sorted(cells), 300))
     drained = run_cli("consume", "--drain", "--redis-url", redis_url, "--db", db_location)
@@ -314,8 +310,9 @@ def test_the_rule_of_every_edge_follows_from_the_change_it_makes() -> None:
     """``--explain`` reads a change's rule off its cause, source and destination: that holds
     for every edge only while no allowed change keeps the status and a health event changes
     it through its CAS alone (a table row breaking either fails here)."""
-    from consumer.operations.history import ADMIN_CAUSE, rule_of
+    from consumer.operations.history import rule_of
     from statemachine.edges import ALL_EDGES, SUMMARY_ONLY
+    from store.history import ADMIN_CAUSE
 
     for edge in ALL_EDGES:
         admin = edge.trigger == "set_status"
@@ -347,7 +344,7 @@ def test_counts_are_kept_per_hour_and_dropped_after_ninety_days(db: Store) -> No
     ]
     assert traffic.read(db.conn).counts == {edge: 9, other: 1}
     assert traffic.read(db.conn, since_ms=start + hour + 10).counts == {edge: 4}
-    counter = traffic.Counter()  # a worker's: it drops old hours at its first write of each
+    counter = traffic.HourlyWriter()  # a worker's: it drops old hours at its first write of each
     with db.write() as sql:
         counter.add(sql, {other: 1}, start + hour + 1)
     with db.write() as sql:  # 90 days after the second hour: the first is dropped

@@ -6,9 +6,7 @@ from __future__ import annotations
 from statemachine import ALLOWED_CHANGES, REACTIONS
 from statemachine.edges import RULE_ADMIN, RULE_CAS, RULE_SUMMARY_ONLY
 from statemachine.enums import EVENT_TYPE_BY_VALUE
-
-ADMIN_CAUSE = "admin"
-"""The history's cause of an operator's ``set-status``."""
+from store.history import ADMIN_CAUSE
 
 
 def rule_of(row: dict[str, object]) -> str:

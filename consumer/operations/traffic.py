@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 
 from consumer.runtime.clock import format_ms
-from statemachine.edges import ALL_EDGES, RULE_SUMMARY_ONLY, Edge
-from statemachine.traffic_diagram import CAS_TYPES
+from statemachine.edges import ALL_EDGES, KNOWN_EDGES, Edge
 from store import traffic
 from store.backend import Store
 
@@ -51,7 +50,6 @@ class TrafficReport:
     def as_json(self) -> dict[str, object]:
         """Every edge of the table with its count (zeros included), the rows the table does
         not know (from another release's machine) apart, and the window."""
-        known = set(ALL_EDGES)
         return {
             "window": {
                 "since_ms": self.since_ms,
@@ -63,7 +61,9 @@ class TrafficReport:
             },
             "edges": [_edge_json(edge, self.counts.get(edge, 0)) for edge in ALL_EDGES],
             "unknown_edges": [
-                _edge_json(edge, n) for edge, n in sorted(self.counts.items()) if edge not in known
+                _edge_json(edge, n)
+                for edge, n in sorted(self.counts.items())
+                if edge not in KNOWN_EDGES
             ],
         }
 
@@ -74,8 +74,7 @@ def _minute(at_ms: int) -> str:
 
 def _edge_json(edge: Edge, count: int) -> dict[str, object]:
     """An edge with its rule, whether it is a CAS event's miss, and its count."""
-    missed = edge.rule == RULE_SUMMARY_ONLY and edge.trigger in CAS_TYPES
-    return {**edge._asdict(), "rule": edge.rule, "cas_missed": missed, "count": count}
+    return {**edge._asdict(), "rule": edge.rule, "cas_missed": edge.cas_missed, "count": count}
 
 
 def read_traffic(db: Store, since_s: float | None, now_ms: int) -> TrafficReport:

@@ -246,7 +246,7 @@ class BatchTarget:
     """Stores the new offset in the transaction; None: the label's one partition."""
     rejections: RejectionLog = field(default_factory=RejectionLog)
     """Where committed rejections are told to the log (one WARNING per reason a minute)."""
-    counts: traffic.Counter = field(default_factory=traffic.Counter)
+    counts: traffic.HourlyWriter = field(default_factory=traffic.HourlyWriter)
     """Adds each batch's edges to the store's traffic table, in the batch's transaction."""
 
 
